@@ -1,0 +1,12 @@
+//! Configuration: the libnv codec, reading the config record from bhyve's socket, and bhyve's
+//! key semantics (`vmname`, `open`, `hostfwd`, `mtui`).
+//!
+//! Owns: turning bytes from bhyve into a validated [`BhyveConfig`]. Never touches libslirp.
+
+pub mod bhyve;
+pub mod hostfwd;
+pub mod nvlist;
+pub mod recv;
+
+pub use bhyve::{BhyveConfig, ConfigError};
+pub use hostfwd::{HostFwdRule, Proto};

@@ -1,0 +1,8 @@
+//! bhyve-slirp-helper: a drop-in replacement for FreeBSD bhyve's libslirp helper.
+//!
+//! bhyve hands the helper one end of a SOCK_SEQPACKET socket, sends the device configuration
+//! as a libnv nvlist, then exchanges one raw Ethernet frame per record. The helper runs
+//! libslirp (loaded at run time) as the guest's TCP/IP stack.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod config;
