@@ -17,3 +17,7 @@ pub struct BhyveConfig {
     /// `mtui` (NUMBER): guest MTU; `None` when absent (frames up to 2048 bytes).
     pub mtui: Option<u32>,
 }
+
+/// A config bhyve sent that the helper must refuse; `exit_code()` is the process exit status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {}
