@@ -42,8 +42,8 @@ pub const FLAG_IGNORE_CASE: u8 = 0x01;
 pub const FLAG_NO_UNIQUE: u8 = 0x02;
 /// Private flag: the sender's multi-byte fields are big-endian.
 pub const FLAG_BIG_ENDIAN: u8 = 0x80;
-/// Flags that may appear in a header (`NV_FLAG_ALL_MASK` as far as it fits a byte).
 const FLAG_PUBLIC_MASK: u8 = FLAG_IGNORE_CASE | FLAG_NO_UNIQUE;
+/// Flags that may appear in a header (`NV_FLAG_ALL_MASK` as far as it fits a byte).
 const FLAG_ALL_MASK: u8 = FLAG_PUBLIC_MASK | FLAG_BIG_ENDIAN;
 
 /// Wire type codes (`sys/nv.h`, `nv_impl.h`).

@@ -122,7 +122,8 @@ impl std::error::Error for RecvError {}
 pub fn recv_config(sock: BorrowedFd<'_>, timeout: Duration) -> Result<Nvlist, RecvError> {
     let mut rx = ConfigReader {
         sock,
-        deadline: Instant::now() + timeout,
+        // None: a timeout too large to represent, i.e. wait for ever.
+        deadline: Instant::now().checked_add(timeout),
         timeout,
         hangup: false,
     };
@@ -149,7 +150,7 @@ fn checked_total(header: &Header) -> Result<usize, RecvError> {
 
 struct ConfigReader<'fd> {
     sock: BorrowedFd<'fd>,
-    deadline: Instant,
+    deadline: Option<Instant>,
     timeout: Duration,
     /// The last poll saw the peer hang up.
     hangup: bool,
@@ -289,7 +290,10 @@ impl ConfigReader<'_> {
     /// Waits until the socket is readable (or hung up), up to the deadline.
     fn wait_readable(&mut self, stage: Stage) -> Result<(), RecvError> {
         loop {
-            let left = self.deadline.saturating_duration_since(Instant::now());
+            let left = match self.deadline {
+                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+                None => Duration::MAX,
+            };
             if left.is_zero() {
                 return Err(RecvError::Timeout {
                     stage,
@@ -380,5 +384,59 @@ impl ConfigReader<'_> {
                 Ok(msg) => return Ok(Some(msg.bytes)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(descriptors: u64, size: u64) -> Header {
+        Header {
+            version: 0,
+            flags: 0,
+            descriptors,
+            size,
+        }
+    }
+
+    #[test]
+    fn limits() {
+        assert_eq!(checked_total(&header(0, 91)).unwrap(), 110);
+        let max = MAX_CONFIG_LEN - HEADER_LEN as u64;
+        assert_eq!(
+            checked_total(&header(0, max)).unwrap(),
+            MAX_CONFIG_LEN as usize
+        );
+        assert!(matches!(
+            checked_total(&header(0, max + 1)),
+            Err(RecvError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            checked_total(&header(0, u64::MAX)),
+            Err(RecvError::TooLarge { .. })
+        ));
+        assert_eq!(
+            checked_total(&header(MAX_DESCRIPTORS, 0)).unwrap(),
+            HEADER_LEN
+        );
+        assert!(matches!(
+            checked_total(&header(MAX_DESCRIPTORS + 1, 0)),
+            Err(RecvError::TooManyDescriptors { announced: 1025 })
+        ));
+    }
+
+    #[test]
+    fn messages_say_what_went_wrong() {
+        let closed = RecvError::Closed { stage: Stage::Body };
+        assert!(closed
+            .to_string()
+            .starts_with("socket closed before configuration"));
+        assert!(closed.to_string().contains("body"));
+        let big = RecvError::TooLarge { size: 1 << 40 }.to_string();
+        assert!(
+            big.contains("1099511627776") && big.contains("16777216"),
+            "{big}"
+        );
     }
 }
