@@ -32,6 +32,21 @@ pub struct HostFwdRule {
     pub guest_port: u16,
 }
 
+/// The rule in the bhyve grammar, addresses spelled out.
+impl fmt::Display for HostFwdRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let proto = match self.proto {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        };
+        write!(
+            f,
+            "{proto}:{}:{}-{}:{}",
+            self.host_addr, self.host_port, self.guest_addr, self.guest_port
+        )
+    }
+}
+
 /// A rule the helper refuses (the C helper exits 1 on any of these).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostFwdError {
