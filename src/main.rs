@@ -95,6 +95,29 @@ fn read_config(sock: RawFd) -> Result<BhyveConfig, Fatal> {
         .map_err(|e| Fatal(e.exit_code() as u8, format!("configuration: {e}")))
 }
 
+/// The readiness backend: `--poller`, else the bhyve config key `poller`
+/// (`-s 2,virtio-net,slirp,poller=poll`), else the platform's best.
+fn poller_kind(options: &Options, config: &BhyveConfig) -> Result<PollerKind, Fatal> {
+    if let Some(kind) = options.poller {
+        return Ok(kind);
+    }
+    let name = config
+        .string_option("poller")
+        .map_err(|e| Fatal(e.exit_code() as u8, format!("configuration: {e}")))?;
+    match name {
+        None => Ok(PollerKind::platform_default()),
+        Some(name) => PollerKind::parse(name).ok_or_else(|| {
+            let default = PollerKind::platform_default().name();
+            Fatal(
+                1,
+                format!(
+                    "configuration: poller '{name}' is not available here (use poll or {default})"
+                ),
+            )
+        }),
+    }
+}
+
 fn run(options: Options) -> Result<(), Fatal> {
     sys::install_signal_handlers().map_err(|e| Fatal(1, format!("sigaction: {e}")))?;
     let sock = adopt_socket(options.socket)?;
@@ -108,7 +131,7 @@ fn run(options: Options) -> Result<(), Fatal> {
     let api = SlirpApi::load(&path).map_err(|e| Fatal(1, e.to_string()))?;
 
     let limit = FrameLimit::from_mtui(config.mtui);
-    let kind = options.poller.unwrap_or_else(PollerKind::platform_default);
+    let kind = poller_kind(&options, &config)?;
     let host =
         Host::new(kind, sock, limit).map_err(|e| Fatal(1, format!("creating the poller: {e}")))?;
     let restricted = !config.open;

@@ -10,6 +10,8 @@
 #[cfg(target_os = "linux")]
 mod epoll;
 pub mod interest;
+#[cfg(any(target_os = "freebsd", target_os = "macos"))]
+mod kqueue;
 mod poll;
 
 use std::ffi::c_int;
@@ -39,6 +41,8 @@ pub enum PollerKind {
     Poll,
     /// Persistent epoll registrations, diffed each iteration (Linux).
     Epoll,
+    /// Persistent kqueue knotes, the diff submitted in the waiting `kevent()` (FreeBSD, macOS).
+    Kqueue,
 }
 
 impl PollerKind {
@@ -46,6 +50,8 @@ impl PollerKind {
     pub fn platform_default() -> PollerKind {
         if cfg!(target_os = "linux") {
             PollerKind::Epoll
+        } else if cfg!(any(target_os = "freebsd", target_os = "macos")) {
+            PollerKind::Kqueue
         } else {
             PollerKind::Poll
         }
@@ -56,6 +62,9 @@ impl PollerKind {
         match name {
             "poll" => Some(PollerKind::Poll),
             "epoll" if cfg!(target_os = "linux") => Some(PollerKind::Epoll),
+            "kqueue" if cfg!(any(target_os = "freebsd", target_os = "macos")) => {
+                Some(PollerKind::Kqueue)
+            }
             _ => None,
         }
     }
@@ -64,6 +73,7 @@ impl PollerKind {
         match self {
             PollerKind::Poll => "poll",
             PollerKind::Epoll => "epoll",
+            PollerKind::Kqueue => "kqueue",
         }
     }
 }
@@ -81,6 +91,8 @@ enum Backend {
     Poll(poll::PollBackend),
     #[cfg(target_os = "linux")]
     Epoll(epoll::EpollBackend),
+    #[cfg(any(target_os = "freebsd", target_os = "macos"))]
+    Kqueue(kqueue::KqueueBackend),
 }
 
 pub struct Poller {
@@ -94,6 +106,8 @@ macro_rules! dispatch {
             Backend::Poll($b) => $call,
             #[cfg(target_os = "linux")]
             Backend::Epoll($b) => $call,
+            #[cfg(any(target_os = "freebsd", target_os = "macos"))]
+            Backend::Kqueue($b) => $call,
         }
     };
 }
@@ -104,8 +118,10 @@ impl Poller {
             PollerKind::Poll => Backend::Poll(poll::PollBackend::new(wakeup, frontend)),
             #[cfg(target_os = "linux")]
             PollerKind::Epoll => Backend::Epoll(epoll::EpollBackend::new(wakeup, frontend)?),
-            #[cfg(not(target_os = "linux"))]
-            PollerKind::Epoll => return Err(io::Error::from(io::ErrorKind::Unsupported)),
+            #[cfg(any(target_os = "freebsd", target_os = "macos"))]
+            PollerKind::Kqueue => Backend::Kqueue(kqueue::KqueueBackend::new(wakeup, frontend)?),
+            #[allow(unreachable_patterns)]
+            _ => return Err(io::Error::from(io::ErrorKind::Unsupported)),
         };
         Ok(Poller { backend })
     }
@@ -115,6 +131,8 @@ impl Poller {
             Backend::Poll(_) => PollerKind::Poll,
             #[cfg(target_os = "linux")]
             Backend::Epoll(_) => PollerKind::Epoll,
+            #[cfg(any(target_os = "freebsd", target_os = "macos"))]
+            Backend::Kqueue(_) => PollerKind::Kqueue,
         }
     }
 
@@ -124,6 +142,8 @@ impl Poller {
             Backend::Poll(_) => None,
             #[cfg(target_os = "linux")]
             Backend::Epoll(b) => Some(b.table().counters),
+            #[cfg(any(target_os = "freebsd", target_os = "macos"))]
+            Backend::Kqueue(b) => Some(b.table().counters),
         }
     }
 
