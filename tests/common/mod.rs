@@ -78,7 +78,8 @@ impl ConfigBuilder {
 
     /// A STRING pair, as every bhyve config value is.
     pub fn string(mut self, key: &str, value: &str) -> Self {
-        if key == "vmname" {
+        if key == "vmname" && self.vmname.is_some() {
+            // bhyve appends vmname last: replace the default rather than add a pair here.
             self.vmname = Some(value.as_bytes().to_vec());
         } else {
             self.nv.push(key, Value::String(value.as_bytes().to_vec()));
