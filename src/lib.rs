@@ -5,4 +5,13 @@
 //! libslirp (loaded at run time) as the guest's TCP/IP stack.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod cli;
 pub mod config;
+pub mod diag;
+pub mod event_loop;
+pub mod frames;
+pub mod poller;
+pub mod sandbox;
+pub mod slirp;
+pub mod stats;
+pub mod sys;

@@ -1,1 +1,142 @@
-fn main() {}
+//! `bhyve-slirp-helper -S <fd>`: start-up in the C helper's order (design note 7), then the
+//! loop. Exit status: 0 on hangup or SIGTERM, 1 on bad usage/config/libslirp, 4 on a bad
+//! boolean for `open`.
+
+use slirp_helper::cli::{self, Command, Options};
+use slirp_helper::config::{self, BhyveConfig};
+use slirp_helper::event_loop::{self, Exit, Host};
+use slirp_helper::frames::{FrameLimit, FrameRx};
+use slirp_helper::poller::PollerKind;
+use slirp_helper::slirp::api::{SlirpApi, DEFAULT_LIBSLIRP};
+use slirp_helper::slirp::{Stack, StackConfig};
+use slirp_helper::{diag, sandbox, sys};
+use std::os::fd::{BorrowedFd, RawFd};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Where bhyve's socket lives after start-up, as in the C helper (`dup2(sd, 3)`).
+const SOCKET_FD: RawFd = 3;
+/// bhyve sends the config right after spawning the helper; waiting longer means it never will.
+const CONFIG_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A start-up failure: what to say and the exit status.
+struct Fatal(u8, String);
+
+fn main() -> ExitCode {
+    let command = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(command) => command,
+        Err(cli::UsageError(reason)) => {
+            diag::init();
+            diag::error(&format!("{reason}\n{}", cli::USAGE));
+            return ExitCode::from(1);
+        }
+    };
+    match command {
+        Command::Help => {
+            print!("{}", cli::HELP);
+            ExitCode::SUCCESS
+        }
+        Command::Version => {
+            println!("bhyve-slirp-helper {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Run(options) => {
+            diag::init();
+            match run(options) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(Fatal(code, msg)) => {
+                    diag::error(&msg);
+                    ExitCode::from(code)
+                }
+            }
+        }
+    }
+}
+
+/// Check `-S`, move the socket to fd 3 and close everything else inherited from bhyve.
+fn adopt_socket(fd: RawFd) -> Result<RawFd, Fatal> {
+    let usage = |why: String| Fatal(1, format!("{why}\n{}", cli::USAGE));
+    if !sys::fd_is_open(fd) {
+        return Err(usage(format!(
+            "invalid socket {fd}: not an open descriptor"
+        )));
+    }
+    match sys::fd_is_socket(fd) {
+        Ok(true) => {}
+        Ok(false) => return Err(usage(format!("invalid socket {fd}: not a socket"))),
+        Err(e) => return Err(usage(format!("invalid socket {fd}: {e}"))),
+    }
+    let sock = sys::move_fd(fd, SOCKET_FD)
+        .map_err(|e| Fatal(1, format!("dup2(socket, {SOCKET_FD}): {e}")))?;
+    sys::closefrom(SOCKET_FD + 1);
+    sys::set_cloexec(sock, true).map_err(|e| Fatal(1, format!("fcntl(socket): {e}")))?;
+    sys::set_nonblocking(sock, true).map_err(|e| Fatal(1, format!("fcntl(socket): {e}")))?;
+    Ok(sock)
+}
+
+fn libslirp_path(options: &Options) -> String {
+    options
+        .libslirp
+        .clone()
+        .or_else(|| {
+            std::env::var(cli::LIBSLIRP_ENV)
+                .ok()
+                .filter(|p| !p.is_empty())
+        })
+        .unwrap_or_else(|| DEFAULT_LIBSLIRP.to_string())
+}
+
+fn read_config(sock: RawFd) -> Result<BhyveConfig, Fatal> {
+    // SAFETY: `sock` is open and owned by this process for its whole life.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(sock) };
+    let nvlist = config::recv::recv_config(borrowed, CONFIG_TIMEOUT)
+        .map_err(|e| Fatal(1, format!("reading the configuration from bhyve: {e}")))?;
+    BhyveConfig::from_nvlist(&nvlist)
+        .map_err(|e| Fatal(e.exit_code() as u8, format!("configuration: {e}")))
+}
+
+fn run(options: Options) -> Result<(), Fatal> {
+    sys::install_signal_handlers().map_err(|e| Fatal(1, format!("sigaction: {e}")))?;
+    let sock = adopt_socket(options.socket)?;
+
+    let config = read_config(sock)?;
+    if let Some(vmname) = &config.vmname {
+        sys::set_process_title(vmname);
+    }
+
+    let path = libslirp_path(&options);
+    let api = SlirpApi::load(&path).map_err(|e| Fatal(1, e.to_string()))?;
+
+    let limit = FrameLimit::from_mtui(config.mtui);
+    let kind = options.poller.unwrap_or_else(PollerKind::platform_default);
+    let host =
+        Host::new(kind, sock, limit).map_err(|e| Fatal(1, format!("creating the poller: {e}")))?;
+    let restricted = !config.open;
+    let mut stack = Stack::new(
+        api,
+        StackConfig {
+            restricted,
+            mtu: limit.mtu(),
+        },
+        host,
+    )
+    .map_err(|e| Fatal(1, format!("libslirp: {e}")))?;
+    for rule in &config.hostfwd {
+        stack
+            .add_hostfwd(rule)
+            .map_err(|e| Fatal(1, format!("unable to add hostfwd rule '{rule}': {e}")))?;
+    }
+
+    sandbox::drop_privileges().map_err(|e| Fatal(1, e.to_string()))?;
+    sandbox::confine(restricted).map_err(|e| Fatal(1, e.to_string()))?;
+
+    let mut rx = FrameRx::new(sock, limit);
+    let exit = event_loop::run(&mut stack, &mut rx);
+    let stats = event_loop::stats_line(&mut stack, &rx);
+    match exit {
+        Ok(Exit::Hangup) => diag::info(&format!("bhyve closed the connection; {stats}")),
+        Ok(Exit::Terminated) => diag::info(&format!("terminated by signal; {stats}")),
+        Err(e) => return Err(Fatal(1, format!("{e}; {stats}"))),
+    }
+    Ok(())
+}

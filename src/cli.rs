@@ -1,0 +1,137 @@
+//! The command line, compatible with the C helper: `-S <fd>` (getopt style), plus `--help`,
+//! `--version` and the helper's own options.
+
+use crate::poller::PollerKind;
+use std::ffi::OsString;
+use std::os::fd::RawFd;
+
+pub const USAGE: &str = "usage: bhyve-slirp-helper -S <socket>";
+
+pub const HELP: &str = "\
+usage: bhyve-slirp-helper -S <socket> [options]
+
+User-mode networking for a bhyve guest: libslirp behind bhyve's slirp backend.
+bhyve starts the helper with one end of a SOCK_SEQPACKET socket, sends the
+device configuration (a libnv nvlist), then exchanges Ethernet frames.
+
+  -S <socket>         descriptor of the socket to bhyve (required)
+  --libslirp <path>   libslirp to load (default libslirp.so.0, or
+                      $SLIRP_HELPER_LIBSLIRP)
+  --poller <name>     readiness backend: poll
+  -h, --help          this text
+  -V, --version       the version
+
+Exit status: 0 when bhyve hangs up, 1 on bad usage, configuration, or
+libslirp, 4 on a bad boolean for 'open'.
+";
+
+/// Environment override of the libslirp path.
+pub const LIBSLIRP_ENV: &str = "SLIRP_HELPER_LIBSLIRP";
+
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Run(Options),
+    Help,
+    Version,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    pub socket: RawFd,
+    /// Explicit `--libslirp`; otherwise the environment or the default.
+    pub libslirp: Option<String>,
+    pub poller: Option<PollerKind>,
+}
+
+/// A usage error: printed after the usage line; exit 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+fn parse_fd(text: &str) -> Result<RawFd, UsageError> {
+    let valid = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    match text.parse::<RawFd>() {
+        Ok(fd) if valid => Ok(fd),
+        _ => Err(UsageError(format!(
+            "invalid socket '{text}': not a descriptor number"
+        ))),
+    }
+}
+
+/// Parse the arguments after the program name.
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageError> {
+    let mut socket = None;
+    let mut libslirp = None;
+    let mut poller = None;
+    let mut args = args.into_iter().map(|a| {
+        a.into_string()
+            .map_err(|a| UsageError(format!("argument {a:?} is not UTF-8")))
+    });
+    while let Some(arg) = args.next() {
+        let arg = arg?;
+        let mut value = |name: &str| match args.next() {
+            Some(v) => v,
+            None => Err(UsageError(format!("option {name} needs a value"))),
+        };
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            "-S" => socket = Some(parse_fd(&value("-S")?)?),
+            s if s.starts_with("-S") => socket = Some(parse_fd(&s[2..])?),
+            "--libslirp" => libslirp = Some(value("--libslirp")?),
+            "--poller" => {
+                let name = value("--poller")?;
+                poller = Some(
+                    PollerKind::parse(&name)
+                        .ok_or_else(|| UsageError(format!("unknown poller '{name}'")))?,
+                );
+            }
+            other => return Err(UsageError(format!("unexpected argument '{other}'"))),
+        }
+    }
+    let socket = socket.ok_or_else(|| UsageError(String::from("missing -S <socket>")))?;
+    Ok(Command::Run(Options {
+        socket,
+        libslirp,
+        poller,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn accepts_the_c_helpers_forms() {
+        let expect = Command::Run(Options {
+            socket: 3,
+            libslirp: None,
+            poller: None,
+        });
+        assert_eq!(parse(args(&["-S", "3"])), Ok(expect.clone()));
+        assert_eq!(parse(args(&["-S3"])), Ok(expect));
+        assert_eq!(parse(args(&["--help"])), Ok(Command::Help));
+        assert_eq!(parse(args(&["-V"])), Ok(Command::Version));
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_descriptor() {
+        for bad in [
+            &[][..],
+            &["-S"],
+            &["-S", ""],
+            &["-S", "x"],
+            &["-S", "-1"],
+            &["-S", "3x"],
+            &["-X"],
+            &["-S", "3", "extra"],
+        ] {
+            assert!(parse(args(bad)).is_err(), "{bad:?}");
+        }
+        assert!(parse(args(&["-S", "3", "--poller", "nope"])).is_err());
+    }
+}

@@ -1,0 +1,204 @@
+//! One loop iteration, as the C helper does it: fill, wait, `slirp_pollfds_poll`, timers,
+//! drain the wakeup pipe, read guest frames into `slirp_input`, flush what is queued for the
+//! guest. The poller and the frame I/O are seams: their backends change, this order does not.
+//!
+//! Owns: the [`Host`] libslirp's callbacks reach, and the decision to end the loop.
+
+use crate::frames::{FrameLimit, FrameRx, FrameTx, RxStatus};
+use crate::poller::{ready, Own, Poller, PollerKind};
+use crate::slirp::timers::Timers;
+use crate::slirp::{SlirpHost, Stack};
+use crate::stats::{self, LoopCounters};
+use crate::sys::SIGNALS;
+use crate::{diag, slirp};
+use std::ffi::c_int;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::Ordering;
+
+/// Everything libslirp's callbacks touch. Reached only through `Stack::host` or a callback.
+pub struct Host {
+    pub poller: Poller,
+    pub tx: FrameTx,
+    timers: Timers,
+    wakeup_read: OwnedFd,
+    wakeup_write: OwnedFd,
+    pub counters: LoopCounters,
+}
+
+impl Host {
+    /// The wakeup pipe and the poller, registered with our two descriptors.
+    pub fn new(kind: PollerKind, frontend: RawFd, limit: FrameLimit) -> io::Result<Host> {
+        use nix::fcntl::OFlag;
+        let (wakeup_read, wakeup_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+        let poller = Poller::new(kind, wakeup_read.as_raw_fd(), frontend)?;
+        Ok(Host {
+            poller,
+            tx: FrameTx::new(frontend, limit),
+            timers: Timers::default(),
+            wakeup_read,
+            wakeup_write,
+            counters: LoopCounters::default(),
+        })
+    }
+
+    fn drain_wakeup(&mut self) {
+        let mut buf = [0u8; 64];
+        // Bytes are only tokens; EAGAIN ends the drain.
+        while matches!(nix::unistd::read(&self.wakeup_read, &mut buf), Ok(n) if n > 0) {}
+    }
+}
+
+impl SlirpHost for Host {
+    fn send_packet(&mut self, frame: &[u8]) -> isize {
+        self.tx.send(frame)
+    }
+
+    fn guest_error(&mut self, msg: &str) {
+        // Guest-controlled and possibly frequent: counted, logged only the first time.
+        self.counters.guest_errors += 1;
+        if self.counters.guest_errors == 1 {
+            diag::warn(&format!("guest error (further ones only counted): {msg}"));
+        }
+    }
+
+    fn add_poll(&mut self, fd: RawFd, events: c_int) -> c_int {
+        self.poller.add(fd, events)
+    }
+
+    fn get_revents(&mut self, idx: c_int) -> c_int {
+        self.poller.revents(idx)
+    }
+
+    fn register_poll_fd(&mut self, fd: RawFd) {
+        // As the C helper: a send to a closed peer must fail, not raise SIGPIPE.
+        crate::sys::set_nosigpipe(fd);
+    }
+
+    fn unregister_poll_fd(&mut self, fd: RawFd) {
+        self.poller.forget(fd);
+    }
+
+    fn notify(&mut self) {
+        // A full pipe already holds a wakeup: EAGAIN is fine.
+        let _ = nix::unistd::write(&self.wakeup_write, b"M");
+    }
+
+    fn timers(&mut self) -> &mut Timers {
+        &mut self.timers
+    }
+}
+
+/// Why the loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// bhyve closed its end: exit 0.
+    Hangup,
+    /// SIGTERM/SIGINT: exit 0.
+    Terminated,
+}
+
+/// Why the loop could not go on.
+#[derive(Debug)]
+pub enum LoopError {
+    Io {
+        what: &'static str,
+        err: io::Error,
+    },
+    /// A callback panicked; the panic was stopped at the C boundary.
+    CallbackPanicked,
+}
+
+impl std::fmt::Display for LoopError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoopError::Io { what, err } => write!(f, "{what}: {err}"),
+            LoopError::CallbackPanicked => {
+                write!(f, "internal error: a libslirp callback panicked")
+            }
+        }
+    }
+}
+
+/// The counters line for a stats dump.
+pub fn stats_line(stack: &mut Stack<Host>, rx: &FrameRx) -> String {
+    let host = stack.host();
+    stats::line(&rx.counters, &host.tx.counters, &host.counters)
+}
+
+/// Run until bhyve hangs up or a terminating signal arrives.
+pub fn run(stack: &mut Stack<Host>, rx: &mut FrameRx) -> Result<Exit, LoopError> {
+    loop {
+        if SIGNALS.terminate.load(Ordering::Relaxed) {
+            return Ok(Exit::Terminated);
+        }
+        if SIGNALS.dump_stats.swap(false, Ordering::Relaxed) {
+            diag::info(&stats_line(stack, rx));
+        }
+        if let Some(exit) = iterate(stack, rx)? {
+            return Ok(exit);
+        }
+        if slirp::callback_panicked() {
+            return Err(LoopError::CallbackPanicked);
+        }
+    }
+}
+
+/// One iteration. `Some(exit)` when the loop must end.
+pub fn iterate(stack: &mut Stack<Host>, rx: &mut FrameRx) -> Result<Option<Exit>, LoopError> {
+    stack.host().poller.begin_fill();
+    let mut timeout: u32 = u32::MAX;
+    stack.pollfds_fill(&mut timeout);
+
+    let host = stack.host();
+    host.counters.iterations += 1;
+    let now_ms = crate::sys::monotonic_ns() / 1_000_000;
+    if let Some(deadline) = host.timers.next_deadline_ms() {
+        timeout = timeout.min(
+            deadline
+                .saturating_sub(now_ms)
+                .clamp(0, i64::from(u32::MAX)) as u32,
+        );
+    }
+    let pending = host.tx.has_pending();
+    host.poller.watch_frontend_writable(pending);
+    let timeout_ms = c_int::try_from(timeout).unwrap_or(c_int::MAX);
+    let select_error = match host.poller.wait(timeout_ms) {
+        Ok(()) => false,
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
+        Err(err) => return Err(LoopError::Io { what: "poll", err }),
+    };
+
+    stack.pollfds_poll(select_error);
+    stack.run_due_timers(crate::sys::monotonic_ns() / 1_000_000);
+
+    let host = stack.host();
+    if host.poller.own_revents(Own::Wakeup) & ready::IN != 0 {
+        host.counters.wakeups += 1;
+        host.drain_wakeup();
+    }
+    let frontend = host.poller.own_revents(Own::Frontend);
+    // ERR is read too: the read reports (and clears) the pending error instead of spinning.
+    if frontend & (ready::IN | ready::ERR) != 0 {
+        let status = rx
+            .drain(|frame| stack.input(frame))
+            .map_err(|err| LoopError::Io {
+                what: "recv from bhyve",
+                err,
+            })?;
+        if status == RxStatus::Hangup {
+            return Ok(Some(Exit::Hangup));
+        }
+    }
+    // Hangup is checked after the read so frames bhyve sent just before closing still count;
+    // POLLHUP/POLLRDHUP mean no more will come.
+    if frontend & (ready::HUP | ready::RDHUP) != 0 {
+        return Ok(Some(Exit::Hangup));
+    }
+    let host = stack.host();
+    host.tx.flush();
+    if host.tx.peer_gone() {
+        return Ok(Some(Exit::Hangup));
+    }
+    Ok(None)
+}

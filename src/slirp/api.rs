@@ -1,0 +1,107 @@
+//! libslirp loaded at run time: every symbol the loop needs is resolved up front, so a missing
+//! one is a start-up error, never a surprise later.
+
+use super::ffi::*;
+use libloading::Library;
+use std::ffi::CStr;
+use std::fmt;
+
+/// The soname bhyve's helper opens; overridable for tests and other installs.
+pub const DEFAULT_LIBSLIRP: &str = "libslirp.so.0";
+
+/// Why libslirp could not be used.
+#[derive(Debug)]
+pub enum LoadError {
+    /// `dlopen` failed: the library is not installed or not at that path.
+    Open { path: String, reason: String },
+    /// The library lacks a symbol we need: too old (we need >= 4.7.0) or not libslirp.
+    Symbol {
+        path: String,
+        symbol: &'static str,
+        reason: String,
+    },
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Open { path, reason } => {
+                write!(
+                    f,
+                    "unable to open {path}: {reason} (install libslirp >= 4.7.0)"
+                )
+            }
+            LoadError::Symbol {
+                path,
+                symbol,
+                reason,
+            } => {
+                write!(
+                    f,
+                    "failed to resolve {symbol} in {path}: {reason} (libslirp >= 4.7.0 needed)"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// Function table of one loaded libslirp. The `Library` is kept so the pointers stay valid.
+pub struct SlirpApi {
+    pub new: SlirpNewFn,
+    pub cleanup: SlirpCleanupFn,
+    pub input: SlirpInputFn,
+    pub pollfds_fill: SlirpPollfdsFillFn,
+    pub pollfds_poll: SlirpPollfdsPollFn,
+    pub handle_timer: SlirpHandleTimerFn,
+    pub add_hostxfwd: SlirpAddHostxfwdFn,
+    version_string: SlirpVersionStringFn,
+    _library: Library,
+}
+
+impl SlirpApi {
+    /// `dlopen` the library at `path` and resolve every symbol.
+    pub fn load(path: &str) -> Result<SlirpApi, LoadError> {
+        // SAFETY: loading runs the library's initialisers; libslirp's only set up GLib state.
+        let library = unsafe { Library::new(path) }.map_err(|e| LoadError::Open {
+            path: path.to_string(),
+            reason: e.to_string(),
+        })?;
+        macro_rules! resolve {
+            ($name:literal, $ty:ty) => {{
+                // SAFETY: the symbol's C signature in libslirp.h is exactly `$ty`.
+                let symbol = unsafe { library.get::<$ty>(concat!($name, "\0").as_bytes()) };
+                *symbol.map_err(|e| LoadError::Symbol {
+                    path: path.to_string(),
+                    symbol: $name,
+                    reason: e.to_string(),
+                })?
+            }};
+        }
+        Ok(SlirpApi {
+            new: resolve!("slirp_new", SlirpNewFn),
+            cleanup: resolve!("slirp_cleanup", SlirpCleanupFn),
+            input: resolve!("slirp_input", SlirpInputFn),
+            pollfds_fill: resolve!("slirp_pollfds_fill", SlirpPollfdsFillFn),
+            pollfds_poll: resolve!("slirp_pollfds_poll", SlirpPollfdsPollFn),
+            handle_timer: resolve!("slirp_handle_timer", SlirpHandleTimerFn),
+            add_hostxfwd: resolve!("slirp_add_hostxfwd", SlirpAddHostxfwdFn),
+            version_string: resolve!("slirp_version_string", SlirpVersionStringFn),
+            _library: library,
+        })
+    }
+
+    /// libslirp's own version string, e.g. "4.7.0".
+    pub fn version(&self) -> String {
+        // SAFETY: slirp_version_string returns a static NUL-terminated string.
+        let ptr = unsafe { (self.version_string)() };
+        if ptr.is_null() {
+            return String::from("unknown");
+        }
+        // SAFETY: non-null and NUL-terminated per the libslirp contract, valid while loaded.
+        unsafe { CStr::from_ptr(ptr) }
+            .to_string_lossy()
+            .into_owned()
+    }
+}

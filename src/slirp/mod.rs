@@ -1,0 +1,373 @@
+//! libslirp: the dlopen'd API table, the `#[repr(C)]` structs, the callback trampolines and a
+//! safe handle.
+//!
+//! Owns: every call into libslirp and every call back out of it. Re-entrancy rule (design
+//! note 4): libslirp calls `send_packet` from inside `slirp_input` and `slirp_pollfds_poll`, and
+//! `add_poll` from inside `slirp_pollfds_fill`. The state those callbacks touch (the host, `H`)
+//! lives behind a stable raw pointer; the loop reaches it only through [`Stack::host`], a
+//! `&mut self` borrow, so no reference to it can be alive while libslirp runs.
+//! A panic in a callback is caught at the boundary, never unwound into C.
+
+pub mod api;
+pub mod ffi;
+pub mod timers;
+
+use api::SlirpApi;
+use ffi::*;
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::RawFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
+use timers::{TimerTarget, Timers};
+
+use crate::config::{HostFwdRule, Proto};
+
+/// What the helper provides to libslirp. Each method runs inside a libslirp call.
+pub trait SlirpHost {
+    /// A frame for the guest. Returns its length, or a negative value on error.
+    fn send_packet(&mut self, frame: &[u8]) -> isize;
+    /// libslirp reports guest misbehaviour.
+    fn guest_error(&mut self, msg: &str);
+    /// `slirp_pollfds_fill`: watch `fd` for `events` (SLIRP_POLL_*); return its index.
+    fn add_poll(&mut self, fd: RawFd, events: c_int) -> c_int;
+    /// `slirp_pollfds_poll`: readiness (SLIRP_POLL_*) of the index `add_poll` returned.
+    fn get_revents(&mut self, idx: c_int) -> c_int;
+    /// Hint: libslirp opened `fd`.
+    fn register_poll_fd(&mut self, fd: RawFd);
+    /// Hint: libslirp is about to close `fd`.
+    fn unregister_poll_fd(&mut self, fd: RawFd);
+    /// Wake the loop: a socket buffer has room again.
+    fn notify(&mut self);
+    /// libslirp's timers.
+    fn timers(&mut self) -> &mut Timers;
+}
+
+/// Network parameters, fixed for the process (as the C helper's).
+pub const VNETWORK: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 0);
+pub const VNETMASK: Ipv4Addr = Ipv4Addr::new(255, 255, 255, 0);
+pub const VHOST: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+pub const VNAMESERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
+pub const VDHCP_START: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
+
+/// What varies per VM.
+#[derive(Debug, Clone, Copy)]
+pub struct StackConfig {
+    /// `restricted = !open`: no outbound connections, DHCP without router and DNS.
+    pub restricted: bool,
+    /// Guest MTU: both `if_mtu` and `if_mru` (the C helper left `if_mru` at 1500, which capped
+    /// the TCP MSS at 1460 whatever the MTU).
+    pub mtu: usize,
+}
+
+/// libslirp accepts `if_mtu`/`if_mru` of 0 or 68..=65521 (`slirp_new`).
+pub const MTU_RANGE: std::ops::RangeInclusive<usize> = 68..=65521;
+
+static CALLBACK_PANICKED: AtomicBool = AtomicBool::new(false);
+
+/// Whether a callback panicked (and the panic was stopped at the C boundary). The loop checks
+/// this after each libslirp call and ends the process: the host state may be inconsistent.
+pub fn callback_panicked() -> bool {
+    CALLBACK_PANICKED.load(Ordering::Relaxed)
+}
+
+/// Run `f` on the host behind `opaque`, catching any panic.
+///
+/// # Safety
+/// `opaque` must be the `*mut H` that [`Stack::new`] gave libslirp, and no other reference to
+/// the host may be alive (guaranteed by `Stack`'s `&mut self` methods).
+unsafe fn with_host<H: SlirpHost, R>(
+    opaque: *mut c_void,
+    neutral: R,
+    f: impl FnOnce(&mut H) -> R,
+) -> R {
+    // SAFETY: per this function's contract, `opaque` is a live, unaliased `*mut H`.
+    let host = unsafe { &mut *(opaque as *mut H) };
+    match catch_unwind(AssertUnwindSafe(|| f(host))) {
+        Ok(r) => r,
+        Err(_) => {
+            CALLBACK_PANICKED.store(true, Ordering::Relaxed);
+            neutral
+        }
+    }
+}
+
+unsafe extern "C" fn cb_send_packet<H: SlirpHost>(
+    buf: *const c_void,
+    len: usize,
+    opaque: *mut c_void,
+) -> isize {
+    if buf.is_null() {
+        return -1;
+    }
+    // SAFETY: libslirp passes a buffer of `len` readable bytes, valid for this call.
+    let frame = unsafe { std::slice::from_raw_parts(buf as *const u8, len) };
+    // SAFETY: `opaque` is our host pointer (see `with_host`).
+    unsafe { with_host::<H, _>(opaque, -1, |h| h.send_packet(frame)) }
+}
+
+unsafe extern "C" fn cb_guest_error<H: SlirpHost>(msg: *const c_char, opaque: *mut c_void) {
+    if msg.is_null() {
+        return;
+    }
+    // SAFETY: libslirp passes a NUL-terminated message valid for this call.
+    let msg = unsafe { CStr::from_ptr(msg) }.to_string_lossy();
+    // SAFETY: `opaque` is our host pointer.
+    unsafe { with_host::<H, _>(opaque, (), |h| h.guest_error(&msg)) }
+}
+
+unsafe extern "C" fn cb_clock_get_ns(_opaque: *mut c_void) -> i64 {
+    crate::sys::monotonic_ns()
+}
+
+unsafe extern "C" fn cb_timer_new<H: SlirpHost>(
+    cb: SlirpTimerCb,
+    cb_opaque: *mut c_void,
+    opaque: *mut c_void,
+) -> *mut c_void {
+    let target = TimerTarget::Callback { cb, cb_opaque };
+    // SAFETY: `opaque` is our host pointer.
+    unsafe { with_host::<H, _>(opaque, std::ptr::null_mut(), |h| h.timers().create(target)) }
+}
+
+unsafe extern "C" fn cb_timer_new_opaque<H: SlirpHost>(
+    id: SlirpTimerId,
+    cb_opaque: *mut c_void,
+    opaque: *mut c_void,
+) -> *mut c_void {
+    let target = TimerTarget::Opaque { id, cb_opaque };
+    // SAFETY: `opaque` is our host pointer.
+    unsafe { with_host::<H, _>(opaque, std::ptr::null_mut(), |h| h.timers().create(target)) }
+}
+
+unsafe extern "C" fn cb_timer_free<H: SlirpHost>(timer: *mut c_void, opaque: *mut c_void) {
+    // SAFETY: `opaque` is our host pointer.
+    unsafe { with_host::<H, _>(opaque, (), |h| h.timers().free(timer)) }
+}
+
+unsafe extern "C" fn cb_timer_mod<H: SlirpHost>(
+    timer: *mut c_void,
+    expire_ms: i64,
+    opaque: *mut c_void,
+) {
+    // SAFETY: `opaque` is our host pointer.
+    unsafe { with_host::<H, _>(opaque, (), |h| h.timers().arm(timer, expire_ms)) }
+}
+
+unsafe extern "C" fn cb_register_poll_fd<H: SlirpHost>(fd: c_int, opaque: *mut c_void) {
+    // SAFETY: `opaque` is our host pointer.
+    unsafe { with_host::<H, _>(opaque, (), |h| h.register_poll_fd(fd)) }
+}
+
+unsafe extern "C" fn cb_unregister_poll_fd<H: SlirpHost>(fd: c_int, opaque: *mut c_void) {
+    // SAFETY: `opaque` is our host pointer.
+    unsafe { with_host::<H, _>(opaque, (), |h| h.unregister_poll_fd(fd)) }
+}
+
+unsafe extern "C" fn cb_notify<H: SlirpHost>(opaque: *mut c_void) {
+    // SAFETY: `opaque` is our host pointer.
+    unsafe { with_host::<H, _>(opaque, (), |h| h.notify()) }
+}
+
+unsafe extern "C" fn cb_init_completed(_slirp: *mut Slirp, _opaque: *mut c_void) {}
+
+unsafe extern "C" fn cb_add_poll<H: SlirpHost>(
+    fd: c_int,
+    events: c_int,
+    opaque: *mut c_void,
+) -> c_int {
+    // SAFETY: `opaque` is our host pointer.
+    unsafe { with_host::<H, _>(opaque, -1, |h| h.add_poll(fd, events)) }
+}
+
+unsafe extern "C" fn cb_get_revents<H: SlirpHost>(idx: c_int, opaque: *mut c_void) -> c_int {
+    // SAFETY: `opaque` is our host pointer.
+    unsafe { with_host::<H, _>(opaque, 0, |h| h.get_revents(idx)) }
+}
+
+fn in_addr(addr: Ipv4Addr) -> libc::in_addr {
+    libc::in_addr {
+        s_addr: u32::from(addr).to_be(),
+    }
+}
+
+/// One libslirp instance and the host its callbacks reach.
+pub struct Stack<H: SlirpHost> {
+    api: SlirpApi,
+    slirp: NonNull<Slirp>,
+    /// From `Box::into_raw`: stable for libslirp's lifetime, freed after `slirp_cleanup`.
+    host: NonNull<H>,
+    /// libslirp keeps a pointer to the callback table, so it lives as long as the instance.
+    _callbacks: Box<SlirpCb>,
+    /// Timers due this iteration; kept to avoid an allocation per iteration.
+    due: Vec<TimerTarget>,
+}
+
+impl<H: SlirpHost> Stack<H> {
+    /// `slirp_new` with the helper's fixed network and `config`.
+    pub fn new(api: SlirpApi, config: StackConfig, host: H) -> io::Result<Stack<H>> {
+        if !MTU_RANGE.contains(&config.mtu) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "MTU {} outside libslirp's range {}..={}",
+                    config.mtu,
+                    MTU_RANGE.start(),
+                    MTU_RANGE.end()
+                ),
+            ));
+        }
+        // SAFETY: all-zero is a valid SlirpConfig (null pointers, false, 0) before we fill it.
+        let mut cfg: SlirpConfig = unsafe { std::mem::zeroed() };
+        cfg.version = SLIRP_CONFIG_VERSION;
+        cfg.restricted = config.restricted as c_int;
+        cfg.in_enabled = true;
+        cfg.vnetwork = in_addr(VNETWORK);
+        cfg.vnetmask = in_addr(VNETMASK);
+        cfg.vhost = in_addr(VHOST);
+        cfg.vdhcp_start = in_addr(VDHCP_START);
+        cfg.vnameserver = in_addr(VNAMESERVER);
+        cfg.if_mtu = config.mtu;
+        cfg.if_mru = config.mtu;
+        cfg.enable_emu = false;
+        cfg.in6_enabled = false;
+
+        let callbacks = Box::new(SlirpCb {
+            send_packet: Some(cb_send_packet::<H>),
+            guest_error: Some(cb_guest_error::<H>),
+            clock_get_ns: Some(cb_clock_get_ns),
+            timer_new: Some(cb_timer_new::<H>),
+            timer_free: Some(cb_timer_free::<H>),
+            timer_mod: Some(cb_timer_mod::<H>),
+            register_poll_fd: Some(cb_register_poll_fd::<H>),
+            unregister_poll_fd: Some(cb_unregister_poll_fd::<H>),
+            notify: Some(cb_notify::<H>),
+            init_completed: Some(cb_init_completed),
+            timer_new_opaque: Some(cb_timer_new_opaque::<H>),
+            register_poll_socket: None,
+            unregister_poll_socket: None,
+        });
+        let host = NonNull::from(Box::leak(Box::new(host)));
+        // SAFETY: cfg and callbacks are valid for version 4; the callback table and the host
+        // outlive the instance (both freed only after slirp_cleanup in Drop).
+        let raw = unsafe { (api.new)(&cfg, &*callbacks, host.as_ptr() as *mut c_void) };
+        let Some(slirp) = NonNull::new(raw) else {
+            // SAFETY: libslirp refused the config and holds no pointer to the host.
+            drop(unsafe { Box::from_raw(host.as_ptr()) });
+            return Err(io::Error::other("slirp_new failed"));
+        };
+        Ok(Stack {
+            api,
+            slirp,
+            host,
+            _callbacks: callbacks,
+            due: Vec::new(),
+        })
+    }
+
+    /// The host, for the loop's own work between libslirp calls. The `&mut self` borrow
+    /// guarantees no libslirp call (and so no callback) runs while the reference is alive.
+    pub fn host(&mut self) -> &mut H {
+        // SAFETY: the host is alive until Drop, and `&mut self` excludes every other access,
+        // callbacks included (they only run inside the other `&mut self` methods).
+        unsafe { self.host.as_mut() }
+    }
+
+    /// libslirp's version string.
+    pub fn version(&self) -> String {
+        self.api.version()
+    }
+
+    /// `slirp_pollfds_fill`: libslirp calls `add_poll` for each of its sockets and lowers
+    /// `timeout_ms`.
+    pub fn pollfds_fill(&mut self, timeout_ms: &mut u32) {
+        // SAFETY: the instance is alive; the host pointer is the one libslirp was given.
+        unsafe {
+            (self.api.pollfds_fill)(
+                self.slirp.as_ptr(),
+                timeout_ms,
+                cb_add_poll::<H>,
+                self.host.as_ptr() as *mut c_void,
+            )
+        };
+    }
+
+    /// `slirp_pollfds_poll`: timers, then `get_revents` for each socket `add_poll` saw.
+    pub fn pollfds_poll(&mut self, select_error: bool) {
+        // SAFETY: as in pollfds_fill.
+        unsafe {
+            (self.api.pollfds_poll)(
+                self.slirp.as_ptr(),
+                select_error as c_int,
+                cb_get_revents::<H>,
+                self.host.as_ptr() as *mut c_void,
+            )
+        };
+    }
+
+    /// `slirp_input`: one frame from the guest. `frame` must not live inside the host.
+    pub fn input(&mut self, frame: &[u8]) {
+        // Frames are bounded by the RX slot (< 2^31), so the length fits in an int.
+        let len = c_int::try_from(frame.len()).unwrap_or(c_int::MAX);
+        // SAFETY: the instance is alive and `frame` is readable for `len` bytes.
+        unsafe { (self.api.input)(self.slirp.as_ptr(), frame.as_ptr(), len) };
+    }
+
+    /// Fire every timer due at `now_ms`.
+    pub fn run_due_timers(&mut self, now_ms: i64) {
+        let mut due = std::mem::take(&mut self.due);
+        self.host().timers().take_due(now_ms, &mut due);
+        for target in due.drain(..) {
+            match target {
+                // SAFETY: id and cb_opaque are what libslirp gave timer_new_opaque.
+                TimerTarget::Opaque { id, cb_opaque } => unsafe {
+                    (self.api.handle_timer)(self.slirp.as_ptr(), id, cb_opaque)
+                },
+                // SAFETY: cb and cb_opaque are what libslirp gave timer_new.
+                TimerTarget::Callback { cb, cb_opaque } => unsafe { cb(cb_opaque) },
+            }
+        }
+        self.due = due;
+    }
+
+    /// Install one hostfwd rule (`slirp_add_hostxfwd`): libslirp binds the host socket now.
+    pub fn add_hostfwd(&mut self, rule: &HostFwdRule) -> io::Result<()> {
+        use nix::sys::socket::{SockaddrIn, SockaddrLike};
+        let host = SockaddrIn::from(std::net::SocketAddrV4::new(rule.host_addr, rule.host_port));
+        let guest = SockaddrIn::from(std::net::SocketAddrV4::new(
+            rule.guest_addr,
+            rule.guest_port,
+        ));
+        let flags = match rule.proto {
+            Proto::Udp => SLIRP_HOSTFWD_UDP,
+            Proto::Tcp => 0,
+        };
+        // SAFETY: both addresses are valid sockaddr_in of the given lengths for this call.
+        let rc = unsafe {
+            (self.api.add_hostxfwd)(
+                self.slirp.as_ptr(),
+                host.as_ptr(),
+                host.len(),
+                guest.as_ptr(),
+                guest.len(),
+                flags,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+impl<H: SlirpHost> Drop for Stack<H> {
+    fn drop(&mut self) {
+        // SAFETY: the instance is alive; cleanup may still call back into the host, which is
+        // freed only afterwards.
+        unsafe { (self.api.cleanup)(self.slirp.as_ptr()) };
+        // SAFETY: the pointer came from Box::leak in `new`, and libslirp no longer holds it.
+        drop(unsafe { Box::from_raw(self.host.as_ptr()) });
+    }
+}

@@ -1,0 +1,235 @@
+//! Thin syscall wrappers the rest of the helper needs and `nix` does not offer in the shape we
+//! want. Every `unsafe` block of the process set-up lives here, each with its SAFETY line.
+//!
+//! Owns: raw fd hygiene (closefrom, CLOEXEC), signal dispositions, the process title, syslog.
+//! Must never: allocate or log on a per-frame path.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Turn a libc return value into `io::Result`, reading errno on -1.
+macro_rules! syscall {
+    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
+        // SAFETY: the caller passes arguments valid for this libc call (see each use).
+        #[allow(unused_unsafe)]
+        let res = unsafe { libc::$fn($($arg),*) };
+        if res == -1 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(res)
+        }
+    }};
+}
+pub(crate) use syscall;
+
+/// Whether `fd` names an open descriptor (`fcntl(F_GETFD)`, as the C helper checks `-S`).
+pub fn fd_is_open(fd: RawFd) -> bool {
+    syscall!(fcntl(fd, libc::F_GETFD)).is_ok()
+}
+
+/// Whether `fd` is a socket.
+pub fn fd_is_socket(fd: RawFd) -> io::Result<bool> {
+    // SAFETY: an all-zero `stat` is a valid value for fstat to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid, writable stat buffer for the duration of the call.
+    syscall!(fstat(fd, &mut st))?;
+    Ok(st.st_mode & libc::S_IFMT == libc::S_IFSOCK)
+}
+
+/// Move `fd` to `target` (closing whatever was there) and return `target`.
+/// The new descriptor does not have CLOEXEC, like `dup2`.
+pub fn move_fd(fd: RawFd, target: RawFd) -> io::Result<RawFd> {
+    if fd == target {
+        return Ok(fd);
+    }
+    syscall!(dup2(fd, target))?;
+    syscall!(close(fd))?;
+    Ok(target)
+}
+
+/// Close every descriptor from `lowfd` up, as FreeBSD's `closefrom(2)`: bhyve's `posix_spawn`
+/// lets the helper inherit every non-CLOEXEC descriptor it had.
+pub fn closefrom(lowfd: RawFd) {
+    #[cfg(target_os = "freebsd")]
+    {
+        // SAFETY: closefrom only closes descriptors; nothing in this process holds one above
+        // `lowfd` that it still uses (called during start-up before any is created).
+        unsafe { libc::closefrom(lowfd) };
+    }
+    #[cfg(not(target_os = "freebsd"))]
+    {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        {
+            // SAFETY: as above; close_range takes plain integers.
+            if unsafe { libc::close_range(lowfd as libc::c_uint, libc::c_uint::MAX, 0) } == 0 {
+                return;
+            }
+        }
+        // Fallback for kernels without close_range: walk up to the descriptor limit.
+        let max = syscall!(sysconf(libc::_SC_OPEN_MAX))
+            .unwrap_or(1024)
+            .min(1 << 20) as RawFd;
+        for fd in lowfd..max {
+            // EBADF for descriptors that are not open is the expected case.
+            let _ = syscall!(close(fd));
+        }
+    }
+}
+
+/// Set or clear O_NONBLOCK.
+pub fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
+    let flags = syscall!(fcntl(fd, libc::F_GETFL))?;
+    let flags = if on {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
+    };
+    syscall!(fcntl(fd, libc::F_SETFL, flags))?;
+    Ok(())
+}
+
+/// Set or clear FD_CLOEXEC.
+pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
+    let flags = syscall!(fcntl(fd, libc::F_GETFD))?;
+    let flags = if on {
+        flags | libc::FD_CLOEXEC
+    } else {
+        flags & !libc::FD_CLOEXEC
+    };
+    syscall!(fcntl(fd, libc::F_SETFD, flags))?;
+    Ok(())
+}
+
+/// SO_NOSIGPIPE where it exists (the BSDs): sends to a closed peer fail instead of signalling.
+/// Linux has no such option; SIGPIPE is ignored process-wide instead.
+pub fn set_nosigpipe(fd: RawFd) {
+    #[cfg(any(target_os = "freebsd", target_os = "macos"))]
+    {
+        let one: libc::c_int = 1;
+        // SAFETY: `one` is a valid int option value of the given size for this call.
+        let _ = syscall!(setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_NOSIGPIPE,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t
+        ));
+    }
+    #[cfg(not(any(target_os = "freebsd", target_os = "macos")))]
+    let _ = fd;
+}
+
+/// Whether `fd` is `/dev/null` (then stderr goes nowhere and diagnostics go to syslog).
+pub fn fd_is_dev_null(fd: RawFd) -> bool {
+    // SAFETY: zeroed stat buffers are valid for fstat/stat to overwrite.
+    let (mut a, mut b): (libc::stat, libc::stat) =
+        unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+    if syscall!(fstat(fd, &mut a)).is_err() {
+        return false;
+    }
+    // SAFETY: the path is a NUL-terminated literal and `b` a valid stat buffer.
+    if syscall!(stat(c"/dev/null".as_ptr(), &mut b)).is_err() {
+        return false;
+    }
+    a.st_mode & libc::S_IFMT == libc::S_IFCHR && a.st_rdev == b.st_rdev
+}
+
+/// Open syslog now (LOG_NDELAY), so that it keeps working after the sandbox is entered.
+pub fn syslog_open() {
+    // SAFETY: the ident is a static NUL-terminated string that outlives the process's use of it.
+    unsafe {
+        libc::openlog(
+            c"bhyve-slirp-helper".as_ptr(),
+            libc::LOG_PID | libc::LOG_NDELAY,
+            libc::LOG_DAEMON,
+        )
+    };
+}
+
+/// Send one line to syslog at `priority`.
+pub fn syslog(priority: libc::c_int, msg: &str) {
+    let Ok(msg) = CString::new(msg.replace('\0', " ")) else {
+        return;
+    };
+    // SAFETY: "%s" with one NUL-terminated string argument matches syslog's varargs contract.
+    unsafe { libc::syslog(priority, c"%s".as_ptr(), msg.as_ptr()) };
+}
+
+/// Set the process title to the VM's name, as the C helper's `setproctitle("%s", vmname)`.
+pub fn set_process_title(title: &str) {
+    let Ok(title) = CString::new(title.replace('\0', " ")) else {
+        return;
+    };
+    #[cfg(target_os = "freebsd")]
+    {
+        // SAFETY: "%s" with one NUL-terminated string argument matches the varargs contract.
+        unsafe { libc::setproctitle(c"%s".as_ptr(), title.as_ptr()) };
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // Linux has no setproctitle: the task name (15 bytes) is what ps and top show.
+        // SAFETY: PR_SET_NAME reads at most 16 bytes of a NUL-terminated string.
+        unsafe { libc::prctl(libc::PR_SET_NAME, title.as_ptr() as libc::c_ulong, 0, 0, 0) };
+    }
+    #[cfg(not(any(target_os = "freebsd", target_os = "linux")))]
+    let _ = title;
+}
+
+/// Signals the loop reacts to, set from async-signal context and read by the loop.
+pub struct SignalFlags {
+    pub terminate: AtomicBool,
+    pub dump_stats: AtomicBool,
+}
+
+pub static SIGNALS: SignalFlags = SignalFlags {
+    terminate: AtomicBool::new(false),
+    dump_stats: AtomicBool::new(false),
+};
+
+extern "C" fn on_terminate(_: libc::c_int) {
+    SIGNALS.terminate.store(true, Ordering::Relaxed);
+}
+
+extern "C" fn on_dump_stats(_: libc::c_int) {
+    SIGNALS.dump_stats.store(true, Ordering::Relaxed);
+}
+
+/// SIGPIPE ignored (a send to a dead peer must be an EPIPE, never death); SIGTERM/SIGINT end
+/// the loop cleanly; SIGUSR1 (and SIGINFO on the BSDs) dump the counters. No SA_RESTART, so a
+/// signal interrupts the wait and is seen at once.
+pub fn install_signal_handlers() -> io::Result<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    let term = SigAction::new(
+        SigHandler::Handler(on_terminate),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    let dump = SigAction::new(
+        SigHandler::Handler(on_dump_stats),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    let mut table = vec![
+        (Signal::SIGPIPE, ignore),
+        (Signal::SIGTERM, term),
+        (Signal::SIGINT, term),
+        (Signal::SIGUSR1, dump),
+    ];
+    #[cfg(any(target_os = "freebsd", target_os = "macos"))]
+    table.push((Signal::SIGINFO, dump));
+    for (signal, action) in table.drain(..) {
+        // SAFETY: the handlers only store to atomics, which is async-signal-safe.
+        unsafe { sigaction(signal, &action) }.map_err(io::Error::from)?;
+    }
+    Ok(())
+}
+
+/// The monotonic clock in nanoseconds, libslirp's time base (`clock_get_ns`).
+pub fn monotonic_ns() -> i64 {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .expect("CLOCK_MONOTONIC is always available");
+    ts.tv_sec() as i64 * 1_000_000_000 + ts.tv_nsec() as i64
+}
