@@ -97,3 +97,15 @@ fn raw_ping_gateway_open_mode() {
         bhyve.stderr()
     );
 }
+
+#[test]
+fn ping_dns_address_is_answered_by_libslirp() {
+    // ICMP only: libslirp answers echo requests to its DNS address itself (no DNS query).
+    let mut guest = Guest::new(Bhyve::start(&restricted_config()));
+    guest.set_static();
+    assert!(
+        guest.ping(DNS_IP, STEP),
+        "no echo reply from {DNS_IP}; stderr:\n{}",
+        guest.bhyve.stderr()
+    );
+}

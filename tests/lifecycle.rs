@@ -46,6 +46,31 @@ fn hangup_before_any_frame_ends_helper_with_status_0() {
 }
 
 #[test]
+fn hangup_with_open_connection_ends_helper_with_status_0() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut guest = Guest::new(Bhyve::start(&open_config()));
+    guest.set_static();
+    let h = guest.tcp_connect(std::net::SocketAddrV4::new(HOST_IP, port), STEP);
+    assert!(h.is_some(), "connect; stderr:\n{}", guest.bhyve.stderr());
+    let (conn, _) = listener.accept().unwrap();
+    guest.bhyve.hang_up();
+    let t0 = Instant::now();
+    assert_eq!(
+        guest.bhyve.expect_exit(Duration::from_secs(5)),
+        0,
+        "stderr:\n{}",
+        guest.bhyve.stderr()
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "exit took {:?}",
+        t0.elapsed()
+    );
+    drop(conn);
+}
+
+#[test]
 fn empty_record_does_not_end_helper() {
     let mut bhyve = Bhyve::start(&restricted_config());
     assert!(bhyve.resolve(HOST_IP, STEP).is_some(), "ARP before");
