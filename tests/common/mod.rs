@@ -20,9 +20,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-#[path = "nvshim.rs"]
-mod nvlist;
-use nvlist::{ByteOrder, Nvlist, Value};
+
+use slirp_helper::config::nvlist::{self, ByteOrder, Nvlist, Value};
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::{dhcpv4, icmp, tcp, udp};
