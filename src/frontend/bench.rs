@@ -54,6 +54,12 @@ pub fn run(opts: &Options, sup: Supervisor, secs: u32) -> u8 {
         Ok(pair) => pair,
         Err(e) => return super::report(Err(Failure::setup("socketpair", e)), None),
     };
+    // The sink stands in for a helper that enlarges its buffers too.
+    if opts.sockbuf > 0 {
+        if let Err(e) = os::set_socket_buffers(theirs.as_raw_fd(), opts.sockbuf) {
+            return super::report(Err(Failure::setup("socket buffers", e)), None);
+        }
+    }
     let session = match Session::start(&opts, sup, Backend::Socket(ours)) {
         Ok(s) => s,
         Err(f) => return super::report(Err(f), None),

@@ -108,6 +108,11 @@ impl Session {
             Backend::Socket(sock) => sock,
             Backend::Helper => s.spawn_helper(opts)?,
         };
+        if opts.sockbuf > 0 {
+            use std::os::fd::AsRawFd;
+            os::set_socket_buffers(sock.as_raw_fd(), opts.sockbuf)
+                .map_err(|e| Failure::setup("socket buffers", e))?;
+        }
         s.pump = Some(
             Pump::start(tap, sock, opts.mtu).map_err(|e| Failure::setup("starting the pump", e))?,
         );
