@@ -2,8 +2,18 @@
 //! `proto:haddr:hport-gaddr:gport`.
 //!
 //! INTERFACE CONTRACT: `parse_rules(&str) -> Result<Vec<HostFwdRule>, HostFwdError>`.
+//!
+//! Owns: turning bhyve's `hostfwd` string into rules. Never installs them (that is libslirp's
+//! `slirp_add_hostxfwd`). Follows `parse_hostfwd_rule` in `usr.sbin/bhyve/slirp/slirp-helper.c`
+//! but is stricter where the C code silently guesses: the protocol must be `tcp` or `udp` (C
+//! takes anything else, even nothing, as TCP) and ports must be plain decimal (C uses `atoi`).
 
+use std::fmt;
 use std::net::Ipv4Addr;
+
+/// libslirp's INADDR_ANY guest address means the first DHCP address (`vdhcp_start`), which the
+/// helper sets to 10.0.2.15; spelling it out keeps the rule meaningful on its own.
+pub const DEFAULT_GUEST_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
@@ -20,4 +30,254 @@ pub struct HostFwdRule {
     pub host_port: u16,
     pub guest_addr: Ipv4Addr,
     pub guest_port: u16,
+}
+
+/// The rule in the bhyve grammar, addresses spelled out.
+impl fmt::Display for HostFwdRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let proto = match self.proto {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        };
+        write!(
+            f,
+            "{proto}:{}:{}-{}:{}",
+            self.host_addr, self.host_port, self.guest_addr, self.guest_port
+        )
+    }
+}
+
+/// A rule the helper refuses (the C helper exits 1 on any of these).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostFwdError {
+    /// The offending rule's text, as written between the `;`.
+    pub rule: String,
+    /// 1-based position of the rule in the `hostfwd` value.
+    pub index: usize,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl fmt::Display for HostFwdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "hostfwd rule {} \"{}\": {} (expected proto:haddr:hport-gaddr:gport, proto tcp or udp)",
+            self.index,
+            self.rule.escape_debug(),
+            self.reason
+        )
+    }
+}
+
+impl std::error::Error for HostFwdError {}
+
+/// Parses a whole `hostfwd` value: one or more rules separated by `;`. An empty rule (an empty
+/// value, `;;`, or a trailing `;`) is an error, as in the C helper (`strsep` yields it).
+pub fn parse_rules(value: &str) -> Result<Vec<HostFwdRule>, HostFwdError> {
+    value
+        .split(';')
+        .enumerate()
+        .map(|(i, rule)| {
+            parse_rule(rule).map_err(|reason| HostFwdError {
+                rule: rule.to_owned(),
+                index: i + 1,
+                reason,
+            })
+        })
+        .collect()
+}
+
+/// One rule: `proto` up to the first `:`, then the host part up to the first `-`, then the guest
+/// part; each part is `addr:port` split at its first `:`.
+fn parse_rule(rule: &str) -> Result<HostFwdRule, String> {
+    if rule.is_empty() {
+        return Err("empty rule (stray ';'?)".to_owned());
+    }
+    let (proto, rest) = rule
+        .split_once(':')
+        .ok_or("missing ':' after the protocol")?;
+    let proto = match proto {
+        "tcp" => Proto::Tcp,
+        "udp" => Proto::Udp,
+        other => return Err(format!("unsupported protocol \"{}\"", other.escape_debug())),
+    };
+    let (host, guest) = rest
+        .split_once('-')
+        .ok_or("missing '-' between the host and guest parts")?;
+    let (host_addr, host_port) = parse_endpoint(host, "host", Ipv4Addr::UNSPECIFIED)?;
+    let (guest_addr, guest_port) = parse_endpoint(guest, "guest", DEFAULT_GUEST_ADDR)?;
+    Ok(HostFwdRule {
+        proto,
+        host_addr,
+        host_port,
+        guest_addr,
+        guest_port,
+    })
+}
+
+/// `addr:port`; an empty address means `empty_addr`, an empty port means 0.
+fn parse_endpoint(part: &str, side: &str, empty_addr: Ipv4Addr) -> Result<(Ipv4Addr, u16), String> {
+    let (addr, port) = part.split_once(':').ok_or_else(|| {
+        format!(
+            "{side} part \"{}\" lacks ':' before the port",
+            part.escape_debug()
+        )
+    })?;
+    let addr = if addr.is_empty() {
+        empty_addr
+    } else {
+        // std's parser is as strict as inet_pton(AF_INET): four decimal parts 0..=255, no
+        // signs, no leading zeros, nothing else.
+        addr.parse().map_err(|_| {
+            format!(
+                "{side} address \"{}\" is not a dotted-quad IPv4 address",
+                addr.escape_debug()
+            )
+        })?
+    };
+    Ok((addr, parse_port(port, side)?))
+}
+
+fn parse_port(port: &str, side: &str) -> Result<u16, String> {
+    if port.is_empty() {
+        return Ok(0);
+    }
+    // Digits only: str::parse would also take a leading '+'.
+    let bad = || {
+        format!(
+            "{side} port \"{}\" is not a number 0..65535",
+            port.escape_debug()
+        )
+    };
+    if !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    port.parse().map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(proto: Proto, h: [u8; 4], hp: u16, g: [u8; 4], gp: u16) -> HostFwdRule {
+        HostFwdRule {
+            proto,
+            host_addr: h.into(),
+            host_port: hp,
+            guest_addr: g.into(),
+            guest_port: gp,
+        }
+    }
+
+    #[test]
+    fn typical_rules() {
+        assert_eq!(
+            parse_rules("tcp::2222-:22").unwrap(),
+            vec![rule(Proto::Tcp, [0; 4], 2222, [10, 0, 2, 15], 22)]
+        );
+        assert_eq!(
+            parse_rules("tcp:127.0.0.1:8080-:80;udp::5353-10.0.2.15:53").unwrap(),
+            vec![
+                rule(Proto::Tcp, [127, 0, 0, 1], 8080, [10, 0, 2, 15], 80),
+                rule(Proto::Udp, [0; 4], 5353, [10, 0, 2, 15], 53),
+            ]
+        );
+        assert_eq!(
+            parse_rules("udp:1.2.3.4:-10.0.2.99:").unwrap(),
+            vec![rule(Proto::Udp, [1, 2, 3, 4], 0, [10, 0, 2, 99], 0)]
+        );
+        assert_eq!(parse_rules("tcp::65535-:0").unwrap()[0].host_port, 65535);
+        assert_eq!(parse_rules("tcp::00022-:22").unwrap()[0].host_port, 22);
+    }
+
+    fn reason(value: &str) -> HostFwdError {
+        parse_rules(value).expect_err(value)
+    }
+
+    #[test]
+    fn empty_rules_are_errors() {
+        assert_eq!(reason("").index, 1);
+        let e = reason("tcp::1-:2;");
+        assert_eq!((e.index, e.rule.as_str()), (2, ""));
+        assert!(e.to_string().contains("empty rule"));
+        assert_eq!(reason("tcp::1-:2;;udp::3-:4").index, 2);
+    }
+
+    #[test]
+    fn protocol_must_be_tcp_or_udp() {
+        for bad in [
+            ":1-:2",
+            "TCP::1-:2",
+            "sctp::1-:2",
+            "tcp6::1-:2",
+            " tcp::1-:2",
+        ] {
+            let e = reason(bad);
+            assert!(e.reason.contains("protocol"), "{bad}: {e}");
+            assert_eq!(e.rule, bad);
+        }
+        assert!(reason("tcp").reason.contains("':'"));
+    }
+
+    #[test]
+    fn structure_errors() {
+        assert!(reason("tcp::2222").reason.contains("'-'"));
+        assert!(reason("tcp:2222-:22").reason.contains("host part"));
+        assert!(reason("tcp::2222-22").reason.contains("guest part"));
+        assert!(reason("tcp::1-:2:3").reason.contains("guest port"));
+        // The host part ends at the first '-'.
+        assert!(reason("tcp::1-2-:3")
+            .reason
+            .contains("guest address \"2-\""));
+        // No IPv6: "::1" splits at its first ':' and leaves junk in the port.
+        assert!(reason("tcp:::1:1-:2").reason.contains("host port"));
+    }
+
+    #[test]
+    fn addresses_are_strict_ipv4() {
+        for bad in [
+            "1.2.3",
+            "1.2.3.4.5",
+            "256.1.1.1",
+            "1..2.3",
+            "+1.2.3.4",
+            "01.2.3.4",
+            "localhost",
+            "1.2.3.4 ",
+            "0x7f.0.0.1",
+        ] {
+            let host = format!("tcp:{bad}:1-:2");
+            assert!(reason(&host).reason.contains("host address"), "{host}");
+            let guest = format!("tcp::1-{bad}:2");
+            assert!(reason(&guest).reason.contains("guest address"), "{guest}");
+        }
+    }
+
+    #[test]
+    fn ports_are_plain_decimal() {
+        for bad in [
+            "+22",
+            "-1",
+            "65536",
+            "99999999999999999999",
+            "2a",
+            " 22",
+            "0x16",
+        ] {
+            let value = format!("tcp::{bad}-:22");
+            // "-1" splits at its '-' instead: still an error, just a different one.
+            assert!(parse_rules(&value).is_err(), "{value}");
+            let value = format!("tcp::22-:{bad}");
+            assert!(reason(&value).reason.contains("guest port"), "{value}");
+        }
+    }
+
+    #[test]
+    fn display_names_rule_and_problem() {
+        let msg = reason("tcp::2222-:22;icmp::1-:1").to_string();
+        assert!(msg.contains("rule 2"), "{msg}");
+        assert!(msg.contains("\"icmp::1-:1\""), "{msg}");
+        assert!(msg.contains("unsupported protocol \"icmp\""), "{msg}");
+    }
 }

@@ -9,4 +9,6 @@ pub mod nvlist;
 pub mod recv;
 
 pub use bhyve::{BhyveConfig, ConfigError};
-pub use hostfwd::{HostFwdRule, Proto};
+pub use hostfwd::{parse_rules, HostFwdError, HostFwdRule, Proto};
+pub use nvlist::{decode, encode, ByteOrder, DecodeError, Nvlist, Value};
+pub use recv::{recv_config, RecvError};
