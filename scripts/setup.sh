@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
-# Install what building, testing and the default job need on Debian (run as root).
+# Install what building, testing and the default job need on Debian: libslirp (loaded at run
+# time), iproute2 and busybox (namespaces, DHCP client), iperf3 and slirp4netns (throughput
+# and the baseline), and the FreeBSD standard library for the cross-target type check.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-packages=(libslirp0 iproute2 busybox iperf3 slirp4netns)
+packages=(libslirp0 iproute2 busybox iperf3 slirp4netns iputils-ping)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: missing Debian packages: ${missing[*]}; run as root (sudo) to install them" >&2
+    exit 1
+  fi
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-rustup target list --installed | grep -qx x86_64-unknown-freebsd || rustup target add x86_64-unknown-freebsd
+if ! rustup target list --installed | grep -qx x86_64-unknown-freebsd; then
+  rustup target add x86_64-unknown-freebsd
+fi

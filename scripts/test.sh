@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The test suite: unit tests, libnv vectors, and the helper end to end with the real libslirp.
-# Tests that need root (network namespaces, tap) skip with a reason when not root.
+# Set up, then run the whole test suite: unit tests, the libnv vectors, and the helper end to
+# end with the real libslirp. Tests that need root (network namespaces, tap) skip with a
+# reason when not root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/setup.sh
 cargo test --release --all-targets -- --test-threads=2

@@ -17,7 +17,8 @@ device configuration (a libnv nvlist), then exchanges Ethernet frames.
   -S <socket>         descriptor of the socket to bhyve (required)
   --libslirp <path>   libslirp to load (default libslirp.so.0, or
                       $SLIRP_HELPER_LIBSLIRP)
-  --poller <name>     readiness backend: poll
+  --poller <name>     readiness backend: epoll (Linux default) or poll
+                      (the C helper's loop)
   -h, --help          this text
   -V, --version       the version
 

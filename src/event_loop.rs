@@ -73,10 +73,11 @@ impl SlirpHost for Host {
     fn register_poll_fd(&mut self, fd: RawFd) {
         // As the C helper: a send to a closed peer must fail, not raise SIGPIPE.
         crate::sys::set_nosigpipe(fd);
+        self.poller.opened(fd);
     }
 
     fn unregister_poll_fd(&mut self, fd: RawFd) {
-        self.poller.forget(fd);
+        self.poller.closing(fd);
     }
 
     fn notify(&mut self) {
@@ -123,7 +124,16 @@ impl std::fmt::Display for LoopError {
 /// The counters line for a stats dump.
 pub fn stats_line(stack: &mut Stack<Host>, rx: &FrameRx) -> String {
     let host = stack.host();
-    stats::line(&rx.counters, &host.tx.counters, &host.counters)
+    let mut line = stats::line(&rx.counters, &host.tx.counters, &host.counters);
+    line.push_str(" poller=");
+    line.push_str(host.poller.kind().name());
+    if let Some(c) = host.poller.interest_counters() {
+        line.push_str(&format!(
+            " poll_adds={} poll_modifies={} poll_deletes={} poll_recoveries={} poll_stale={}",
+            c.adds, c.modifies, c.deletes, c.recoveries, c.stale_events
+        ));
+    }
+    line
 }
 
 /// Run until bhyve hangs up or a terminating signal arrives.

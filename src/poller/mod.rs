@@ -3,9 +3,13 @@
 //!
 //! Owns: the per-iteration fill set (what `slirp_pollfds_fill` asked for) and the answers
 //! `get_revents` gives back. Answers are poll(2)'s, whatever the backend (design rule 2).
-//! Today's backend is `poll` (the C helper's design, the measured baseline); the persistent
-//! epoll/kqueue backends plug in behind the same methods.
+//! Backends: `poll` (the C helper's design, kept as the reference and measured baseline) and
+//! the persistent `epoll` (Linux), which keeps registrations in the kernel across iterations
+//! and submits only the difference. A `match` on a two-variant enum, no trait objects.
 
+#[cfg(target_os = "linux")]
+mod epoll;
+pub mod interest;
 mod poll;
 
 use std::ffi::c_int;
@@ -33,18 +37,33 @@ pub mod ready {
 pub enum PollerKind {
     /// `poll(2)` over an array rebuilt every iteration: the C helper's loop.
     Poll,
+    /// Persistent epoll registrations, diffed each iteration (Linux).
+    Epoll,
 }
 
 impl PollerKind {
     /// The best backend of this platform.
     pub fn platform_default() -> PollerKind {
-        PollerKind::Poll
+        if cfg!(target_os = "linux") {
+            PollerKind::Epoll
+        } else {
+            PollerKind::Poll
+        }
     }
 
+    /// A backend by name, if this platform has it.
     pub fn parse(name: &str) -> Option<PollerKind> {
         match name {
             "poll" => Some(PollerKind::Poll),
+            "epoll" if cfg!(target_os = "linux") => Some(PollerKind::Epoll),
             _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PollerKind::Poll => "poll",
+            PollerKind::Epoll => "epoll",
         }
     }
 }
@@ -58,55 +77,94 @@ pub enum Own {
     Frontend,
 }
 
+enum Backend {
+    Poll(poll::PollBackend),
+    #[cfg(target_os = "linux")]
+    Epoll(epoll::EpollBackend),
+}
+
 pub struct Poller {
-    backend: poll::PollBackend,
+    backend: Backend,
+}
+
+/// Forward a call to whichever backend is in use.
+macro_rules! dispatch {
+    ($self:expr, $b:ident => $call:expr) => {
+        match $self {
+            Backend::Poll($b) => $call,
+            #[cfg(target_os = "linux")]
+            Backend::Epoll($b) => $call,
+        }
+    };
 }
 
 impl Poller {
     pub fn new(kind: PollerKind, wakeup: RawFd, frontend: RawFd) -> io::Result<Poller> {
-        match kind {
-            PollerKind::Poll => Ok(Poller {
-                backend: poll::PollBackend::new(wakeup, frontend),
-            }),
-        }
+        let backend = match kind {
+            PollerKind::Poll => Backend::Poll(poll::PollBackend::new(wakeup, frontend)),
+            #[cfg(target_os = "linux")]
+            PollerKind::Epoll => Backend::Epoll(epoll::EpollBackend::new(wakeup, frontend)?),
+            #[cfg(not(target_os = "linux"))]
+            PollerKind::Epoll => return Err(io::Error::from(io::ErrorKind::Unsupported)),
+        };
+        Ok(Poller { backend })
     }
 
     pub fn kind(&self) -> PollerKind {
-        PollerKind::Poll
+        match self.backend {
+            Backend::Poll(_) => PollerKind::Poll,
+            #[cfg(target_os = "linux")]
+            Backend::Epoll(_) => PollerKind::Epoll,
+        }
+    }
+
+    /// Bookkeeping counters of a persistent backend.
+    pub fn interest_counters(&self) -> Option<interest::InterestCounters> {
+        match &self.backend {
+            Backend::Poll(_) => None,
+            #[cfg(target_os = "linux")]
+            Backend::Epoll(b) => Some(b.table().counters),
+        }
     }
 
     /// Start a new fill set (before `slirp_pollfds_fill`).
     pub fn begin_fill(&mut self) {
-        self.backend.begin_fill();
+        dispatch!(&mut self.backend, b => b.begin_fill())
     }
 
     /// `add_poll`: watch `fd` for `events` this iteration; returns the index libslirp stores.
     pub fn add(&mut self, fd: RawFd, events: c_int) -> c_int {
-        self.backend.add(fd, events)
+        dispatch!(&mut self.backend, b => b.add(fd, events))
     }
 
     /// Whether the frontend socket is watched for writability (frames are waiting to go).
     pub fn watch_frontend_writable(&mut self, on: bool) {
-        self.backend.watch_frontend_writable(on);
+        dispatch!(&mut self.backend, b => b.watch_frontend_writable(on))
     }
 
-    /// Wait up to `timeout_ms` (-1: forever). `Err(Interrupted)` on a signal.
+    /// Submit this fill's changes and wait up to `timeout_ms` (-1: forever).
+    /// `Err(Interrupted)` on a signal.
     pub fn wait(&mut self, timeout_ms: c_int) -> io::Result<()> {
-        self.backend.wait(timeout_ms)
+        dispatch!(&mut self.backend, b => b.wait(timeout_ms))
     }
 
-    /// `get_revents`: what `poll(2)` reported for index `idx`, HUP masked when not asked for.
+    /// `get_revents`: poll(2)'s answer for index `idx`, HUP masked when not asked for.
     pub fn revents(&self, idx: c_int) -> c_int {
-        self.backend.revents(idx)
+        dispatch!(&self.backend, b => b.revents(idx))
     }
 
     /// Readiness of one of the helper's own descriptors this iteration.
     pub fn own_revents(&self, which: Own) -> c_int {
-        self.backend.own_revents(which)
+        dispatch!(&self.backend, b => b.own_revents(which))
+    }
+
+    /// Hint from libslirp: it opened `fd`.
+    pub fn opened(&mut self, fd: RawFd) {
+        dispatch!(&mut self.backend, b => b.opened(fd))
     }
 
     /// Hint from libslirp: `fd` is about to be closed.
-    pub fn forget(&mut self, _fd: RawFd) {
-        // The poll backend holds nothing across iterations.
+    pub fn closing(&mut self, fd: RawFd) {
+        dispatch!(&mut self.backend, b => b.closing(fd))
     }
 }

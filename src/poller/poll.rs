@@ -131,6 +131,11 @@ impl PollBackend {
         from_poll(revents)
     }
 
+    /// The poll backend holds nothing across iterations: hints need no work.
+    pub fn opened(&mut self, _fd: RawFd) {}
+
+    pub fn closing(&mut self, _fd: RawFd) {}
+
     pub fn own_revents(&self, which: Own) -> c_int {
         let idx = match which {
             Own::Wakeup => WAKEUP,
