@@ -10,6 +10,7 @@ pub mod config;
 pub mod diag;
 pub mod event_loop;
 pub mod frames;
+pub mod frontend;
 pub mod poller;
 pub mod sandbox;
 pub mod slirp;

@@ -1,0 +1,126 @@
+//! End to end: lifetimes. The helper exits when the frontend is killed (socket hangup); the
+//! frontend reports a dead helper and exits non-zero; exit statuses and clean-up.
+//! Root only (skipped otherwise).
+
+mod e2e_common;
+use e2e_common::*;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn guest_role() {
+    guest_role_entry();
+}
+
+/// Start the frontend with a sleeping guest; return it and the helper pid it printed.
+fn start_sleeping() -> (Child, i32, BufReader<std::process::ChildStderr>) {
+    let mut cmd = frontend_with_role(&[], "sleep 30");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let mut pid = None;
+    for _ in 0..20 {
+        line.clear();
+        if err.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        if let Some(rest) = line.split("helper pid ").nth(1) {
+            pid = rest.split_whitespace().next().and_then(|p| p.parse().ok());
+            break;
+        }
+    }
+    let pid = pid.unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("no helper pid in {line:?}")
+    });
+    (child, pid, err)
+}
+
+/// Whether `pid` is gone (or a zombie), polled up to `limit`.
+fn gone_within(pid: i32, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
+        match stat {
+            Err(_) => return true,
+            Ok(s)
+                if s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z')) =>
+            {
+                return true
+            }
+            Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    false
+}
+
+#[test]
+fn killing_the_frontend_makes_the_helper_exit() {
+    if !root_or_skip("killing_the_frontend_makes_the_helper_exit") {
+        return;
+    }
+    let (mut child, helper, _err) = start_sleeping();
+    let frontend_pid = child.id();
+    kill(Pid::from_raw(frontend_pid as i32), Signal::SIGKILL).unwrap();
+    let _ = child.wait();
+    // SIGKILL leaves its namespace behind: remove it (it is ours: named after the pid).
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "delete", &format!("slirpfe-{frontend_pid}")])
+        .status();
+    assert!(
+        gone_within(helper, Duration::from_secs(5)),
+        "helper {helper} still running after the frontend was killed"
+    );
+}
+
+#[test]
+fn killing_the_helper_is_reported() {
+    if !root_or_skip("killing_the_helper_is_reported") {
+        return;
+    }
+    let (child, helper, mut err) = start_sleeping();
+    kill(Pid::from_raw(helper), Signal::SIGKILL).unwrap();
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut err, &mut rest);
+    let out = wait_output(child, Duration::from_secs(20));
+    assert!(!out.status.success(), "{rest}");
+    assert!(
+        rest.contains(&format!("the helper (pid {helper}) was killed by signal 9")),
+        "{rest}"
+    );
+}
+
+#[test]
+fn sigterm_stops_everything_and_cleans_up() {
+    if !root_or_skip("sigterm_stops_everything_and_cleans_up") {
+        return;
+    }
+    let (child, helper, mut err) = start_sleeping();
+    let fe = child.id();
+    kill(Pid::from_raw(fe as i32), Signal::SIGTERM).unwrap();
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut err, &mut rest);
+    let out = wait_output(child, Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(128 + 15), "{rest}");
+    assert!(gone_within(helper, Duration::from_secs(5)));
+    assert!(!std::path::Path::new(&format!("/run/netns/slirpfe-{fe}")).exists());
+}
+
+#[test]
+fn exit_status_of_the_command_is_ours() {
+    if !root_or_skip("exit_status_of_the_command_is_ours") {
+        return;
+    }
+    let mut cmd = frontend(&[]);
+    cmd.args(["--", "sh", "-c", "exit 7"]);
+    let out = run(cmd, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+}
