@@ -121,6 +121,9 @@ fn poller_kind(options: &Options, config: &BhyveConfig) -> Result<PollerKind, Fa
 fn run(options: Options) -> Result<(), Fatal> {
     sys::install_signal_handlers().map_err(|e| Fatal(1, format!("sigaction: {e}")))?;
     let sock = adopt_socket(options.socket)?;
+    if let Err(e) = sys::raise_nofile_limit() {
+        diag::warn(&format!("cannot raise the descriptor limit: {e}"));
+    }
 
     let config = read_config(sock)?;
     if let Some(vmname) = &config.vmname {

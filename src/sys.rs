@@ -78,6 +78,17 @@ pub fn closefrom(lowfd: RawFd) {
     }
 }
 
+/// Raise the soft descriptor limit to the hard one: every guest connection is a host socket,
+/// and the usual soft limit of 1024 would cap the guest at about a thousand connections.
+pub fn raise_nofile_limit() -> io::Result<()> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(())
+}
+
 /// Set or clear O_NONBLOCK.
 pub fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
     let flags = syscall!(fcntl(fd, libc::F_GETFL))?;

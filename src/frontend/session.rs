@@ -95,6 +95,15 @@ impl Session {
             workdir: None,
             verbose: opts.verbose,
         };
+        if let Err(failure) = s.set_up(opts, backend) {
+            return Err(s.blame_helper(failure));
+        }
+        Ok(s)
+    }
+
+    /// Everything after the namespace: tap, helper, pump, guest addresses.
+    fn set_up(&mut self, opts: &Options, backend: Backend) -> Result<(), Failure> {
+        let s = self;
         s.say(&format!(
             "namespace {} ({})",
             s.netns.name(),
@@ -128,7 +137,23 @@ impl Session {
                     .map_err(|e| Failure::setup("default route", e))?;
             }
         }
-        Ok(s)
+        Ok(())
+    }
+
+    /// A set-up step that failed because the helper died (its socket hung up, the pump
+    /// stopped, the tap went away) is reported as the helper's death, the real cause.
+    fn blame_helper(&mut self, failure: Failure) -> Failure {
+        let Some(helper) = self.helper.as_mut() else {
+            return failure;
+        };
+        match (helper.try_status(), failure) {
+            (Ok(Some(status)), Failure::Setup(msg)) => Failure::Setup(format!(
+                "the helper (pid {}) {} during set-up ({msg})",
+                helper.pid(),
+                helper::describe(status)
+            )),
+            (_, failure) => failure,
+        }
     }
 
     fn say(&self, msg: &str) {
