@@ -17,6 +17,8 @@ device configuration (a libnv nvlist), then exchanges Ethernet frames.
   -S <socket>         descriptor of the socket to bhyve (required)
   --libslirp <path>   libslirp to load (default libslirp.so.0, or
                       $SLIRP_HELPER_LIBSLIRP)
+  --batch <n>         frames per socket syscall, 1..=256 (1: the C helper's
+                      one frame per syscall)
   --poller <name>     readiness backend: epoll (Linux default), kqueue
                       (FreeBSD default) or poll
                       (the C helper's loop)
@@ -44,6 +46,8 @@ pub struct Options {
     /// Explicit `--libslirp`; otherwise the environment or the default.
     pub libslirp: Option<String>,
     pub poller: Option<PollerKind>,
+    /// Frames moved per syscall on the frontend socket; `None`: the measured default.
+    pub batch: Option<usize>,
 }
 
 /// A usage error: printed after the usage line; exit 1.
@@ -60,11 +64,25 @@ fn parse_fd(text: &str) -> Result<RawFd, UsageError> {
     }
 }
 
+/// Largest batch: beyond this the rings only cost memory (measured in `benches/frames.rs`).
+pub const MAX_BATCH: usize = 256;
+
+/// A batch size: 1..=MAX_BATCH.
+pub fn parse_batch(text: &str) -> Result<usize, UsageError> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=MAX_BATCH).contains(&n) && text.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+        _ => Err(UsageError(format!(
+            "invalid batch '{text}': a number from 1 to {MAX_BATCH}"
+        ))),
+    }
+}
+
 /// Parse the arguments after the program name.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageError> {
     let mut socket = None;
     let mut libslirp = None;
     let mut poller = None;
+    let mut batch = None;
     let mut args = args.into_iter().map(|a| {
         a.into_string()
             .map_err(|a| UsageError(format!("argument {a:?} is not UTF-8")))
@@ -88,6 +106,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
                         .ok_or_else(|| UsageError(format!("unknown poller '{name}'")))?,
                 );
             }
+            "--batch" => batch = Some(parse_batch(&value("--batch")?)?),
             other => return Err(UsageError(format!("unexpected argument '{other}'"))),
         }
     }
@@ -135,5 +154,8 @@ mod tests {
             assert!(parse(args(bad)).is_err(), "{bad:?}");
         }
         assert!(parse(args(&["-S", "3", "--poller", "nope"])).is_err());
+        for bad in ["0", "257", "x", "+1", ""] {
+            assert!(parse(args(&["-S", "3", "--batch", bad])).is_err(), "{bad}");
+        }
     }
 }
