@@ -115,6 +115,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
         socket,
         libslirp,
         poller,
+        batch,
     }))
 }
 
@@ -132,6 +133,7 @@ mod tests {
             socket: 3,
             libslirp: None,
             poller: None,
+            batch: None,
         });
         assert_eq!(parse(args(&["-S", "3"])), Ok(expect.clone()));
         assert_eq!(parse(args(&["-S3"])), Ok(expect));
