@@ -11,6 +11,7 @@ pub mod diag;
 pub mod event_loop;
 pub mod frames;
 pub mod frontend;
+pub mod loadgen;
 pub mod poller;
 pub mod sandbox;
 pub mod slirp;

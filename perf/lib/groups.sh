@@ -1,0 +1,135 @@
+# shellcheck shell=bash
+# Groups: the configs that are up at the same time and measured in turn. Within a group the
+# order is repetition → test → config, so drift in the machine's load (it is shared) hits every
+# config alike and the ratios from one run stay fair.
+
+# wants CONFIG TEST MTU: whether this cell is part of the matrix. UDP and RR at MTU 1500 (the
+# frame size does not matter to 64-byte datagrams and 1-byte requests); loopback (MTU 65536)
+# only once, with the large-MTU group.
+wants() {
+  local config=$1 test=$2 mtu=$3
+  case $config:$test in
+    loopback:*) [ "$mtu" -gt 1500 ] ;;
+    *:udp64 | *:rr) [ "$mtu" -le 1500 ] ;;
+    *) return 0 ;;
+  esac
+}
+
+# run_group MTU N_IDLE "CONFIGS" "TESTS"
+run_group() {
+  local mtu=$1 n_idle=$2 config test rep
+  local -a configs tests up=()
+  read -ra configs <<<"$3"
+  read -ra tests <<<"$4"
+  local -A held=() hold_pids=()
+  mapfile -t configs < <(selected "${configs[@]}")
+  [ "${#configs[@]}" -gt 0 ] || return 0
+  if [ "$(budget_left)" -lt "$MIN_GROUP_SECS" ]; then
+    log "group mtu=$mtu n=$n_idle skipped: $(budget_left) s left of the time budget"
+    SKIPPED+=("mtu $mtu, $n_idle idle: ${configs[*]} (time budget)")
+    return 0
+  fi
+  log "group: mtu=$mtu, $n_idle idle connections: ${configs[*]}"
+  for config in "${configs[@]}"; do
+    target_start "$config" "$(config_mtu "$config" "$mtu")"
+    up+=("$config")
+    held[$config]=0
+    if [ "$n_idle" -gt 0 ]; then
+      start_hold "$config" "$n_idle" hold_pids held
+    fi
+  done
+  for ((rep = 1; rep <= REPS; rep++)); do
+    for test in "${tests[@]}"; do
+      for config in "${up[@]}"; do
+        wants "$config" "$test" "$mtu" || continue
+        if [ "$(budget_left)" -lt $((DURATION + 10)) ]; then
+          SKIPPED+=("$config $test mtu $mtu n $n_idle rep $rep (time budget)")
+          continue
+        fi
+        measure "$config" "$test" "$(config_mtu "$config" "$mtu")" "$n_idle" \
+          "${held[$config]}" "$rep"
+      done
+    done
+  done
+  for config in "${up[@]}"; do
+    [ -n "${hold_pids[$config]:-}" ] && { stop_pid "${hold_pids[$config]}" 5 || true; }
+    [ -n "${hold_pids[$config.server]:-}" ] && { stop_pid "${hold_pids[$config.server]}" 5 || true; }
+    target_stop "$config"
+  done
+}
+
+# Loopback's MTU is the kernel's (65536), whatever the group says.
+config_mtu() { if [ "$1" = loopback ]; then echo 65536; else echo "$2"; fi; }
+
+# The configs of "$@" that --configs selected.
+selected() {
+  local c
+  for c in "$@"; do
+    case ",$CONFIGS," in *",$c,"*) echo "$c" ;; esac
+  done
+}
+
+# start_hold CONFIG N PIDS HELD: a hold-server on the host's 127.0.0.1 and `slirp-loadgen hold
+# N` in the guest, connecting through the forwarder; waits for its report and records how many
+# connections it holds. Both live until the budget ends and are stopped by pid with the group.
+start_hold() {
+  local config=$1 n=$2 port srv cli out secs
+  local -n _pids=$3 _held=$4
+  port=$(free_port "")
+  secs=$(budget_left)
+  out=$WORK/$config-hold$n
+  spawn srv "" "$out.srv" "$out.srv" timeout -k 2 "$((secs + 5))" \
+    "$BIN/slirp-loadgen" hold-server --listen "127.0.0.1:$port" --secs "$secs"
+  _pids[$config.server]=$srv
+  wait_until 5 listening "" "$port" || die "hold-server did not start (see $out.srv)"
+  spawn cli "${CLIENT_NS[$config]}" "$out.out" "$out.err" timeout -k 2 "$((secs + 5))" \
+    "$BIN/slirp-loadgen" hold "$n" --connect "$GUEST_DEST:$port" \
+    --connect-secs "$HOLD_CONNECT_SECS" --secs "$secs"
+  _pids[$config]=$cli
+  if ! wait_until "$((HOLD_CONNECT_SECS + 15))" grep -q '^hold ' "$out.out"; then
+    log "$config: hold $n did not report (see $out.err)"
+    return 0
+  fi
+  _held[$config]=$(kv held "$(grep '^hold ' "$out.out")")
+  log "  $config: $(grep '^hold ' "$out.out")"
+}
+
+# The frontend alone: its --pump-bench replaces the helper by a counting sink/source, so we
+# know the harness can carry more than the helper does.
+run_pump_bench() {
+  local mtu ns out pid status
+  for mtu in $PUMP_MTUS; do
+    [ "$(budget_left)" -gt $((PUMP_SECS + 30)) ] || { SKIPPED+=("pump bench mtu $mtu"); continue; }
+    ns=$(ns_name pump)
+    out=$WORK/pump-$mtu.out
+    ns_create "$ns"
+    spawn pid "" "$out" "$out" timeout -k 2 "$((PUMP_SECS * 3 + 30))" \
+      "$BIN/slirp-frontend" --netns "$ns" --mtu "$mtu" --pump-bench "$PUMP_SECS"
+    status=0
+    reap "$pid" || status=$?
+    ns_delete "$ns"
+    pump_rows "$mtu" "$out" "$status"
+  done
+}
+
+# pump_rows MTU FILE STATUS: one row per direction from the bench's report lines.
+pump_rows() {
+  local mtu=$1 file=$2 status=$3 test pattern line
+  for test in pump_g2h pump_h2g pump_h2g_delivered; do
+    case $test in
+      pump_g2h) pattern='guest->helper' ;;
+      pump_h2g) pattern='helper->guest (' ;;
+      pump_h2g_delivered) pattern='delivered to a guest' ;;
+    esac
+    line=$(grep -F "$pattern" "$file" | head -1 || true)
+    if [ -z "$line" ]; then
+      row pump "$test" "$mtu" 0 1 0 error="pump bench exit $status: $(tail -1 "$file")"
+      continue
+    fi
+    # "...: 123456 frames/s, 1.23 Gbit/s (...)"
+    row pump "$test" "$mtu" 0 1 0 \
+      value="$(sed -n 's/.*, \([0-9.]*\) Gbit\/s.*/\1/p' <<<"$line")" \
+      gbps="$(sed -n 's/.*, \([0-9.]*\) Gbit\/s.*/\1/p' <<<"$line")"
+    log "  pump $test mtu=$mtu: ${line#*: }"
+  done
+}

@@ -1,0 +1,169 @@
+# Markdown tables from the medians (config,test,mtu,n_idle,metric,median,max,count), for
+# perf/lib/report.sh. Portable awk (Debian's default is mawk: no gawk extensions).
+# Variables: scale_ns ("1000 10000"), plot_prefix (file name stem of the PNGs).
+
+BEGIN { FS = "," }
+{
+  MED[$1, $2, $3, $4, $5] = $6
+  MAX[$1, $2, $3, $4, $5] = $7
+  CNT[$1, $2, $3, $4] = $8 > CNT[$1, $2, $3, $4] ? $8 : CNT[$1, $2, $3, $4]
+}
+
+function med(c, t, m, n, k) { return ((c, t, m, n, k) in MED) ? MED[c, t, m, n, k] : "" }
+function mx(c, t, m, n, k) { return ((c, t, m, n, k) in MAX) ? MAX[c, t, m, n, k] : "" }
+function f(x, d) { return x == "" ? "–" : sprintf("%." d "f", x) }
+function ratio(a, b) { return (a == "" || b == "" || b + 0 == 0) ? "–" : sprintf("%.2f×", a / b) }
+function larger(a, b) { return (a == "" || (b != "" && b + 0 > a + 0)) ? b : a }
+function mib(kb) { return kb == "" ? "–" : sprintf("%.1f", kb / 1024) }
+# Two figures as "a / b".
+function pair(a, b, d) { return (a == "" && b == "") ? "–" : f(a, d) " / " f(b, d) }
+
+function name(c) {
+  if (c == "ours") return "ours (defaults)"
+  if (c == "cdesign") return "ours, C design (poll, batch 1)"
+  if (c == "veth") return "veth (ceiling)"
+  if (c == "loopback") return "loopback (ceiling)"
+  return c
+}
+
+# One row of the summary: the measure for ours, C design, slirp4netns, and the two ratios.
+function summary(label, t, m, n, k, d,    o, c, s) {
+  o = med("ours", t, m, n, k); c = med("cdesign", t, m, n, k); s = med("slirp4netns", t, m, n, k)
+  if (o == "" && c == "" && s == "") return
+  printf "| %s | %s | %s | %s | %s | %s |\n", label, f(o, d), f(c, d), f(s, d), ratio(o, c), ratio(o, s)
+}
+
+function section_summary(    mtu, i, n, ns) {
+  print "## Summary: ours against the baselines (this run)"
+  print ""
+  print "Medians; ratios are ours / baseline from the same run (higher is better for rates,"
+  print "lower for costs)."
+  print ""
+  print "| measure | ours | C design | slirp4netns | ours / C design | ours / slirp4netns |"
+  print "|---|---|---|---|---|---|"
+  for (i = 1; i <= 2; i++) {
+    mtu = i == 1 ? 1500 : 65520
+    summary("TCP guest→host, MTU " mtu " (Gbit/s)", "tcp_g2h", mtu, 0, "value", 2)
+    summary("TCP host→guest, MTU " mtu " (Gbit/s)", "tcp_h2g", mtu, 0, "value", 2)
+  }
+  for (i = 1; i <= 2; i++) {
+    mtu = i == 1 ? 1500 : 65520
+    summary("forwarder CPU-s per GB, g2h MTU " mtu, "tcp_g2h", mtu, 0, "fwd_cpu_s_per_gb", 2)
+    summary("forwarder CPU-s per GB, h2g MTU " mtu, "tcp_h2g", mtu, 0, "fwd_cpu_s_per_gb", 2)
+  }
+  summary("syscalls per frame, g2h MTU 1500", "tcp_g2h", 1500, 0, "syscalls_per_frame", 2)
+  summary("syscalls per frame, h2g MTU 1500", "tcp_h2g", 1500, 0, "syscalls_per_frame", 2)
+  summary("UDP 64 B delivered (datagrams/s)", "udp64", 1500, 0, "value", 0)
+  summary("TCP RR (round trips/s)", "rr", 1500, 0, "value", 0)
+  summary("TCP RR p99 (µs)", "rr", 1500, 0, "rr_p99_us", 1)
+  ns = split(scale_ns, n, " ")
+  for (i = 1; i <= ns; i++) {
+    summary("TCP g2h with " n[i] " idle connections (Gbit/s)", "tcp_g2h", 1500, n[i], "value", 2)
+    summary("TCP RR with " n[i] " idle connections (round trips/s)", "rr", 1500, n[i], "value", 0)
+  }
+  print ""
+}
+
+function section_bulk(    i, j, mtu, c, cfgs, nc, m) {
+  print "## Bulk TCP, one stream (iperf3)"
+  print ""
+  print "| path | MTU | g2h Gbit/s | h2g Gbit/s | forwarder CPU-s/GB g2h / h2g | pump CPU-s/GB g2h / h2g | syscalls/frame g2h / h2g | peak RSS MiB | runs |"
+  print "|---|---|---|---|---|---|---|---|---|"
+  nc = split("ours cdesign slirp4netns veth loopback", cfgs, " ")
+  for (i = 1; i <= 2; i++) {
+    mtu = i == 1 ? 1500 : 65520
+    for (j = 1; j <= nc; j++) {
+      c = cfgs[j]; m = c == "loopback" ? 65536 : mtu
+      if (c == "loopback" && i == 1) continue
+      if (med(c, "tcp_g2h", m, 0, "value") == "" && med(c, "tcp_h2g", m, 0, "value") == "") continue
+      printf "| %s | %d | %s | %s | %s | %s | %s | %s | %s |\n", name(c), m,
+        f(med(c, "tcp_g2h", m, 0, "value"), 2), f(med(c, "tcp_h2g", m, 0, "value"), 2),
+        pair(med(c, "tcp_g2h", m, 0, "fwd_cpu_s_per_gb"), med(c, "tcp_h2g", m, 0, "fwd_cpu_s_per_gb"), 2),
+        pair(med(c, "tcp_g2h", m, 0, "pump_cpu_s_per_gb"), med(c, "tcp_h2g", m, 0, "pump_cpu_s_per_gb"), 2),
+        pair(med(c, "tcp_g2h", m, 0, "syscalls_per_frame"), med(c, "tcp_h2g", m, 0, "syscalls_per_frame"), 2),
+        mib(larger(mx(c, "tcp_g2h", m, 0, "vmhwm_kb"), mx(c, "tcp_h2g", m, 0, "vmhwm_kb"))),
+        CNT[c, "tcp_g2h", m, 0] + 0
+    }
+  }
+  print ""
+}
+
+function section_small(    j, c, cfgs, nc, m) {
+  print "## Small packets and latency"
+  print ""
+  print "UDP: `iperf3 -u -l 64 -b 0` guest→host, datagrams/s the server received. RR: 1-byte"
+  print "request/response on one TCP_NODELAY connection (`slirp-loadgen rr-client`)."
+  print ""
+  print "| path | UDP 64 B delivered/s | UDP loss % | RR/s | RR p50 µs | RR p99 µs | syscalls/frame (RR) | forwarder CPU % (RR) |"
+  print "|---|---|---|---|---|---|---|---|"
+  nc = split("ours cdesign slirp4netns veth loopback", cfgs, " ")
+  for (j = 1; j <= nc; j++) {
+    c = cfgs[j]; m = c == "loopback" ? 65536 : 1500
+    if (med(c, "udp64", m, 0, "value") == "" && med(c, "rr", m, 0, "value") == "") continue
+    printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", name(c),
+      f(med(c, "udp64", m, 0, "value"), 0), f(med(c, "udp64", m, 0, "udp_lost_pct"), 1),
+      f(med(c, "rr", m, 0, "value"), 0), f(med(c, "rr", m, 0, "rr_p50_us"), 1),
+      f(med(c, "rr", m, 0, "rr_p99_us"), 1), f(med(c, "rr", m, 0, "syscalls_per_frame"), 2),
+      f(med(c, "rr", m, 0, "fwd_cpu_pct"), 0)
+  }
+  print ""
+}
+
+function section_scale(    i, j, c, cfgs, n, ns, nn) {
+  print "## Scale: N idle TCP connections held open through the forwarder (MTU 1500)"
+  print ""
+  print "`slirp-loadgen hold N` in the guest against a hold-server on 127.0.0.1; \"held\" is how"
+  print "many were established within the connect limit."
+  print ""
+  print "| path | N | held | g2h Gbit/s | forwarder CPU-s/GB | syscalls/frame g2h | RR/s | RR p99 µs | peak RSS MiB |"
+  print "|---|---|---|---|---|---|---|---|---|"
+  nc = split("ours cdesign slirp4netns", cfgs, " ")
+  ns = split("0 " scale_ns, n, " ")
+  for (j = 1; j <= nc; j++) {
+    c = cfgs[j]
+    for (i = 1; i <= ns; i++) {
+      nn = n[i]
+      if (med(c, "tcp_g2h", 1500, nn, "value") == "" && med(c, "rr", 1500, nn, "value") == "") continue
+      printf "| %s | %d | %s | %s | %s | %s | %s | %s | %s |\n", name(c), nn,
+        f(med(c, "tcp_g2h", 1500, nn, "held"), 0), f(med(c, "tcp_g2h", 1500, nn, "value"), 3),
+        f(med(c, "tcp_g2h", 1500, nn, "fwd_cpu_s_per_gb"), 2),
+        f(med(c, "tcp_g2h", 1500, nn, "syscalls_per_frame"), 2),
+        f(med(c, "rr", 1500, nn, "value"), 0), f(med(c, "rr", 1500, nn, "rr_p99_us"), 1),
+        mib(mx(c, "rr", 1500, nn, "vmhwm_kb"))
+    }
+  }
+  print ""
+}
+
+function section_pump(    i, mtu) {
+  if (med("pump", "pump_g2h", 1500, 0, "value") == "" && med("pump", "pump_g2h", 65520, 0, "value") == "") return
+  print "## The frontend alone (harness check)"
+  print ""
+  print "`slirp-frontend --pump-bench`: the helper replaced by a counting sink/source on the"
+  print "socket. The harness must carry more than any helper figure above."
+  print ""
+  print "| MTU | guest→socket Gbit/s | socket→tap Gbit/s | delivered to a guest socket Gbit/s |"
+  print "|---|---|---|---|"
+  for (i = 1; i <= 2; i++) {
+    mtu = i == 1 ? 1500 : 65520
+    printf "| %d | %s | %s | %s |\n", mtu, f(med("pump", "pump_g2h", mtu, 0, "value"), 2),
+      f(med("pump", "pump_h2g", mtu, 0, "value"), 2), f(med("pump", "pump_h2g_delivered", mtu, 0, "value"), 2)
+  }
+  print ""
+}
+
+END {
+  section_summary()
+  section_bulk()
+  section_small()
+  section_scale()
+  section_pump()
+  print "## Plots"
+  print ""
+  print "![throughput per path and MTU](" plot_prefix "-throughput.png)"
+  print ""
+  print "![forwarder CPU per GB](" plot_prefix "-cpu.png)"
+  print ""
+  print "![throughput and RR against idle connections](" plot_prefix "-scale.png)"
+  print ""
+}

@@ -1,0 +1,171 @@
+# shellcheck shell=bash
+# Targets: the forwarding paths under test. `target_start CONFIG MTU` brings one up and
+# records, per config:
+#   CLIENT_NS  namespace the clients (the "guest" side) run in; "" = the host
+#   SERVER_NS  namespace the servers (the "host" side) run in; "" = the host
+#   LISTEN     address servers bind; DEST the address clients connect to
+#   FWD_PID    the forwarder whose cost is measured (helper or slirp4netns); "" = none
+#   PUMP_PID   the frontend, whose pump thread moves frames between tap and helper; "" = none
+#   FRAMES     how frames are counted: helper (its SIGUSR1 counters line), tap, or none
+#   LOG        where the forwarder's stderr goes
+#
+# Network rule: guest namespaces reach only 10.0.2.0/24 (no default route; slirp4netns's is
+# deleted), libslirp maps 10.0.2.2 to the host's 127.0.0.1 where every server listens, and the
+# veth pair joins two namespaces of this run only.
+
+declare -A CLIENT_NS SERVER_NS LISTEN DEST FWD_PID PUMP_PID FRAMES LOG TARGET_NS
+
+GUEST_DEST=10.0.2.2     # libslirp's host alias: the host's 127.0.0.1 in open mode
+VETH_SERVER=10.0.9.1    # the veth pair's own /24, inside this run's namespaces only
+VETH_CLIENT=10.0.9.2
+
+# Namespace names: unique to this run, recognisable in `ip netns list`.
+ns_name() { echo "slirpperf-$$-$1"; }
+
+target_start() {
+  local config=$1 mtu=$2
+  case $config in
+    ours) start_frontend "$config" "$mtu" ;;
+    cdesign)
+      start_frontend "$config" "$mtu" --helper-arg --poller --helper-arg poll \
+        --helper-arg --batch --helper-arg 1
+      ;;
+    slirp4netns) start_slirp4netns "$mtu" ;;
+    veth) start_veth "$mtu" ;;
+    loopback) start_loopback ;;
+    *) die "unknown config $config" ;;
+  esac
+}
+
+target_stop() {
+  local config=$1 ns
+  [ -n "${PUMP_PID[$config]:-}" ] && { stop_pid "${PUMP_PID[$config]}" 10 || true; }
+  # slirp4netns is its own forwarder; the helper was stopped by its frontend above.
+  [ "$config" = slirp4netns ] && { stop_pid "${FWD_PID[$config]}" 5 || true; }
+  for ns in ${TARGET_NS[$config]:-}; do ns_delete "$ns"; done
+  unset "CLIENT_NS[$config]" "SERVER_NS[$config]" "FWD_PID[$config]" "PUMP_PID[$config]" \
+    "TARGET_NS[$config]"
+}
+
+# Our helper behind slirp-frontend (bhyve's role) in a namespace of ours. The frontend runs
+# `sleep` as its command so it stays up, bounded by the run's budget; we stop it by pid.
+start_frontend() {
+  local config=$1 mtu=$2 ns fe log
+  shift 2
+  ns=$(ns_name "$config")
+  log=$WORK/$config-$mtu-frontend.log
+  ns_create "$ns"
+  spawn fe "" "$log" "$log" "$BIN/slirp-frontend" --netns "$ns" --open --mtu "$mtu" "$@" \
+    -- sleep "$(budget_left)"
+  PUMP_PID[$config]=$fe
+  TARGET_NS[$config]=$ns
+  wait_until 20 frontend_ready "$ns" "$log" ||
+    die "$config: the frontend did not come up (see $log): $(tail -3 "$log")"
+  FWD_PID[$config]=$(sed -n 's/^slirp-frontend: helper pid \([0-9]*\).*/\1/p' "$log" | head -1)
+  CLIENT_NS[$config]=$ns SERVER_NS[$config]="" LISTEN[$config]=127.0.0.1
+  DEST[$config]=$GUEST_DEST FRAMES[$config]=helper LOG[$config]=$log
+  warm_up "$config"
+}
+
+# The frontend assigns the guest address last in its set-up, after the helper and the pump.
+frontend_ready() {
+  grep -qs '^slirp-frontend: helper pid' "$2" &&
+    ip -n "$1" -4 addr show dev tap0 2>/dev/null | grep -q 'inet 10\.0\.2\.15/'
+}
+
+# slirp4netns on the same libslirp, reading the tap itself. Its fd limit is raised to the hard
+# limit as our helper raises its own (10000 idle connections need 10000 sockets).
+start_slirp4netns() {
+  local mtu=$1 ns pid log
+  ns=$(ns_name slirp4netns)
+  log=$WORK/slirp4netns-$mtu.log
+  ns_create "$ns"
+  spawn pid "" "$log" "$log" prlimit --nofile="$(ulimit -Hn)" -- \
+    slirp4netns --configure --mtu="$mtu" --disable-dns --netns-type=path "/run/netns/$ns" tap0
+  FWD_PID[slirp4netns]=$pid
+  TARGET_NS[slirp4netns]=$ns
+  # --configure adds a default route via 10.0.2.2; nothing runs in the namespace yet, and the
+  # rule is no default route, so delete it before any client starts.
+  wait_until 20 has_default_route "$ns" ||
+    die "slirp4netns did not configure $ns (see $log): $(tail -3 "$log")"
+  ip -n "$ns" route del default
+  ! has_default_route "$ns" || die "could not delete slirp4netns's default route in $ns"
+  CLIENT_NS[slirp4netns]=$ns SERVER_NS[slirp4netns]="" LISTEN[slirp4netns]=127.0.0.1
+  DEST[slirp4netns]=$GUEST_DEST FRAMES[slirp4netns]=tap LOG[slirp4netns]=$log
+  warm_up slirp4netns
+}
+
+has_default_route() { [ -n "$(ip -n "$1" route show default)" ]; }
+
+# The ceiling: two namespaces joined by a veth pair, kernel to kernel. At MTU 1500 the
+# segmentation offloads go off, so every 1500-byte frame is handled as one (as through a tap).
+start_veth() {
+  local mtu=$1 client server
+  client=$(ns_name veth-c) server=$(ns_name veth-s)
+  ns_create "$client"
+  ns_create "$server"
+  TARGET_NS[veth]="$client $server"
+  ip link add vperf$$c netns "$client" type veth peer name vperf$$s netns "$server"
+  ip -n "$client" link set vperf$$c mtu "$mtu" up
+  ip -n "$server" link set vperf$$s mtu "$mtu" up
+  ip -n "$client" addr add "$VETH_CLIENT/24" dev vperf$$c
+  ip -n "$server" addr add "$VETH_SERVER/24" dev vperf$$s
+  if [ "$mtu" -le 1500 ]; then
+    veth_offloads_off "$client" vperf$$c
+    veth_offloads_off "$server" vperf$$s
+  fi
+  CLIENT_NS[veth]=$client SERVER_NS[veth]=$server LISTEN[veth]=$VETH_SERVER
+  DEST[veth]=$VETH_SERVER FWD_PID[veth]="" PUMP_PID[veth]="" FRAMES[veth]=none
+  wait_until 5 in_ns "$client" ping -c1 -W1 "$VETH_SERVER" >/dev/null ||
+    die "veth: $VETH_SERVER unreachable from $client"
+}
+
+veth_offloads_off() {
+  if command -v ethtool >/dev/null; then
+    ip netns exec "$1" ethtool -K "$2" tso off gso off gro off >/dev/null 2>&1 ||
+      log "veth: ethtool -K $2 failed; offloads stay on"
+  else
+    log "veth: no ethtool; offloads stay on (the MTU-1500 ceiling is then optimistic)"
+  fi
+}
+
+start_loopback() {
+  CLIENT_NS[loopback]="" SERVER_NS[loopback]="" LISTEN[loopback]=127.0.0.1
+  DEST[loopback]=127.0.0.1 FWD_PID[loopback]="" PUMP_PID[loopback]="" FRAMES[loopback]=none
+  TARGET_NS[loopback]=""
+}
+
+# Resolve libslirp's MAC (ARP) and check the path before anything is measured: libslirp
+# answers ICMP echo to 10.0.2.2 itself, so nothing leaves the host.
+warm_up() {
+  wait_until 10 in_ns "${CLIENT_NS[$1]}" ping -c1 -W1 "$GUEST_DEST" >/dev/null ||
+    die "$1: $GUEST_DEST does not answer ping from ${CLIENT_NS[$1]}"
+}
+
+# Frames through the forwarder so far (both directions), as FRAMES[config] says to count them.
+frames_now() {
+  case ${FRAMES[$1]} in
+    helper) helper_frames "$1" ;;
+    tap) tap_frames "$1" ;;
+    *) : ;;
+  esac
+}
+
+# SIGUSR1 makes the helper print its counters on stderr (the frontend's log); wait for the new
+# line and add rx_frames and tx_frames.
+helper_frames() {
+  local log=${LOG[$1]} before
+  before=$(grep -c 'rx_frames=' "$log" || true)
+  kill -USR1 "${FWD_PID[$1]}" 2>/dev/null || return 0
+  wait_until 3 stats_lines_above "$log" "$before" || return 0
+  grep 'rx_frames=' "$log" | tail -1 | tr ' ' '\n' |
+    awk -F= '$1 == "rx_frames" || $1 == "tx_frames" { s += $2 } END { print s }'
+}
+
+stats_lines_above() { [ "$(grep -c 'rx_frames=' "$1" || true)" -gt "$2" ]; }
+
+# Frames through the tap in the guest namespace (both directions).
+tap_frames() {
+  ip -n "${CLIENT_NS[$1]}" -j -s link show dev tap0 2>/dev/null |
+    jq '.[0].stats64.rx.packets + .[0].stats64.tx.packets' 2>/dev/null || true
+}

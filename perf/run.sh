@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# End-to-end benchmark of bhyve-slirp-helper against its baselines, in one run (root):
+#   ours         our helper behind slirp-frontend (bhyve's role), default backends
+#   cdesign      the same binary in the C helper's design: --poller poll --batch 1
+#   slirp4netns  the same libslirp, reading the tap itself (no default route, no DNS)
+#   veth         the ceiling: iperf3 between two namespaces over a veth pair
+#   loopback     the ceiling: iperf3 over the host's lo
+# Tests: iperf3 TCP guest→host and host→guest at MTU 1500 and 65520, UDP 64-byte datagrams/s,
+# 1-byte TCP RR (rate, p50/p99), and bulk + RR with N idle connections held open.
+# Writes perf/results/<date>-<host>.{csv,md} and PNG plots. See perf/README.md and
+# /work/shared/docs/performance.md (what is measured and why).
+#
+# Network rule: traffic only to 127.0.0.0/8 or into namespaces this run created; those get no
+# default route; no DNS (slirp4netns --disable-dns); every client runs under `timeout`; every
+# loop is bounded; only processes this run started are stopped (by pid); its namespaces (and
+# their veths and taps) are deleted on exit.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+# shellcheck source=perf/lib/common.sh
+source "$HERE/lib/common.sh"
+# shellcheck source=perf/lib/targets.sh
+source "$HERE/lib/targets.sh"
+# shellcheck source=perf/lib/measure.sh
+source "$HERE/lib/measure.sh"
+# shellcheck source=perf/lib/groups.sh
+source "$HERE/lib/groups.sh"
+# shellcheck source=perf/lib/report.sh
+source "$HERE/lib/report.sh"
+
+USAGE="usage: bash perf/run.sh [--quick] [--configs LIST] [--no-build] [--no-setup] [--out DIR]
+
+  --quick         1 repetition of 3 s, N up to 1000 idle connections (about 6 min; full: 30-40)
+  --configs LIST  comma-separated subset of: ours,cdesign,slirp4netns,veth,loopback,pump
+  --no-build      use the binaries already built (target/release or \$CARGO_TARGET_DIR)
+  --no-setup      do not run perf/setup.sh (apt-get) first
+  --out DIR       where results go (default perf/results)"
+
+MODE=full
+CONFIGS=ours,cdesign,slirp4netns,veth,loopback,pump
+BUILD=1
+SETUP=1
+OUT=$HERE/results
+SKIPPED=()
+
+parse_args() {
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --quick) MODE=quick ;;
+      --configs) CONFIGS=${2:?--configs needs a list}; shift ;;
+      --no-build) BUILD=0 ;;
+      --no-setup) SETUP=0 ;;
+      --out) OUT=${2:?--out needs a directory}; shift ;;
+      -h | --help) echo "$USAGE"; exit 0 ;;
+      *) echo "$USAGE" >&2; exit 2 ;;
+    esac
+    shift
+  done
+  if [ "$MODE" = quick ]; then
+    # One sample per cell: enough to see a collapse, not to rank close numbers.
+    REPS=1 DURATION=3 WARM=0.7 WINDOW=1 SCALE_NS="1000" HOLD_CONNECT_SECS=40 PUMP_SECS=2
+    BUDGET_SECS=$((8 * 60))
+  else
+    REPS=3 DURATION=6 WARM=1 WINDOW=4 SCALE_NS="1000 10000" HOLD_CONNECT_SECS=100 PUMP_SECS=3
+    BUDGET_SECS=$((40 * 60))
+  fi
+  PUMP_MTUS="1500 65520"
+  # A group needs its targets up and at least one repetition of its cells.
+  MIN_GROUP_SECS=$((DURATION * 8 + 40))
+}
+
+preflight() {
+  [ "$(id -u)" -eq 0 ] || die "run as root: it creates namespaces, veths and tap devices"
+  [ "$SETUP" = 0 ] || bash "$HERE/setup.sh"
+  local tool
+  for tool in ip ss iperf3 slirp4netns prlimit jq gnuplot timeout ping; do
+    command -v "$tool" >/dev/null || die "$tool is missing (bash perf/setup.sh installs it)"
+  done
+  HAVE_PERF=0
+  if perf stat -e raw_syscalls:sys_enter -p $$ -o /dev/null -- sleep 0.1 >/dev/null 2>&1; then
+    HAVE_PERF=1
+  else
+    log "perf cannot count raw_syscalls:sys_enter here: syscalls per frame will be empty"
+  fi
+}
+
+build() {
+  local target=${CARGO_TARGET_DIR:-$ROOT/target}
+  BIN=$target/release
+  if [ "$BUILD" = 1 ]; then
+    log "building (release) into $target"
+    (cd "$ROOT" && cargo build --release --bins --quiet)
+  fi
+  local b
+  for b in bhyve-slirp-helper slirp-frontend slirp-loadgen; do
+    [ -x "$BIN/$b" ] || die "$BIN/$b is missing (build with cargo build --release)"
+  done
+}
+
+main() {
+  parse_args "$@"
+  preflight
+  build
+  trap cleanup EXIT
+  trap 'log "interrupted"; exit 130' INT TERM HUP
+  DEADLINE=$(($(now) + BUDGET_SECS))
+  WORK=$(mktemp -d /tmp/slirp-perf.XXXXXX)
+  mkdir -p "$OUT"
+  local stem started
+  stem=$OUT/$(date +%F)-$(hostname)
+  [ "$MODE" = full ] || stem=$stem-$MODE
+  CSV=$WORK/results.csv
+  echo "$CSV_COLUMNS" >"$CSV"
+  started=$(now)
+  log "mode $MODE: $REPS repetition(s) of ${DURATION}s per cell; logs in $WORK"
+
+  case ",$CONFIGS," in *,pump,*) run_pump_bench ;; esac
+  local helpers="ours cdesign slirp4netns" n
+  run_group 1500 0 "$helpers veth" "tcp_g2h tcp_h2g udp64 rr"
+  run_group 65520 0 "$helpers veth loopback" "tcp_g2h tcp_h2g udp64 rr"
+  for n in $SCALE_NS; do
+    run_group 1500 "$n" "$helpers" "tcp_g2h rr"
+  done
+
+  cp "$CSV" "$stem.csv"
+  write_report "$stem" "$(($(now) - started))"
+  log "done in $(($(now) - started)) s: $stem.md"
+}
+
+main "$@"
