@@ -11,8 +11,8 @@ CSV_COLUMNS=config,test,mtu,n_idle,rep,held,value,gbps,bytes,secs,fwd_cpu_s,fwd_
 # measure CONFIG TEST MTU N_IDLE HELD REP
 measure() {
   local config=$1 test=$2 mtu=$3 n_idle=$4 held=$5 rep=$6
-  local cns=${CLIENT_NS[$config]} sns=${SERVER_NS[$config]} fwd=${FWD_PID[$config]}
-  local pump=${PUMP_PID[$config]} tag port srv cli status=0
+  local cns=${CLIENT_NS[$config]} sns=${SERVER_NS[$config]} fwd=${FWD_PID[$config]:-}
+  local pump=${PUMP_PID[$config]:-} tag port srv cli status=0
   tag=$config-$test-$mtu-n$n_idle-r$rep
   port=$(free_port "$sns")
   start_server "$test" "$sns" "${LISTEN[$config]}" "$port" "$tag" srv

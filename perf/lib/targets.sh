@@ -91,7 +91,7 @@ start_slirp4netns() {
   ip -n "$ns" route del default
   ! has_default_route "$ns" || die "could not delete slirp4netns's default route in $ns"
   CLIENT_NS[slirp4netns]=$ns SERVER_NS[slirp4netns]="" LISTEN[slirp4netns]=127.0.0.1
-  DEST[slirp4netns]=$GUEST_DEST FRAMES[slirp4netns]=tap LOG[slirp4netns]=$log
+  DEST[slirp4netns]=$GUEST_DEST FRAMES[slirp4netns]=tap LOG[slirp4netns]=$log PUMP_PID[slirp4netns]=""
   warm_up slirp4netns
 }
 
