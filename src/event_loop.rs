@@ -28,13 +28,18 @@ pub struct Host {
 
 impl Host {
     /// The wakeup pipe and the poller, registered with our two descriptors.
-    pub fn new(kind: PollerKind, frontend: RawFd, limit: FrameLimit) -> io::Result<Host> {
+    pub fn new(
+        kind: PollerKind,
+        frontend: RawFd,
+        limit: FrameLimit,
+        batch: usize,
+    ) -> io::Result<Host> {
         use nix::fcntl::OFlag;
         let (wakeup_read, wakeup_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
         let poller = Poller::new(kind, wakeup_read.as_raw_fd(), frontend)?;
         Ok(Host {
             poller,
-            tx: FrameTx::new(frontend, limit),
+            tx: FrameTx::new(frontend, limit, batch),
             timers: Timers::default(),
             wakeup_read,
             wakeup_write,

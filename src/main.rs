@@ -5,7 +5,7 @@
 use slirp_helper::cli::{self, Command, Options};
 use slirp_helper::config::{self, BhyveConfig};
 use slirp_helper::event_loop::{self, Exit, Host};
-use slirp_helper::frames::{FrameLimit, FrameRx};
+use slirp_helper::frames::{FrameLimit, FrameRx, DEFAULT_BATCH};
 use slirp_helper::poller::PollerKind;
 use slirp_helper::slirp::api::{SlirpApi, DEFAULT_LIBSLIRP};
 use slirp_helper::slirp::{Stack, StackConfig};
@@ -118,6 +118,21 @@ fn poller_kind(options: &Options, config: &BhyveConfig) -> Result<PollerKind, Fa
     }
 }
 
+/// Frames per syscall: `--batch`, else the bhyve config key `batch`, else the default.
+fn batch_size(options: &Options, config: &BhyveConfig) -> Result<usize, Fatal> {
+    if let Some(batch) = options.batch {
+        return Ok(batch);
+    }
+    let text = config
+        .string_option("batch")
+        .map_err(|e| Fatal(e.exit_code() as u8, format!("configuration: {e}")))?;
+    match text {
+        None => Ok(DEFAULT_BATCH),
+        Some(text) => cli::parse_batch(text)
+            .map_err(|cli::UsageError(why)| Fatal(1, format!("configuration: batch: {why}"))),
+    }
+}
+
 fn run(options: Options) -> Result<(), Fatal> {
     sys::install_signal_handlers().map_err(|e| Fatal(1, format!("sigaction: {e}")))?;
     let sock = adopt_socket(options.socket)?;
@@ -135,8 +150,19 @@ fn run(options: Options) -> Result<(), Fatal> {
 
     let limit = FrameLimit::from_mtui(config.mtui);
     let kind = poller_kind(&options, &config)?;
-    let host =
-        Host::new(kind, sock, limit).map_err(|e| Fatal(1, format!("creating the poller: {e}")))?;
+    let batch = batch_size(&options, &config)?;
+    if batch > 1 {
+        // bhyve drops frames when the helper's receive buffer is full, and on Linux the
+        // sender's buffer bounds what is in flight: room for a few rings of whole frames.
+        let bytes = (4 * batch * limit.max_frame()).clamp(1 << 20, 8 << 20);
+        if let Err(e) = sys::set_socket_buffers(sock, bytes) {
+            diag::warn(&format!(
+                "cannot size the socket buffers to {bytes} bytes: {e}"
+            ));
+        }
+    }
+    let host = Host::new(kind, sock, limit, batch)
+        .map_err(|e| Fatal(1, format!("creating the poller: {e}")))?;
     let restricted = !config.open;
     let mut stack = Stack::new(
         api,
@@ -156,7 +182,7 @@ fn run(options: Options) -> Result<(), Fatal> {
     sandbox::drop_privileges().map_err(|e| Fatal(1, e.to_string()))?;
     sandbox::confine(restricted).map_err(|e| Fatal(1, e.to_string()))?;
 
-    let mut rx = FrameRx::new(sock, limit);
+    let mut rx = FrameRx::new(sock, limit, batch);
     let exit = event_loop::run(&mut stack, &mut rx);
     let stats = event_loop::stats_line(&mut stack, &rx);
     match exit {
