@@ -53,7 +53,7 @@ pub struct LoopCounters {
 /// One line: `rx_frames=… rx_bytes=… … iterations=…`.
 pub fn line(rx: &RxCounters, tx: &TxCounters, lp: &LoopCounters) -> String {
     let mut s = String::with_capacity(256);
-    let fields: [(&str, u64); 20] = [
+    let fields: [(&str, u64); 22] = [
         ("rx_frames", rx.frames),
         ("rx_bytes", rx.bytes),
         ("rx_syscalls", rx.syscalls),
@@ -74,6 +74,14 @@ pub fn line(rx: &RxCounters, tx: &TxCounters, lp: &LoopCounters) -> String {
         ("guest_errors", lp.guest_errors),
         ("rx_avg_frame", rx.bytes.checked_div(rx.frames).unwrap_or(0)),
         ("tx_avg_frame", tx.bytes.checked_div(tx.frames).unwrap_or(0)),
+        (
+            "rx_avg_batch",
+            rx.frames.checked_div(rx.batches).unwrap_or(0),
+        ),
+        (
+            "tx_avg_batch",
+            tx.frames.checked_div(tx.batches).unwrap_or(0),
+        ),
     ];
     for (i, (key, value)) in fields.iter().enumerate() {
         let sep = if i == 0 { "" } else { " " };
