@@ -185,6 +185,8 @@ fn run(options: Options) -> Result<(), Fatal> {
     let mut rx = FrameRx::new(sock, limit, batch);
     let exit = event_loop::run(&mut stack, &mut rx);
     let stats = event_loop::stats_line(&mut stack, &rx);
+    // The guest is gone: dropping the stack (slirp_cleanup) resets its TCP connections.
+    stack.host().reset_connections_on_close();
     match exit {
         Ok(Exit::Hangup) => diag::info(&format!("bhyve closed the connection; {stats}")),
         Ok(Exit::Terminated) => diag::info(&format!("terminated by signal; {stats}")),
