@@ -116,7 +116,7 @@ plot_all() {
     $5 == "value" && $3 == 1500 && ($2 == "tcp_g2h" || $2 == "rr") { v[$1, $2, $4] = $6 }
     function g(c, t, n) { return ((c, t, n) in v) ? v[c, t, n] : "?" }
     END {
-      print "N", "ours g2h", "C g2h", "s4n g2h", "ours RR", "C RR", "s4n RR"
+      print "N", "ours", "C design", "slirp4netns", "ours", "C design", "slirp4netns"
       k = split(ns, n, " ")
       for (i = 1; i <= k; i++)
         print n[i], g("ours", "tcp_g2h", n[i]), g("cdesign", "tcp_g2h", n[i]), g("slirp4netns", "tcp_g2h", n[i]),
@@ -155,7 +155,6 @@ update_readme() {
   {
     echo "<!-- latest-results:begin -->"
     echo "Latest run: [$(basename "$md")](results/$(basename "$md")) ($MODE mode; $(uname -r); see the file for the machine and noise)."
-    echo ""
     awk '/^## Summary/ { on = 1; next } on && /^## / { exit } on' "$md"
     echo "<!-- latest-results:end -->"
   } >"$summary"
