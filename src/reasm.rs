@@ -1179,30 +1179,26 @@ mod tests {
                         }
                     }
                 }
-                1 => {
-                    // Rewrite flags/offset and fix the checksum: a valid-looking liar.
-                    if f.len() >= ETHER_HDR + IPV4_HDR {
-                        let v = rng.next() as u16;
-                        f[20..22].copy_from_slice(&v.to_be_bytes());
-                        f[24..26].copy_from_slice(&[0, 0]);
-                        let hlen = usize::from(f[14] & 0xf) * 4;
-                        let end = (ETHER_HDR + hlen).min(f.len());
-                        let sum = internet_checksum(&f[ETHER_HDR..end]);
-                        f[24..26].copy_from_slice(&sum.to_be_bytes());
-                    }
+                // Rewrite flags/offset and fix the checksum: a valid-looking liar.
+                1 if f.len() >= ETHER_HDR + IPV4_HDR => {
+                    let v = rng.next() as u16;
+                    f[20..22].copy_from_slice(&v.to_be_bytes());
+                    f[24..26].copy_from_slice(&[0, 0]);
+                    let hlen = usize::from(f[14] & 0xf) * 4;
+                    let end = (ETHER_HDR + hlen).min(f.len());
+                    let sum = internet_checksum(&f[ETHER_HDR..end]);
+                    f[24..26].copy_from_slice(&sum.to_be_bytes());
                 }
                 2 => f.truncate(rng.below(f.len() + 1)),
                 3 => pool.push(f.clone()), // a resend later
-                4 => {
-                    // Shorten the total length (down to an empty payload), checksum fixed.
-                    if f.len() >= ETHER_HDR + IPV4_HDR {
-                        let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
-                        let shorter = (IPV4_HDR + rng.below(total.max(IPV4_HDR) - 19)) as u16;
-                        f[16..18].copy_from_slice(&shorter.to_be_bytes());
-                        f[24..26].copy_from_slice(&[0, 0]);
-                        let sum = internet_checksum(&f[ETHER_HDR..ETHER_HDR + IPV4_HDR]);
-                        f[24..26].copy_from_slice(&sum.to_be_bytes());
-                    }
+                // Shorten the total length (down to an empty payload), checksum fixed.
+                4 if f.len() >= ETHER_HDR + IPV4_HDR => {
+                    let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
+                    let shorter = (IPV4_HDR + rng.below(total.max(IPV4_HDR) - 19)) as u16;
+                    f[16..18].copy_from_slice(&shorter.to_be_bytes());
+                    f[24..26].copy_from_slice(&[0, 0]);
+                    let sum = internet_checksum(&f[ETHER_HDR..ETHER_HDR + IPV4_HDR]);
+                    f[24..26].copy_from_slice(&sum.to_be_bytes());
                 }
                 5 => {
                     // The same fragment again later, with other bytes.

@@ -89,8 +89,13 @@ fn fragment(whole: &[u8], size: usize, id: u16) -> Vec<Vec<u8>> {
 /// Receives IPv4 frames from the helper until a whole datagram with `protocol` from `src`
 /// has arrived (reassembled here when libslirp fragments it); its payload.
 fn recv_datagram(bhyve: &Bhyve, src: Ipv4Addr, protocol: u8, timeout: Duration) -> Option<Vec<u8>> {
-    // id → (fragments as (offset, bytes), total length once the last one arrived)
-    let mut trains: HashMap<u16, (Vec<(usize, Vec<u8>)>, Option<usize>)> = HashMap::new();
+    // Per IP id: the fragments so far, and the total length once the last one arrived.
+    #[derive(Default)]
+    struct Train {
+        pieces: Vec<(usize, Vec<u8>)>,
+        total: Option<usize>,
+    }
+    let mut trains: HashMap<u16, Train> = HashMap::new();
     bhyve.recv_until(timeout, |f| {
         if f.len() < 34 || f[12..14] != [0x08, 0x00] || f[14 + 9] != protocol {
             return None;
@@ -111,13 +116,13 @@ fn recv_datagram(bhyve: &Bhyve, src: Ipv4Addr, protocol: u8, timeout: Duration) 
         let id = u16::from_be_bytes([ip[4], ip[5]]);
         let train = trains.entry(id).or_default();
         if !more {
-            train.1 = Some(offset + payload.len());
+            train.total = Some(offset + payload.len());
         }
-        train.0.push((offset, payload));
-        let total = train.1?;
+        train.pieces.push((offset, payload));
+        let total = train.total?;
         let mut whole = vec![0u8; total];
         let mut covered = vec![false; total];
-        for (offset, bytes) in &train.0 {
+        for (offset, bytes) in &train.pieces {
             let end = (offset + bytes.len()).min(total);
             whole[*offset..end].copy_from_slice(&bytes[..end - offset]);
             covered[*offset..end].iter_mut().for_each(|c| *c = true);
