@@ -26,6 +26,8 @@ pub struct Host {
     timers: Timers,
     wakeup_read: OwnedFd,
     wakeup_write: OwnedFd,
+    /// The guest is gone: sockets libslirp closes from now on reset their TCP peers.
+    resetting: bool,
     pub counters: LoopCounters,
 }
 
@@ -46,8 +48,16 @@ impl Host {
             timers: Timers::default(),
             wakeup_read,
             wakeup_write,
+            resetting: false,
             counters: LoopCounters::default(),
         })
+    }
+
+    /// From now on, every TCP connection libslirp closes (as `slirp_cleanup` closes them all)
+    /// is reset rather than closed with a FIN: with the guest gone, a peer must not mistake a
+    /// cut-off transfer for a complete one.
+    pub fn reset_connections_on_close(&mut self) {
+        self.resetting = true;
     }
 
     fn drain_wakeup(&mut self) {
@@ -85,6 +95,9 @@ impl SlirpHost for Host {
     }
 
     fn unregister_poll_fd(&mut self, fd: RawFd) {
+        if self.resetting {
+            crate::sys::reset_on_close(fd);
+        }
         self.poller.closing(fd);
     }
 

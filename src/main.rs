@@ -96,42 +96,46 @@ fn read_config(sock: RawFd) -> Result<BhyveConfig, Fatal> {
         .map_err(|e| Fatal(e.exit_code() as u8, format!("configuration: {e}")))
 }
 
-/// The readiness backend: `--poller`, else the bhyve config key `poller`
-/// (`-s 2,virtio-net,slirp,poller=poll`), else the platform's best.
-fn poller_kind(options: &Options, config: &BhyveConfig) -> Result<PollerKind, Fatal> {
-    if let Some(kind) = options.poller {
-        return Ok(kind);
+/// A tunable: the command line wins, else bhyve's config key of the same name
+/// (`-s 2,virtio-net,slirp,poller=poll,batch=1`), else `default`.
+fn tunable<T>(
+    from_cli: Option<T>,
+    config: &BhyveConfig,
+    key: &str,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+    default: impl FnOnce() -> T,
+) -> Result<T, Fatal> {
+    if let Some(value) = from_cli {
+        return Ok(value);
     }
-    let name = config
-        .string_option("poller")
+    let text = config
+        .string_option(key)
         .map_err(|e| Fatal(e.exit_code() as u8, format!("configuration: {e}")))?;
-    match name {
-        None => Ok(PollerKind::platform_default()),
-        Some(name) => PollerKind::parse(name).ok_or_else(|| {
-            let default = PollerKind::platform_default().name();
-            Fatal(
-                1,
-                format!(
-                    "configuration: poller '{name}' is not available here (use poll or {default})"
-                ),
-            )
-        }),
+    match text {
+        None => Ok(default()),
+        Some(text) => parse(text).map_err(|why| Fatal(1, format!("configuration: {key}: {why}"))),
     }
 }
 
-/// Frames per syscall: `--batch`, else the bhyve config key `batch`, else the default.
+fn poller_kind(options: &Options, config: &BhyveConfig) -> Result<PollerKind, Fatal> {
+    let parse = |name: &str| {
+        PollerKind::parse(name).ok_or_else(|| {
+            let best = PollerKind::platform_default().name();
+            format!("'{name}' is not available here (use poll or {best})")
+        })
+    };
+    tunable(
+        options.poller,
+        config,
+        "poller",
+        parse,
+        PollerKind::platform_default,
+    )
+}
+
 fn batch_size(options: &Options, config: &BhyveConfig) -> Result<usize, Fatal> {
-    if let Some(batch) = options.batch {
-        return Ok(batch);
-    }
-    let text = config
-        .string_option("batch")
-        .map_err(|e| Fatal(e.exit_code() as u8, format!("configuration: {e}")))?;
-    match text {
-        None => Ok(DEFAULT_BATCH),
-        Some(text) => cli::parse_batch(text)
-            .map_err(|cli::UsageError(why)| Fatal(1, format!("configuration: batch: {why}"))),
-    }
+    let parse = |text: &str| cli::parse_batch(text).map_err(|cli::UsageError(why)| why);
+    tunable(options.batch, config, "batch", parse, || DEFAULT_BATCH)
 }
 
 fn run(options: Options) -> Result<(), Fatal> {
@@ -187,6 +191,8 @@ fn run(options: Options) -> Result<(), Fatal> {
     let mut reasm = Ipv4Reassembler::new(ReasmLimits::default());
     let exit = event_loop::run(&mut stack, &mut rx, &mut reasm);
     let stats = event_loop::stats_line(&mut stack, &rx, &reasm);
+    // The guest is gone: dropping the stack (slirp_cleanup) resets its TCP connections.
+    stack.host().reset_connections_on_close();
     match exit {
         Ok(Exit::Hangup) => diag::info(&format!("bhyve closed the connection; {stats}")),
         Ok(Exit::Terminated) => diag::info(&format!("terminated by signal; {stats}")),

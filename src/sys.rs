@@ -148,6 +148,61 @@ pub fn set_nosigpipe(fd: RawFd) {
     let _ = fd;
 }
 
+/// Make `close(fd)` abort a TCP connection with a reset (SO_LINGER on, 0 s) instead of a FIN.
+/// Other sockets are left alone. Errors are ignored: the fd is about to be closed anyway.
+pub fn reset_on_close(fd: RawFd) {
+    let mut kind: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `kind` and `len` are valid for an int option.
+    let is_stream = syscall!(getsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_TYPE,
+        (&mut kind as *mut libc::c_int).cast(),
+        &mut len
+    ))
+    .is_ok()
+        && kind == libc::SOCK_STREAM;
+    if is_stream {
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: `linger` is a valid SO_LINGER value of the size passed.
+        let _ = syscall!(setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t
+        ));
+    }
+}
+
+/// `PR_SET_NO_NEW_PRIVS`: no exec can ever gain privileges again (needed for seccomp and
+/// Landlock without CAP_SYS_ADMIN).
+#[cfg(target_os = "linux")]
+pub fn set_no_new_privs() -> io::Result<()> {
+    syscall!(prctl(
+        libc::PR_SET_NO_NEW_PRIVS,
+        1 as libc::c_ulong,
+        0 as libc::c_ulong,
+        0 as libc::c_ulong,
+        0 as libc::c_ulong
+    ))?;
+    Ok(())
+}
+
+/// Load the time zone now (glibc reads /etc/localtime lazily, e.g. for syslog timestamps).
+#[cfg(target_os = "linux")]
+pub fn load_time_zone() {
+    extern "C" {
+        fn tzset();
+    }
+    // SAFETY: tzset takes no arguments and only initialises libc's time-zone state.
+    unsafe { tzset() };
+}
+
 /// Whether `fd` is `/dev/null` (then stderr goes nowhere and diagnostics go to syslog).
 pub fn fd_is_dev_null(fd: RawFd) -> bool {
     // SAFETY: zeroed stat buffers are valid for fstat/stat to overwrite.
