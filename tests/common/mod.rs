@@ -264,6 +264,28 @@ impl Bhyve {
         send_record(self.fd(), frame, Duration::from_secs(10))
     }
 
+    /// Sends one record without waiting: false when the helper's queue is full (dropped, as
+    /// bhyve drops).
+    pub fn try_send_frame(&self, frame: &[u8]) -> bool {
+        nix::sys::socket::send(self.fd(), frame, nix::sys::socket::MsgFlags::MSG_DONTWAIT).is_ok()
+    }
+
+    /// Reads and discards whatever the helper sent so far; the number of records.
+    pub fn discard_pending(&self) -> usize {
+        let mut buf = [0u8; 70000];
+        let mut n = 0;
+        while nix::sys::socket::recv(
+            self.fd(),
+            &mut buf,
+            nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+        )
+        .is_ok()
+        {
+            n += 1;
+        }
+        n
+    }
+
     /// Next record from the helper; `None` on timeout or once the helper hung up.
     pub fn recv_frame(&self, timeout: Duration) -> Option<Vec<u8>> {
         recv_record(self.fd(), timeout)
