@@ -13,6 +13,7 @@ pub mod frames;
 pub mod frontend;
 pub mod loadgen;
 pub mod poller;
+pub mod reasm;
 pub mod sandbox;
 pub mod slirp;
 pub mod stats;
