@@ -1,16 +1,23 @@
-# Markdown tables from the medians (config,test,mtu,n_idle,metric,median,max,count), for
+# Markdown tables from the medians (config,test,mtu,n_idle,metric,median,min,max,count), for
 # perf/lib/report.sh. Portable awk (Debian's default is mawk: no gawk extensions).
 # Variables: scale_ns ("1000 10000"), plot_prefix (file name stem of the PNGs).
 
 BEGIN { FS = "," }
 {
   MED[$1, $2, $3, $4, $5] = $6
-  MAX[$1, $2, $3, $4, $5] = $7
-  CNT[$1, $2, $3, $4] = $8 > CNT[$1, $2, $3, $4] ? $8 : CNT[$1, $2, $3, $4]
+  MIN[$1, $2, $3, $4, $5] = $7
+  MAX[$1, $2, $3, $4, $5] = $8
+  CNT[$1, $2, $3, $4] = $9 > CNT[$1, $2, $3, $4] ? $9 : CNT[$1, $2, $3, $4]
 }
 
 function med(c, t, m, n, k) { return ((c, t, m, n, k) in MED) ? MED[c, t, m, n, k] : "" }
 function mx(c, t, m, n, k) { return ((c, t, m, n, k) in MAX) ? MAX[c, t, m, n, k] : "" }
+# The median with the range of the runs, "9219 (5709–16263)", when there was more than one.
+function spread(c, t, m, n, k, d) {
+  if (med(c, t, m, n, k) == "") return "–"
+  if (MIN[c, t, m, n, k] == MAX[c, t, m, n, k]) return f(med(c, t, m, n, k), d)
+  return f(med(c, t, m, n, k), d) " (" f(MIN[c, t, m, n, k], d) "–" f(MAX[c, t, m, n, k], d) ")"
+}
 function f(x, d) { return x == "" ? "–" : sprintf("%." d "f", x) }
 function ratio(a, b) { return (a == "" || b == "" || b + 0 == 0) ? "–" : sprintf("%.2f×", a / b) }
 function larger(a, b) { return (a == "" || (b != "" && b + 0 > a + 0)) ? b : a }
@@ -30,14 +37,16 @@ function name(c) {
 function summary(label, t, m, n, k, d,    o, c, s) {
   o = med("ours", t, m, n, k); c = med("cdesign", t, m, n, k); s = med("slirp4netns", t, m, n, k)
   if (o == "" && c == "" && s == "") return
-  printf "| %s | %s | %s | %s | %s | %s |\n", label, f(o, d), f(c, d), f(s, d), ratio(o, c), ratio(o, s)
+  printf "| %s | %s | %s | %s | %s | %s |\n", label, spread("ours", t, m, n, k, d),
+    spread("cdesign", t, m, n, k, d), spread("slirp4netns", t, m, n, k, d), ratio(o, c), ratio(o, s)
 }
 
 function section_summary(    mtu, i, n, ns) {
   print "## Summary: ours against the baselines (this run)"
   print ""
-  print "Medians; ratios are ours / baseline from the same run (higher is better for rates,"
-  print "lower for costs)."
+  print "Medians, with the range of the runs in brackets (a wide range means the shared machine"
+  print "was busy during some runs); ratios are of the medians, ours / baseline from the same run"
+  print "(higher is better for rates, lower for costs)."
   print ""
   print "| measure | ours | C design | slirp4netns | ours / C design | ours / slirp4netns |"
   print "|---|---|---|---|---|---|"
@@ -58,7 +67,7 @@ function section_summary(    mtu, i, n, ns) {
   summary("TCP RR p99 (µs)", "rr", 1500, 0, "rr_p99_us", 1)
   ns = split(scale_ns, n, " ")
   for (i = 1; i <= ns; i++) {
-    summary("TCP g2h with " n[i] " idle connections (Gbit/s)", "tcp_g2h", 1500, n[i], "value", 2)
+    summary("TCP g2h with " n[i] " idle connections (Gbit/s)", "tcp_g2h", 1500, n[i], "value", 3)
     summary("TCP RR with " n[i] " idle connections (round trips/s)", "rr", 1500, n[i], "value", 0)
   }
   print ""

@@ -2,7 +2,7 @@
 # The run's outputs: medians of the CSV, the Markdown report (machine, versions, tables,
 # ratios, anomalies), gnuplot PNGs, and the latest summary in perf/README.md.
 
-# medians CSV: config,test,mtu,n_idle,metric,median,max,count for every numeric column.
+# medians CSV: config,test,mtu,n_idle,metric,median,min,max,count for every numeric column.
 # Values are sorted by `sort` so the awk stays portable (mawk has no asort).
 medians() {
   awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) col[i] = $i; next }
@@ -10,7 +10,7 @@ medians() {
     sort -t, -k1,5 -k6,6g |
     awk -F, '
       function flush() {
-        if (n) printf "%s,%.6g,%.6g,%d\n", group, (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2, v[n], n
+        if (n) printf "%s,%.6g,%.6g,%.6g,%d\n", group, (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2, v[1], v[n], n
         n = 0
       }
       { key = $1 "," $2 "," $3 "," $4 "," $5; if (key != group) { flush(); group = key } v[++n] = $6 }
