@@ -23,23 +23,38 @@ pub struct Host {
     timers: Timers,
     wakeup_read: OwnedFd,
     wakeup_write: OwnedFd,
+    /// The guest is gone: sockets libslirp closes from now on reset their TCP peers.
+    resetting: bool,
     pub counters: LoopCounters,
 }
 
 impl Host {
     /// The wakeup pipe and the poller, registered with our two descriptors.
-    pub fn new(kind: PollerKind, frontend: RawFd, limit: FrameLimit) -> io::Result<Host> {
+    pub fn new(
+        kind: PollerKind,
+        frontend: RawFd,
+        limit: FrameLimit,
+        batch: usize,
+    ) -> io::Result<Host> {
         use nix::fcntl::OFlag;
         let (wakeup_read, wakeup_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
         let poller = Poller::new(kind, wakeup_read.as_raw_fd(), frontend)?;
         Ok(Host {
             poller,
-            tx: FrameTx::new(frontend, limit),
+            tx: FrameTx::new(frontend, limit, batch),
             timers: Timers::default(),
             wakeup_read,
             wakeup_write,
+            resetting: false,
             counters: LoopCounters::default(),
         })
+    }
+
+    /// From now on, every TCP connection libslirp closes (as `slirp_cleanup` closes them all)
+    /// is reset rather than closed with a FIN: with the guest gone, a peer must not mistake a
+    /// cut-off transfer for a complete one.
+    pub fn reset_connections_on_close(&mut self) {
+        self.resetting = true;
     }
 
     fn drain_wakeup(&mut self) {
@@ -77,6 +92,9 @@ impl SlirpHost for Host {
     }
 
     fn unregister_poll_fd(&mut self, fd: RawFd) {
+        if self.resetting {
+            crate::sys::reset_on_close(fd);
+        }
         self.poller.closing(fd);
     }
 

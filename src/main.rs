@@ -5,7 +5,7 @@
 use slirp_helper::cli::{self, Command, Options};
 use slirp_helper::config::{self, BhyveConfig};
 use slirp_helper::event_loop::{self, Exit, Host};
-use slirp_helper::frames::{FrameLimit, FrameRx};
+use slirp_helper::frames::{FrameLimit, FrameRx, DEFAULT_BATCH};
 use slirp_helper::poller::PollerKind;
 use slirp_helper::slirp::api::{SlirpApi, DEFAULT_LIBSLIRP};
 use slirp_helper::slirp::{Stack, StackConfig};
@@ -95,27 +95,46 @@ fn read_config(sock: RawFd) -> Result<BhyveConfig, Fatal> {
         .map_err(|e| Fatal(e.exit_code() as u8, format!("configuration: {e}")))
 }
 
-/// The readiness backend: `--poller`, else the bhyve config key `poller`
-/// (`-s 2,virtio-net,slirp,poller=poll`), else the platform's best.
-fn poller_kind(options: &Options, config: &BhyveConfig) -> Result<PollerKind, Fatal> {
-    if let Some(kind) = options.poller {
-        return Ok(kind);
+/// A tunable: the command line wins, else bhyve's config key of the same name
+/// (`-s 2,virtio-net,slirp,poller=poll,batch=1`), else `default`.
+fn tunable<T>(
+    from_cli: Option<T>,
+    config: &BhyveConfig,
+    key: &str,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+    default: impl FnOnce() -> T,
+) -> Result<T, Fatal> {
+    if let Some(value) = from_cli {
+        return Ok(value);
     }
-    let name = config
-        .string_option("poller")
+    let text = config
+        .string_option(key)
         .map_err(|e| Fatal(e.exit_code() as u8, format!("configuration: {e}")))?;
-    match name {
-        None => Ok(PollerKind::platform_default()),
-        Some(name) => PollerKind::parse(name).ok_or_else(|| {
-            let default = PollerKind::platform_default().name();
-            Fatal(
-                1,
-                format!(
-                    "configuration: poller '{name}' is not available here (use poll or {default})"
-                ),
-            )
-        }),
+    match text {
+        None => Ok(default()),
+        Some(text) => parse(text).map_err(|why| Fatal(1, format!("configuration: {key}: {why}"))),
     }
+}
+
+fn poller_kind(options: &Options, config: &BhyveConfig) -> Result<PollerKind, Fatal> {
+    let parse = |name: &str| {
+        PollerKind::parse(name).ok_or_else(|| {
+            let best = PollerKind::platform_default().name();
+            format!("'{name}' is not available here (use poll or {best})")
+        })
+    };
+    tunable(
+        options.poller,
+        config,
+        "poller",
+        parse,
+        PollerKind::platform_default,
+    )
+}
+
+fn batch_size(options: &Options, config: &BhyveConfig) -> Result<usize, Fatal> {
+    let parse = |text: &str| cli::parse_batch(text).map_err(|cli::UsageError(why)| why);
+    tunable(options.batch, config, "batch", parse, || DEFAULT_BATCH)
 }
 
 fn run(options: Options) -> Result<(), Fatal> {
@@ -135,8 +154,19 @@ fn run(options: Options) -> Result<(), Fatal> {
 
     let limit = FrameLimit::from_mtui(config.mtui);
     let kind = poller_kind(&options, &config)?;
-    let host =
-        Host::new(kind, sock, limit).map_err(|e| Fatal(1, format!("creating the poller: {e}")))?;
+    let batch = batch_size(&options, &config)?;
+    if batch > 1 {
+        // bhyve drops frames when the helper's receive buffer is full, and on Linux the
+        // sender's buffer bounds what is in flight: room for a few rings of whole frames.
+        let bytes = (4 * batch * limit.max_frame()).clamp(1 << 20, 8 << 20);
+        if let Err(e) = sys::set_socket_buffers(sock, bytes) {
+            diag::warn(&format!(
+                "cannot size the socket buffers to {bytes} bytes: {e}"
+            ));
+        }
+    }
+    let host = Host::new(kind, sock, limit, batch)
+        .map_err(|e| Fatal(1, format!("creating the poller: {e}")))?;
     let restricted = !config.open;
     let mut stack = Stack::new(
         api,
@@ -156,9 +186,11 @@ fn run(options: Options) -> Result<(), Fatal> {
     sandbox::drop_privileges().map_err(|e| Fatal(1, e.to_string()))?;
     sandbox::confine(restricted).map_err(|e| Fatal(1, e.to_string()))?;
 
-    let mut rx = FrameRx::new(sock, limit);
+    let mut rx = FrameRx::new(sock, limit, batch);
     let exit = event_loop::run(&mut stack, &mut rx);
     let stats = event_loop::stats_line(&mut stack, &rx);
+    // The guest is gone: dropping the stack (slirp_cleanup) resets its TCP connections.
+    stack.host().reset_connections_on_close();
     match exit {
         Ok(Exit::Hangup) => diag::info(&format!("bhyve closed the connection; {stats}")),
         Ok(Exit::Terminated) => diag::info(&format!("terminated by signal; {stats}")),

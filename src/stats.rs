@@ -11,6 +11,8 @@ pub struct RxCounters {
     pub bytes: u64,
     /// Read syscalls on the frontend socket (including the one that found it empty).
     pub syscalls: u64,
+    /// Reads that returned at least one message.
+    pub batches: u64,
     /// Dropped: shorter than an Ethernet header.
     pub runt: u64,
     /// Dropped: longer than the frame limit (or cut short by the kernel: MSG_TRUNC).
@@ -26,6 +28,8 @@ pub struct TxCounters {
     pub bytes: u64,
     /// Send syscalls on the frontend socket.
     pub syscalls: u64,
+    /// Sends that moved at least one whole frame.
+    pub batches: u64,
     /// Dropped: above what the frontend accepts (mtui + 14, or 2048).
     pub oversize: u64,
     /// Dropped: the frontend's receive buffer was full (EAGAIN/ENOBUFS), as bhyve drops too.
@@ -49,16 +53,18 @@ pub struct LoopCounters {
 /// One line: `rx_frames=… rx_bytes=… … iterations=…`.
 pub fn line(rx: &RxCounters, tx: &TxCounters, lp: &LoopCounters) -> String {
     let mut s = String::with_capacity(256);
-    let fields: [(&str, u64); 18] = [
+    let fields: [(&str, u64); 22] = [
         ("rx_frames", rx.frames),
         ("rx_bytes", rx.bytes),
         ("rx_syscalls", rx.syscalls),
+        ("rx_batches", rx.batches),
         ("rx_runt", rx.runt),
         ("rx_oversize", rx.oversize),
         ("rx_empty", rx.empty),
         ("tx_frames", tx.frames),
         ("tx_bytes", tx.bytes),
         ("tx_syscalls", tx.syscalls),
+        ("tx_batches", tx.batches),
         ("tx_oversize", tx.oversize),
         ("tx_full", tx.full),
         ("tx_eagain", tx.eagain),
@@ -68,6 +74,14 @@ pub fn line(rx: &RxCounters, tx: &TxCounters, lp: &LoopCounters) -> String {
         ("guest_errors", lp.guest_errors),
         ("rx_avg_frame", rx.bytes.checked_div(rx.frames).unwrap_or(0)),
         ("tx_avg_frame", tx.bytes.checked_div(tx.frames).unwrap_or(0)),
+        (
+            "rx_avg_batch",
+            rx.frames.checked_div(rx.batches).unwrap_or(0),
+        ),
+        (
+            "tx_avg_batch",
+            tx.frames.checked_div(tx.batches).unwrap_or(0),
+        ),
     ];
     for (i, (key, value)) in fields.iter().enumerate() {
         let sep = if i == 0 { "" } else { " " };

@@ -89,6 +89,22 @@ pub fn raise_nofile_limit() -> io::Result<()> {
     Ok(())
 }
 
+/// Set SO_SNDBUF and SO_RCVBUF (the kernel caps them at wmem_max/rmem_max and doubles them).
+pub fn set_socket_buffers(fd: RawFd, bytes: usize) -> io::Result<()> {
+    let value = bytes.min(i32::MAX as usize / 2) as libc::c_int;
+    for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
+        // SAFETY: `value` is a valid int option of the size passed.
+        syscall!(setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t
+        ))?;
+    }
+    Ok(())
+}
+
 /// Set or clear O_NONBLOCK.
 pub fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
     let flags = syscall!(fcntl(fd, libc::F_GETFL))?;
@@ -130,6 +146,37 @@ pub fn set_nosigpipe(fd: RawFd) {
     }
     #[cfg(not(any(target_os = "freebsd", target_os = "macos")))]
     let _ = fd;
+}
+
+/// Make `close(fd)` abort a TCP connection with a reset (SO_LINGER on, 0 s) instead of a FIN.
+/// Other sockets are left alone. Errors are ignored: the fd is about to be closed anyway.
+pub fn reset_on_close(fd: RawFd) {
+    let mut kind: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `kind` and `len` are valid for an int option.
+    let is_stream = syscall!(getsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_TYPE,
+        (&mut kind as *mut libc::c_int).cast(),
+        &mut len
+    ))
+    .is_ok()
+        && kind == libc::SOCK_STREAM;
+    if is_stream {
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: `linger` is a valid SO_LINGER value of the size passed.
+        let _ = syscall!(setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t
+        ));
+    }
 }
 
 /// Whether `fd` is `/dev/null` (then stderr goes nowhere and diagnostics go to syslog).

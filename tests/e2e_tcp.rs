@@ -19,7 +19,7 @@ fn bulk(mtu: &str) {
     let got = Arc::new(Mutex::new(None));
     let g = got.clone();
     let (port, _l) = host_listener(Duration::from_secs(90), move |c| {
-        let r = bulk_both_ways(c, 2, MIB16);
+        let r = bulk_both_ways(c, 2, MIB16, Fin::AfterEof);
         *g.lock().unwrap() = Some(r.map_err(|e| e.to_string()));
     });
     let role = format!("bulk 10.0.2.2:{port} {MIB16}");

@@ -177,3 +177,27 @@ fn udp_hostfwd_restricted_delivers_to_guest_but_drops_guest_udp() {
         }
     }
 }
+
+#[test]
+fn hangup_resets_forwarded_connections_instead_of_closing_them() {
+    // With the guest gone, a host peer must see a reset, not a clean end of stream that could
+    // pass a cut-off transfer for a complete one.
+    let (mut guest, ports) = start(false);
+    let listen = guest.tcp_listen(GPORT);
+    let addr = SocketAddrV4::new([127, 0, 0, 1].into(), ports.tcp);
+    let mut host = connect_within(addr, Duration::from_secs(20));
+    host.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    assert!(
+        guest.tcp_wait_established(listen, Duration::from_secs(30)),
+        "hostfwd connection never reached the guest; stderr:\n{}",
+        guest.bhyve.stderr()
+    );
+    guest.bhyve.hang_up();
+    assert_eq!(guest.bhyve.expect_exit(Duration::from_secs(5)), 0);
+    let mut buf = [0u8; 16];
+    match host.read(&mut buf) {
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+        Ok(n) => panic!("host saw a clean end of stream ({n} bytes), not a reset"),
+    }
+}

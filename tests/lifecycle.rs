@@ -437,3 +437,49 @@ fn encoder_matches_worked_example_from_protocol_doc() {
     assert_eq!(want.len(), 110);
     assert_eq!(got, want);
 }
+
+#[test]
+fn poller_and_batch_config_keys_select_the_loop_design() {
+    // bhyve forwards `-s …,slirp,poller=poll,batch=1` as string pairs: the C helper's design.
+    for (poller, batch) in [
+        ("poll", "1"),
+        ("poll", "64"),
+        ("epoll", "1"),
+        ("epoll", "8"),
+    ] {
+        let mut bhyve = Bhyve::start(
+            &ConfigBuilder::bhyve()
+                .string("poller", poller)
+                .string("batch", batch)
+                .encode(),
+        );
+        assert!(
+            bhyve.raw_ping(HOST_IP, 1000, STEP),
+            "poller={poller} batch={batch}: no ping reply; stderr:\n{}",
+            bhyve.stderr()
+        );
+        let stats = bhyve.stats_now(STEP).expect("stats line");
+        assert!(stats["rx_frames"] >= 2, "{stats:?}");
+        assert!(
+            bhyve.stderr().contains(&format!("poller={poller}")),
+            "{}",
+            bhyve.stderr()
+        );
+    }
+}
+
+#[test]
+fn bad_poller_or_batch_exits_1_naming_the_key() {
+    assert_config_rejected(
+        ConfigBuilder::bhyve().string("poller", "select").encode(),
+        1,
+        &["poller", "select"],
+    );
+    for bad in ["0", "257", "many"] {
+        assert_config_rejected(
+            ConfigBuilder::bhyve().string("batch", bad).encode(),
+            1,
+            &["batch", bad],
+        );
+    }
+}

@@ -2,9 +2,10 @@
 //!
 //! Owns: the frame limit, reading guest frames (dropping runts, oversize and empty records)
 //! and sending libslirp's frames with `MSG_EOR` without ever blocking the loop.
-//! Today one frame per syscall (the C helper's design); batched rings plug in behind the same
-//! `FrameRx::drain` / `FrameTx::send` / `FrameTx::flush`.
+//! Both directions go through preallocated rings of whole-frame slots, moved with
+//! `recvmmsg`/`sendmmsg`; a batch of 1 is the C helper's one frame per syscall.
 
+mod mmsg;
 mod rx;
 mod tx;
 
@@ -15,6 +16,9 @@ pub use tx::FrameTx;
 pub const ETHER_HDR: usize = 14;
 /// An 802.1Q tag a guest may add on top of its MTU.
 pub const VLAN_TAG: usize = 4;
+/// Frames per batch unless told otherwise (`--batch`, `batch=`): see `benches/frames.rs`.
+pub const DEFAULT_BATCH: usize = 64;
+
 /// Largest frame the older bhyve accepts, and the limit when `mtui` is absent.
 pub const LEGACY_FRAME_LIMIT: usize = 2048;
 

@@ -1,6 +1,9 @@
-//! Guest → helper: read frames until the socket is empty and hand each to libslirp.
+//! Guest → helper: the RX ring. Frames are read in batches (`recvmmsg`) into preallocated
+//! slots, each big enough for a whole frame, and handed to libslirp in order. With a batch of
+//! 1 this is the C helper's one `recvmsg` per frame.
 
-use super::{FrameLimit, ETHER_HDR};
+use super::{mmsg, FrameLimit, ETHER_HDR};
+use crate::diag;
 use crate::stats::RxCounters;
 use crate::sys::syscall;
 use std::io;
@@ -22,7 +25,13 @@ pub enum RxStatus {
 pub struct FrameRx {
     fd: RawFd,
     limit: FrameLimit,
-    buf: Vec<u8>,
+    slot: usize,
+    /// `batch` slots of `slot` bytes, allocated once.
+    bufs: Vec<u8>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+    /// False after `recvmmsg` turned out to be unavailable (or for a batch of 1).
+    batched: bool,
     /// FreeBSD: the record in progress was longer than a slot; skip until its end (MSG_EOR).
     skipping_record: bool,
     pub counters: RxCounters,
@@ -32,51 +41,86 @@ pub struct FrameRx {
 /// record: SOCK_SEQPACKET reads an empty record as 0 bytes too).
 fn peer_shut_down(fd: RawFd) -> bool {
     #[cfg(any(target_os = "linux", target_os = "freebsd"))]
-    let events = libc::POLLIN | libc::POLLRDHUP;
+    let hangup = libc::POLLHUP | libc::POLLRDHUP;
     #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
-    let events = libc::POLLIN;
+    let hangup = libc::POLLHUP;
     let mut pfd = libc::pollfd {
         fd,
-        events,
+        events: libc::POLLIN | hangup,
         revents: 0,
     };
     // SAFETY: one valid pollfd, zero timeout.
     match syscall!(poll(&mut pfd, 1, 0)) {
-        #[cfg(any(target_os = "linux", target_os = "freebsd"))]
-        Ok(_) => pfd.revents & (libc::POLLHUP | libc::POLLRDHUP) != 0,
-        #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
-        Ok(_) => pfd.revents & libc::POLLHUP != 0,
+        Ok(_) => pfd.revents & hangup != 0,
         Err(_) => true,
     }
 }
 
 impl FrameRx {
-    pub fn new(fd: RawFd, limit: FrameLimit) -> FrameRx {
+    /// A ring of `batch` slots (at least 1).
+    pub fn new(fd: RawFd, limit: FrameLimit, batch: usize) -> FrameRx {
+        let batch = batch.max(1);
+        let slot = limit.rx_slot();
         FrameRx {
             fd,
             limit,
-            buf: vec![0; limit.rx_slot()],
+            slot,
+            bufs: vec![0; slot * batch],
+            iovs: vec![
+                libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0
+                };
+                batch
+            ],
+            hdrs: vec![mmsg::empty_header(); batch],
+            batched: batch > 1,
             skipping_record: false,
             counters: RxCounters::default(),
         }
     }
 
-    /// One `recvmsg`: `Ok(Some((len, flags)))`, `Ok(None)` when the socket is empty.
-    fn recv_one(&mut self) -> io::Result<Option<(usize, libc::c_int)>> {
-        let mut iov = libc::iovec {
-            iov_base: self.buf.as_mut_ptr().cast(),
-            iov_len: self.buf.len(),
-        };
-        // SAFETY: an all-zero msghdr is valid (no name, no control data).
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
+    /// Point every header at its slot (the ring never reallocates, but the headers carry the
+    /// kernel's answers and must be reset before each call).
+    fn arm(&mut self, count: usize) {
+        for i in 0..count {
+            self.iovs[i] = libc::iovec {
+                iov_base: self.bufs[i * self.slot..].as_mut_ptr().cast(),
+                iov_len: self.slot,
+            };
+            mmsg::set_iov(&mut self.hdrs[i], &mut self.iovs[i]);
+        }
+    }
+
+    /// One read syscall: how many slots hold a message (0: the socket is empty).
+    fn read_batch(&mut self) -> io::Result<usize> {
+        let count = if self.batched { self.hdrs.len() } else { 1 };
+        self.arm(count);
         self.counters.syscalls += 1;
-        // SAFETY: msg points at one iovec covering `buf`, which outlives the call.
-        match syscall!(recvmsg(self.fd, &mut msg, libc::MSG_DONTWAIT)) {
-            Ok(n) => Ok(Some((n as usize, msg.msg_flags))),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
+        let result = if self.batched {
+            mmsg::recv_batch(self.fd, &mut self.hdrs[..count])
+        } else {
+            mmsg::recv_one(self.fd, &mut self.hdrs[0]).map(|(n, flags)| {
+                self.hdrs[0].msg_len = n as _;
+                self.hdrs[0].msg_hdr.msg_flags = flags;
+                1
+            })
+        };
+        match result {
+            Ok(n) => Ok(n),
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.kind() == io::ErrorKind::Interrupted =>
+            {
+                Ok(0)
+            }
+            Err(e) if self.batched && mmsg::unsupported(&e) => {
+                diag::warn(&format!(
+                    "recvmmsg unavailable ({e}): reading one frame per recvmsg"
+                ));
+                self.batched = false;
+                self.read_batch()
+            }
             Err(e) => Err(e),
         }
     }
@@ -84,32 +128,45 @@ impl FrameRx {
     /// Read frames until the socket is empty (or the budget is used), passing each valid one
     /// to `deliver`. Invalid ones are dropped and counted.
     pub fn drain(&mut self, mut deliver: impl FnMut(&[u8])) -> io::Result<RxStatus> {
-        for _ in 0..DRAIN_BUDGET {
-            let (len, flags) = match self.recv_one() {
-                Ok(Some(read)) => read,
-                Ok(None) => return Ok(RxStatus::Drained),
+        let mut read = 0;
+        while read < DRAIN_BUDGET {
+            let n = match self.read_batch() {
+                Ok(0) => return Ok(RxStatus::Drained),
+                Ok(n) => n,
                 Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => {
                     return Ok(RxStatus::Hangup)
                 }
                 Err(e) => return Err(e),
             };
-            if len == 0 && !self.skipping_record {
-                if peer_shut_down(self.fd) {
-                    return Ok(RxStatus::Hangup);
+            self.counters.batches += 1;
+            read += n;
+            for i in 0..n {
+                let len = mmsg::msg_len(&self.hdrs[i]);
+                let flags = self.hdrs[i].msg_hdr.msg_flags;
+                if len == 0 && !self.skipping_record {
+                    if peer_shut_down(self.fd) {
+                        return Ok(RxStatus::Hangup);
+                    }
+                    self.counters.empty += 1;
+                    continue;
                 }
-                self.counters.empty += 1;
-                continue;
+                if self.record_too_long(len, flags) {
+                    continue;
+                }
+                if len < ETHER_HDR {
+                    self.counters.runt += 1;
+                    continue;
+                }
+                self.counters.frames += 1;
+                self.counters.bytes += len as u64;
+                let start = i * self.slot;
+                deliver(&self.bufs[start..start + len]);
             }
-            if self.record_too_long(len, flags) {
-                continue;
+            // A short batch means the socket was empty a moment ago: wait for readiness again
+            // rather than spend a syscall on EAGAIN. (Batch 1 reads until EAGAIN, as C did.)
+            if self.batched && n < self.hdrs.len() {
+                return Ok(RxStatus::Drained);
             }
-            if len < ETHER_HDR {
-                self.counters.runt += 1;
-                continue;
-            }
-            self.counters.frames += 1;
-            self.counters.bytes += len as u64;
-            deliver(&self.buf[..len]);
         }
         Ok(RxStatus::Drained)
     }

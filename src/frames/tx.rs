@@ -1,9 +1,13 @@
-//! Helper → guest: libslirp's `send_packet` lands here; frames go out with `MSG_EOR` and
-//! never block the loop.
+//! Helper → guest: the TX ring. libslirp's `send_packet` copies each frame into the next
+//! preallocated slot; the ring goes out with one `sendmmsg` when it fills and at the end of
+//! every loop iteration. When the frontend cannot take more (EAGAIN/ENOBUFS) the frames stay
+//! queued and the loop watches for writability; what does not fit in the ring is dropped and
+//! counted, as bhyve itself drops (TCP retransmits). The loop never blocks on the frontend.
+//! With a batch of 1 this is the C helper's one `send` per frame.
 
-use super::FrameLimit;
+use super::{mmsg, FrameLimit};
+use crate::diag;
 use crate::stats::TxCounters;
-use crate::sys::syscall;
 use std::io;
 use std::os::fd::RawFd;
 
@@ -15,90 +19,65 @@ const SEND_FLAGS: libc::c_int = libc::MSG_EOR | libc::MSG_DONTWAIT;
 pub struct FrameTx {
     fd: RawFd,
     limit: FrameLimit,
-    /// The unsent tail of a frame a short send cut (FreeBSD's SEQPACKET is a byte stream: a
-    /// record must be finished before any other frame may follow). Preallocated.
-    tail: Vec<u8>,
-    tail_sent: usize,
+    slot: usize,
+    /// `capacity` slots of `slot` bytes, allocated once.
+    bufs: Vec<u8>,
+    /// Length of the frame in each slot.
+    lens: Vec<usize>,
+    /// First queued slot and number of queued frames.
+    head: usize,
+    queued: usize,
+    /// Bytes of the head frame already sent: FreeBSD's SEQPACKET can take part of a record
+    /// on a non-blocking send, and the record must be finished before another may start.
+    head_sent: usize,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+    /// False after `sendmmsg` turned out to be unavailable (or for a batch of 1).
+    batched: bool,
     /// The peer is gone (EPIPE/ECONNRESET): the loop ends.
     peer_gone: bool,
     pub counters: TxCounters,
 }
 
 impl FrameTx {
-    pub fn new(fd: RawFd, limit: FrameLimit) -> FrameTx {
+    /// A ring of `batch` slots (at least 1).
+    pub fn new(fd: RawFd, limit: FrameLimit, batch: usize) -> FrameTx {
+        let capacity = batch.max(1);
+        let slot = limit.max_frame();
         FrameTx {
             fd,
             limit,
-            tail: Vec::with_capacity(limit.max_frame()),
-            tail_sent: 0,
+            slot,
+            bufs: vec![0; slot * capacity],
+            lens: vec![0; capacity],
+            head: 0,
+            queued: 0,
+            head_sent: 0,
+            iovs: vec![
+                libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0
+                };
+                capacity
+            ],
+            hdrs: vec![mmsg::empty_header(); capacity],
+            batched: capacity > 1,
             peer_gone: false,
             counters: TxCounters::default(),
         }
     }
 
+    fn capacity(&self) -> usize {
+        self.lens.len()
+    }
+
     /// Whether frames are waiting for the socket to become writable.
     pub fn has_pending(&self) -> bool {
-        self.tail_sent < self.tail.len()
+        self.queued > 0
     }
 
     pub fn peer_gone(&self) -> bool {
         self.peer_gone
-    }
-
-    fn send_raw(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.counters.syscalls += 1;
-        // SAFETY: `bytes` is readable for its length during the call.
-        let n = syscall!(send(
-            self.fd,
-            bytes.as_ptr().cast(),
-            bytes.len(),
-            SEND_FLAGS
-        ))?;
-        Ok(n as usize)
-    }
-
-    /// Classify a failed send: full buffers drop the frame (TCP retransmits, as with bhyve);
-    /// a dead peer ends the loop.
-    fn on_error(&mut self, e: &io::Error) {
-        match e.raw_os_error() {
-            Some(libc::EAGAIN) | Some(libc::ENOBUFS) => {
-                self.counters.eagain += 1;
-                self.counters.full += 1;
-            }
-            Some(libc::EPIPE) | Some(libc::ECONNRESET) | Some(libc::ENOTCONN) => {
-                self.peer_gone = true;
-                self.counters.errors += 1;
-            }
-            _ => self.counters.errors += 1,
-        }
-    }
-
-    /// Send what is left of a cut frame. True when nothing is left.
-    pub fn flush(&mut self) -> bool {
-        while self.has_pending() {
-            let tail = std::mem::take(&mut self.tail);
-            let result = self.send_raw(&tail[self.tail_sent..]);
-            self.tail = tail;
-            match result {
-                Ok(n) => self.tail_sent += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    if e.raw_os_error() == Some(libc::EAGAIN)
-                        || e.raw_os_error() == Some(libc::ENOBUFS)
-                    {
-                        self.counters.eagain += 1;
-                    } else {
-                        self.on_error(&e);
-                        self.tail.clear();
-                        self.tail_sent = 0;
-                    }
-                    return !self.has_pending();
-                }
-            }
-        }
-        self.tail.clear();
-        self.tail_sent = 0;
-        true
     }
 
     /// `send_packet`. Always reports the whole frame as taken: a drop is the network's
@@ -109,26 +88,123 @@ impl FrameTx {
             self.counters.oversize += 1;
             return taken;
         }
-        if self.peer_gone || !self.flush() {
-            self.counters.full += 1;
+        if self.peer_gone {
+            self.counters.errors += 1;
             return taken;
         }
-        loop {
-            match self.send_raw(frame) {
-                Ok(n) => {
-                    self.counters.frames += 1;
-                    self.counters.bytes += frame.len() as u64;
-                    if n < frame.len() {
-                        self.tail.extend_from_slice(&frame[n..]);
-                    }
-                    return taken;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.on_error(&e);
-                    return taken;
-                }
+        if self.queued == self.capacity() {
+            self.flush();
+            if self.queued == self.capacity() {
+                self.counters.full += 1;
+                return taken;
             }
         }
+        let index = (self.head + self.queued) % self.capacity();
+        let start = index * self.slot;
+        self.bufs[start..start + frame.len()].copy_from_slice(frame);
+        self.lens[index] = frame.len();
+        self.queued += 1;
+        if self.queued == self.capacity() {
+            self.flush();
+        }
+        taken
+    }
+
+    /// Frame `i` of the queue (0 = head), minus what of the head is already sent.
+    fn queued_bytes(&self, i: usize) -> &[u8] {
+        let index = (self.head + i) % self.capacity();
+        let start = index * self.slot;
+        let skip = if i == 0 { self.head_sent } else { 0 };
+        &self.bufs[start + skip..start + self.lens[index]]
+    }
+
+    /// Retire `bytes` sent of the head frame; true when the whole frame is gone.
+    fn retire(&mut self, bytes: usize) -> bool {
+        let index = self.head;
+        if self.head_sent + bytes < self.lens[index] {
+            self.head_sent += bytes;
+            return false;
+        }
+        self.counters.frames += 1;
+        self.counters.bytes += self.lens[index] as u64;
+        self.head = (self.head + 1) % self.capacity();
+        self.queued -= 1;
+        self.head_sent = 0;
+        true
+    }
+
+    /// One syscall: how many frames fully went out, or the error.
+    fn send_some(&mut self) -> io::Result<usize> {
+        self.counters.syscalls += 1;
+        if !self.batched || self.queued == 1 {
+            let n = mmsg::send_one(self.fd, self.queued_bytes(0), SEND_FLAGS)?;
+            return Ok(usize::from(self.retire(n)));
+        }
+        let count = self.queued;
+        for i in 0..count {
+            let (base, len) = {
+                let bytes = self.queued_bytes(i);
+                (bytes.as_ptr() as *mut libc::c_void, bytes.len())
+            };
+            self.iovs[i] = libc::iovec {
+                iov_base: base,
+                iov_len: len,
+            };
+            mmsg::set_iov(&mut self.hdrs[i], &mut self.iovs[i]);
+        }
+        let sent = mmsg::send_batch(self.fd, &mut self.hdrs[..count], SEND_FLAGS)?;
+        let mut whole = 0;
+        for i in 0..sent {
+            if !self.retire(mmsg::msg_len(&self.hdrs[i])) {
+                break;
+            }
+            whole += 1;
+        }
+        Ok(whole)
+    }
+
+    /// Send what is queued, as far as the frontend takes it. True when the ring is empty.
+    pub fn flush(&mut self) -> bool {
+        while self.queued > 0 && !self.peer_gone {
+            let before = self.queued;
+            match self.send_some() {
+                Ok(_) if self.queued < before => {
+                    self.counters.batches += 1;
+                }
+                // Part of the head frame went (FreeBSD): the socket is full for now.
+                Ok(_) => break,
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EINTR) => {}
+                    Some(libc::EAGAIN) | Some(libc::ENOBUFS) => {
+                        self.counters.eagain += 1;
+                        break;
+                    }
+                    Some(libc::EPIPE) | Some(libc::ECONNRESET) | Some(libc::ENOTCONN) => {
+                        self.peer_gone = true;
+                        self.drop_queue();
+                    }
+                    _ if self.batched && mmsg::unsupported(&e) => {
+                        diag::warn(&format!(
+                            "sendmmsg unavailable ({e}): sending one frame per send"
+                        ));
+                        self.batched = false;
+                    }
+                    _ => {
+                        // Anything else (EMSGSIZE…) is about the head frame: drop it, go on.
+                        self.counters.errors += 1;
+                        self.head_sent = 0;
+                        self.head = (self.head + 1) % self.capacity();
+                        self.queued -= 1;
+                    }
+                },
+            }
+        }
+        self.queued == 0
+    }
+
+    fn drop_queue(&mut self) {
+        self.counters.errors += self.queued as u64;
+        self.queued = 0;
+        self.head_sent = 0;
     }
 }

@@ -96,22 +96,6 @@ pub fn inherit_fd(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Set SO_SNDBUF and SO_RCVBUF (the kernel caps them at wmem_max/rmem_max and doubles them).
-pub fn set_socket_buffers(fd: RawFd, bytes: usize) -> io::Result<()> {
-    let value = bytes.min(i32::MAX as usize / 2) as libc::c_int;
-    for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
-        // SAFETY: `value` is a valid int option of the size passed.
-        syscall!(setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            opt,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t
-        ))?;
-    }
-    Ok(())
-}
-
 /// Whether the process runs with an effective uid of 0.
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()

@@ -160,7 +160,7 @@ impl Pattern {
 }
 
 /// Send `len` pattern bytes, then half-close; returns the SHA-256 of what was sent.
-pub fn send_pattern(mut w: &TcpStream, seed: u64, len: usize) -> io::Result<String> {
+pub fn send_pattern(mut w: &TcpStream, seed: u64, len: usize, fin: bool) -> io::Result<String> {
     let mut p = Pattern::new(seed);
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -172,7 +172,9 @@ pub fn send_pattern(mut w: &TcpStream, seed: u64, len: usize) -> io::Result<Stri
         w.write_all(&buf[..n])?;
         left -= n;
     }
-    w.shutdown(Shutdown::Write)?;
+    if fin {
+        w.shutdown(Shutdown::Write)?;
+    }
     Ok(hex(&h.finalize()))
 }
 
@@ -214,16 +216,34 @@ fn hex(b: &[u8]) -> String {
 }
 
 /// Both directions at once on one connection: (sent sha, received len, received sha).
-pub fn bulk_both_ways(s: TcpStream, seed: u64, len: usize) -> io::Result<(String, usize, String)> {
+pub fn bulk_both_ways(
+    s: TcpStream,
+    seed: u64,
+    len: usize,
+    fin: Fin,
+) -> io::Result<(String, usize, String)> {
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     s.set_write_timeout(Some(Duration::from_secs(30)))?;
     let w = s.try_clone()?;
-    let writer = std::thread::spawn(move || send_pattern(&w, seed, len));
+    let fin_after_write = fin == Fin::AfterWrite;
+    let writer = std::thread::spawn(move || send_pattern(&w, seed, len, fin_after_write));
     let (rlen, rsha) = recv_hash(&s, len * 2)?;
     let ssha = writer
         .join()
         .map_err(|_| io::Error::other("writer panicked"))??;
+    if fin == Fin::AfterEof {
+        s.shutdown(Shutdown::Write)?;
+    }
     Ok((ssha, rlen, rsha))
+}
+
+/// When a bulk side sends its FIN. The guest sends it when done writing; the host only after
+/// the guest's FIN, so the guest's EOF proves that the host has every byte. (Otherwise the
+/// guest may exit, and the frontend tear everything down, with its last bytes in flight.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fin {
+    AfterWrite,
+    AfterEof,
 }
 
 /// A host listener on 127.0.0.1:ephemeral running `serve` for each connection (own thread),
@@ -305,7 +325,7 @@ fn guest_role(words: &[&str]) -> io::Result<()> {
         // Both ways at once: prints SENT_SHA, RECV_LEN, RECV_SHA.
         ["bulk", a, len] => {
             let len: usize = len.parse().map_err(io::Error::other)?;
-            let (ssha, rlen, rsha) = bulk_both_ways(connect(a)?, 1, len)?;
+            let (ssha, rlen, rsha) = bulk_both_ways(connect(a)?, 1, len, Fin::AfterWrite)?;
             println!("SENT_SHA={ssha} RECV_LEN={rlen} RECV_SHA={rsha}");
             Ok(())
         }
@@ -319,7 +339,8 @@ fn guest_role(words: &[&str]) -> io::Result<()> {
                     let a = a.clone();
                     std::thread::spawn(move || -> io::Result<bool> {
                         let s = connect(&a)?;
-                        let (ssha, rlen, rsha) = bulk_both_ways(s, 100 + i as u64, len)?;
+                        let (ssha, rlen, rsha) =
+                            bulk_both_ways(s, 100 + i as u64, len, Fin::AfterWrite)?;
                         Ok(rlen == len && ssha == rsha)
                     })
                 })

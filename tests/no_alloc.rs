@@ -1,0 +1,184 @@
+//! No allocation per frame in steady state: the whole loop (poller, RX ring, libslirp's
+//! callbacks, TX ring) runs in this process with the real libslirp while guest frames flow,
+//! and a counting global allocator sees no Rust allocation on this thread.
+//! (libslirp's own allocations go through glib's malloc and are not counted.)
+
+use slirp_helper::event_loop::{self, Host};
+use slirp_helper::frames::FrameLimit;
+use slirp_helper::frames::FrameRx;
+use slirp_helper::poller::PollerKind;
+use slirp_helper::slirp::api::{SlirpApi, DEFAULT_LIBSLIRP};
+use slirp_helper::slirp::{Stack, StackConfig};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// Only the measuring thread counts (the test harness allocates on its own threads).
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
+
+// SAFETY: forwards to the system allocator; the counter has no effect on the memory.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.with(Cell::get) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.with(Cell::get) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+
+fn checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// ARP request from 10.0.2.15 for 10.0.2.2 (teaches libslirp the guest's MAC).
+fn arp_request() -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&GUEST_MAC);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&GUEST_MAC);
+    f.extend_from_slice(&[10, 0, 2, 15, 0, 0, 0, 0, 0, 0, 10, 0, 2, 2]);
+    f
+}
+
+/// ICMP echo request 10.0.2.15 → 10.0.2.2 (answered by libslirp itself) with `payload` bytes.
+fn echo_request(gw: [u8; 6], seq: u16, payload: usize) -> Vec<u8> {
+    let mut icmp = vec![8, 0, 0, 0, 0x12, 0x34];
+    icmp.extend_from_slice(&seq.to_be_bytes());
+    icmp.extend((0..payload).map(|i| i as u8));
+    let c = checksum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let total = (20 + icmp.len()) as u16;
+    let mut ip = vec![
+        0x45, 0, 0, 0, 0, 1, 0, 0, 64, 1, 0, 0, 10, 0, 2, 15, 10, 0, 2, 2,
+    ];
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    let c = checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut f = gw.to_vec();
+    f.extend_from_slice(&GUEST_MAC);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&icmp);
+    f
+}
+
+/// Send `frames` as the guest, run loop iterations until as many replies came back.
+fn round(
+    stack: &mut Stack<Host>,
+    rx: &mut FrameRx,
+    guest: &UnixDatagram,
+    frames: &[Vec<u8>],
+    buf: &mut [u8],
+) -> usize {
+    for f in frames {
+        guest.send(f).unwrap();
+    }
+    let mut replies = 0;
+    for _ in 0..100 {
+        assert_eq!(event_loop::iterate(stack, rx).unwrap(), None);
+        while guest.recv(buf).is_ok() {
+            replies += 1;
+        }
+        if replies >= frames.len() {
+            break;
+        }
+    }
+    replies
+}
+
+#[test]
+fn steady_state_allocates_nothing_per_frame() {
+    for kind in [PollerKind::Poll, PollerKind::platform_default()] {
+        for batch in [1, 64] {
+            let (helper_end, guest) = UnixDatagram::pair().unwrap();
+            // SOCK_SEQPACKET is what bhyve uses; a datagram pair keeps records too and is all
+            // std offers. Both are non-blocking, as bhyve's.
+            helper_end.set_nonblocking(true).unwrap();
+            guest.set_nonblocking(true).unwrap();
+            let fd = helper_end.as_raw_fd();
+            let limit = FrameLimit::from_mtui(Some(1500));
+            let api = SlirpApi::load(DEFAULT_LIBSLIRP).expect("libslirp0 installed");
+            let host = Host::new(kind, fd, limit, batch).unwrap();
+            let mut stack = Stack::new(
+                api,
+                StackConfig {
+                    restricted: true,
+                    mtu: limit.mtu(),
+                },
+                host,
+            )
+            .unwrap();
+            let mut rx = FrameRx::new(fd, limit, batch);
+            let mut buf = vec![0u8; 4096];
+
+            // Learn the gateway's MAC, then warm up (every table reaches its high-water mark).
+            guest.send(&arp_request()).unwrap();
+            let mut gw = None;
+            for _ in 0..100 {
+                event_loop::iterate(&mut stack, &mut rx).unwrap();
+                if let Ok(n) = guest.recv(&mut buf) {
+                    if n >= 42 && buf[12..14] == [0x08, 0x06] {
+                        gw = Some(<[u8; 6]>::try_from(&buf[6..12]).unwrap());
+                        break;
+                    }
+                }
+            }
+            let gw = gw.expect("ARP reply from 10.0.2.2");
+            let frames: Vec<Vec<u8>> = (0..32)
+                .map(|i| echo_request(gw, i, 56 + 40 * i as usize))
+                .collect();
+            for _ in 0..50 {
+                round(&mut stack, &mut rx, &guest, &frames, &mut buf);
+            }
+
+            ALLOCATIONS.store(0, Ordering::Relaxed);
+            COUNTING.with(|c| c.set(true));
+            let mut replies = 0;
+            for _ in 0..200 {
+                replies += round(&mut stack, &mut rx, &guest, &frames, &mut buf);
+            }
+            COUNTING.with(|c| c.set(false));
+            let allocations = ALLOCATIONS.load(Ordering::Relaxed);
+            let moved = rx.counters.frames;
+            assert!(
+                replies >= 200 * 32 * 9 / 10,
+                "{kind:?}/{batch}: only {replies} replies"
+            );
+            assert_eq!(allocations, 0, "{kind:?} batch {batch}: {allocations} allocations for {replies} echo replies ({moved} frames in)");
+        }
+    }
+}
