@@ -38,12 +38,13 @@ const STORM_SECS: u64 = 60;
 /// libslirp's sockets must all be gone this long after the storm: TCP's 2MSL (10 s) and the
 /// UDP fast expiry (10 s) run on its 0.5 s slow timer.
 const FD_RETURN_LIMIT: Duration = Duration::from_secs(30);
-/// CPU the helper may use in an idle window: measured 0.00-0.01 s over 5 s for both
-/// backends; a loop spinning on a stale registration burns the whole window.
+/// CPU the helper may use in an idle window: measured 0.000 s over 5 s for both backends
+/// (10 ms ticks); a loop spinning on a stale registration burns the whole window.
 const IDLE_CPU_MAX_SECS: f64 = 0.10;
 const IDLE_WINDOW: Duration = Duration::from_secs(5);
-/// Loop iterations allowed in an idle window: the two SIGUSR1 that frame it end a wait each;
-/// libslirp arms no periodic timer without sockets.
+/// Loop iterations allowed in an idle window: libslirp caps every timeout at 1 s
+/// (`slirp_update_timeout`) and the two SIGUSR1 that frame the window end a wait each, so
+/// 5-8 were measured.
 const IDLE_ITERATIONS_MAX: u64 = 25;
 /// Right after the storm libslirp still holds sockets in TIME_WAIT and UDP sockets waiting to
 /// expire, so its slow timer (0.5 s) wakes the loop and each wake walks them all: allowed
