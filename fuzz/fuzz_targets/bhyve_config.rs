@@ -7,8 +7,9 @@
 //! - `ctl & 3`: records the payload is sent in (0 and 1 → 1, 2 → 2, 3 → 3), cut at
 //!   `split1/255` and `split2/255` of its length (empty records included: bhyve never sends
 //!   them, but a 0-byte record must not look like EOF).
-//! - `ctl & 4`: keep bhyve's end open after sending (the reader then waits for the timeout
-//!   when the bytes do not complete the configuration); otherwise it is closed.
+//! - `ctl & 0x44 == 0x44`: keep bhyve's end open after sending (the reader then waits for the
+//!   timeout when the bytes do not complete the configuration); otherwise it is closed, so
+//!   most inputs end at once instead of costing a timeout each.
 //! - `(ctl >> 3) & 7`: one-byte messages carrying one descriptor each (SCM_RIGHTS), sent after
 //!   the payload, as libnv's `fd_send` does.
 #![no_main]
@@ -26,7 +27,7 @@ use slirp_helper::config::recv::{recv_config, MAX_DESCRIPTORS};
 use slirp_helper::config::BhyveConfig;
 
 /// How long `recv_config` may wait; short, so that incomplete configs cost little.
-const TIMEOUT: Duration = Duration::from_millis(50);
+const TIMEOUT: Duration = Duration::from_millis(20);
 /// Allowance on top of the timeout before a slow return counts as a hang (shared 2-core box).
 const SLACK: Duration = Duration::from_secs(5);
 
@@ -121,8 +122,9 @@ fn socket_path(ctl: u8, split1: u8, split2: u8, payload: &[u8]) {
         let _ = sendmsg::<UnixAddr>(peer.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_EOR, None);
         stream.push(0);
     }
-    let keep_open = ctl & 4 != 0;
-    let peer = if keep_open { Some(peer) } else { None };
+    let keep_open = ctl & 0x44 == 0x44;
+    // then_some moves the end in either case: when not kept, it is closed right here.
+    let peer = keep_open.then_some(peer);
 
     let start = Instant::now();
     let result = recv_config(helper.as_fd(), TIMEOUT);

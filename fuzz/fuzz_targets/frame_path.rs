@@ -21,10 +21,25 @@
 //!   before the loop runs).
 //!
 //! Without the fix-ups nearly every mutated frame would die on libslirp's checksum checks.
+//!
+//! `FRAME_PATH_DROP_LAST_FRAGMENTS=1` drops every IPv4 last fragment (MF clear, offset not 0)
+//! before it is sent: libslirp 4.7.0 crashes (SIGBUS/SEGV in `ip_reass`) on a last fragment
+//! that has no reassembly queue, and the fuzzer finds that within seconds; with the switch the
+//! rest of the path can be fuzzed until the helper reassembles in front of libslirp.
+//! `FRAME_PATH_VERBOSE=1` prints one line per input.
+//!
+//! libslirp is not instrumented (a system library, and no clang here to rebuild it), so
+//! libFuzzer's coverage would only see the helper's own code. To steer the search through
+//! libslirp anyway, what libslirp *does* is fed back as coverage: each reply's class
+//! (ethertype, protocol, ICMP type/code, TCP flags, UDP ports, DHCP message type, size) and
+//! the per-input changes of the drop and error counters bump libFuzzer "extra counters"
+//! (the `__libfuzzer_extra_counters` section), so an input that makes libslirp answer in a
+//! new way is kept in the corpus.
 #![no_main]
 
 use std::cell::RefCell;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use libfuzzer_sys::fuzz_target;
 use nix::sys::socket::{socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
@@ -54,6 +69,8 @@ struct Harness {
     replies: usize,
     /// `FRAME_PATH_VERBOSE=1`: one line per input (frames in, replies out, counters).
     verbose: bool,
+    /// `FRAME_PATH_DROP_LAST_FRAGMENTS=1`: see the top of this file.
+    drop_last_fragments: bool,
 }
 
 impl Harness {
@@ -91,7 +108,8 @@ impl Harness {
             scratch: Vec::with_capacity(4096),
             inputs: 0,
             replies: 0,
-            verbose: std::env::var_os("FRAME_PATH_VERBOSE").is_some(),
+            verbose: env_flag("FRAME_PATH_VERBOSE"),
+            drop_last_fragments: env_flag("FRAME_PATH_DROP_LAST_FRAGMENTS"),
         }
     }
 
@@ -117,13 +135,32 @@ impl Harness {
                 self.limit.max_frame()
             );
             self.replies += 1;
+            feedback(reply_class(&self.reply[..n]));
         }
+    }
+
+    /// The drop/error counters whose changes are fed back as coverage.
+    fn counters(&mut self) -> [u64; 8] {
+        let rx = self.rx.counters;
+        let host = self.stack.host();
+        let tx = host.tx.counters;
+        [
+            rx.frames,
+            rx.runt,
+            rx.oversize,
+            rx.empty,
+            tx.frames,
+            tx.oversize,
+            tx.full,
+            host.counters.guest_errors,
+        ]
     }
 
     fn run(&mut self, data: &[u8]) {
         let mut rest = data;
         let mut frames = 0;
         self.replies = 0;
+        let before = self.counters();
         while let [hi, lo, tail @ ..] = rest {
             if frames == MAX_FRAMES {
                 break;
@@ -141,6 +178,9 @@ impl Harness {
             if prefix & 0x4000 != 0 {
                 fix_l4_checksum(&mut self.scratch);
             }
+            if self.drop_last_fragments && is_last_fragment(&self.scratch) {
+                continue;
+            }
             // EAGAIN (helper's buffer full) drops the frame, as bhyve's non-blocking send does.
             let _ = nix::sys::socket::send(
                 self.guest.as_raw_fd(),
@@ -154,6 +194,15 @@ impl Harness {
         for _ in 0..ITERATIONS {
             self.iterate();
         }
+        let after = self.counters();
+        for (i, (a, b)) in after.iter().zip(before.iter()).enumerate() {
+            // Which counters moved, and roughly by how much (log2 bucket).
+            let delta = a.wrapping_sub(*b);
+            if delta != 0 {
+                feedback(0xC0DE_0000 | (i as u64) << 8 | u64::from(64 - delta.leading_zeros()));
+            }
+        }
+        feedback(0x5EED_0000 | self.replies.min(64) as u64);
         self.inputs += 1;
         if self.verbose {
             eprintln!(
@@ -173,6 +222,101 @@ impl Harness {
 }
 
 const ETHER_HDR: usize = 14;
+
+/// libFuzzer's extra coverage counters: cleared before each input, read after it.
+/// The whole section must be 8-byte aligned and sized (libFuzzer clears it a word at a time).
+#[repr(C, align(64))]
+struct ExtraCounters([AtomicU8; EXTRA_COUNTERS]);
+
+const EXTRA_COUNTERS: usize = 8192;
+
+#[used]
+#[link_section = "__libfuzzer_extra_counters"]
+static EXTRA: ExtraCounters = ExtraCounters([const { AtomicU8::new(0) }; EXTRA_COUNTERS]);
+
+/// Counts one occurrence of `feature` (hashed onto the counters).
+fn feedback(feature: u64) {
+    let h = feature.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let slot = &EXTRA.0[(h >> 51) as usize % EXTRA_COUNTERS];
+    let _ = slot.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_add(1));
+}
+
+/// What kind of frame libslirp sent, as one number.
+fn reply_class(frame: &[u8]) -> u64 {
+    let byte = |i: usize| u64::from(frame.get(i).copied().unwrap_or(0));
+    let size = (frame.len() as u64 / 128).min(15);
+    let ethertype = byte(12) << 8 | byte(13);
+    let mut class = ethertype << 24 | size << 20;
+    match ethertype {
+        0x0806 => class |= byte(21), // ARP op
+        0x0800 => {
+            let ip = ETHER_HDR;
+            let l4 = ip + (frame.get(ip).map_or(20, |b| usize::from(b & 0x0f) * 4));
+            let proto = byte(ip + 9);
+            class |= proto << 16;
+            class |= match proto {
+                // ICMP type, and for errors (unreachable, quench, redirect, time exceeded,
+                // parameter problem) the code and the protocol of the quoted datagram. Echo
+                // replies copy the guest's code and payload: not libslirp's behaviour.
+                1 => match byte(l4) {
+                    t @ (3 | 4 | 5 | 11 | 12) => t << 8 | byte(l4 + 1) | byte(l4 + 8 + 9) << 12,
+                    t => t << 8,
+                },
+                // TCP flags.
+                6 => byte(l4 + 13),
+                // UDP source port (67 DHCP, 69 TFTP) and the DHCP message type when present.
+                17 => {
+                    let sport = byte(l4) << 8 | byte(l4 + 1);
+                    let dhcp_type = if sport == 67 {
+                        dhcp_message_type(&frame[l4.min(frame.len())..])
+                    } else {
+                        0
+                    };
+                    (sport & 0xff) << 8 | dhcp_type
+                }
+                _ => 0,
+            };
+        }
+        _ => {}
+    }
+    class
+}
+
+/// Option 53 of a DHCP message (UDP header first), or 0.
+fn dhcp_message_type(udp: &[u8]) -> u64 {
+    let Some(mut opts) = udp.get(8 + 240..) else {
+        return 0;
+    };
+    while let [code, rest @ ..] = opts {
+        match (*code, rest) {
+            (0, _) => opts = rest,
+            (255, _) => break,
+            (53, [_, t, ..]) => return u64::from(*t),
+            (_, [len, tail @ ..]) => opts = tail.get(usize::from(*len)..).unwrap_or_default(),
+            _ => break,
+        }
+    }
+    0
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| v != "0" && !v.is_empty())
+}
+
+/// IPv4 with MF clear and a non-zero offset (checked on the ethertype and version only, as
+/// libslirp's `ip_input` reaches `ip_reass` with little more).
+fn is_last_fragment(frame: &[u8]) -> bool {
+    if frame.get(12..14) != Some(&[0x08, 0x00]) {
+        return false;
+    }
+    match frame.get(ETHER_HDR + 6..ETHER_HDR + 8) {
+        Some(&[hi, lo]) => {
+            let frag = u16::from_be_bytes([hi, lo]);
+            frag & 0x2000 == 0 && frag & 0x1fff != 0
+        }
+        _ => false,
+    }
+}
 
 /// The IPv4 header of an Ethernet frame: (start, header length), if there is a whole one.
 fn ipv4_header(frame: &[u8]) -> Option<(usize, usize)> {
