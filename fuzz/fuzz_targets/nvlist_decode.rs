@@ -5,10 +5,15 @@
 //! The number of received descriptors is taken from the header itself (bounded as
 //! `recv_config` bounds it), so the descriptor paths are reachable: `decode` insists the
 //! top-level header announces exactly the descriptors received.
+//!
+//! `NVLIST_SKIP_KNOWN_DESCRIPTOR_GAP=1` skips the round trip for lists holding a descriptor
+//! index at or above their number of descriptor items (finding F1 in docs/fuzzing.md: `encode`
+//! announces only the items it writes, so such indices do not survive), so that a run can look
+//! past that known bug; without it the bug stops the run within minutes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use slirp_helper::config::nvlist::{decode, encode, ByteOrder, Header};
+use slirp_helper::config::nvlist::{decode, encode, ByteOrder, Header, Nvlist, Value};
 use slirp_helper::config::recv::MAX_DESCRIPTORS;
 
 fuzz_target!(|data: &[u8]| {
@@ -19,6 +24,12 @@ fuzz_target!(|data: &[u8]| {
     let Ok(list) = decode(data, fds) else {
         return;
     };
+    if std::env::var_os("NVLIST_SKIP_KNOWN_DESCRIPTOR_GAP").is_some() {
+        let (items, max) = descriptors(&list);
+        if max.is_some_and(|m| m >= items) {
+            return;
+        }
+    }
     for order in [ByteOrder::Little, ByteOrder::Big] {
         let bytes = encode(&list, order);
         let header = Header::parse(&bytes).expect("encode writes a header");
@@ -39,3 +50,24 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(encode(&again, order), bytes, "encode is not idempotent");
     }
 });
+
+/// Descriptor items in the tree and the largest index among them.
+fn descriptors(list: &Nvlist) -> (i64, Option<i64>) {
+    let mut items = 0;
+    let mut max = None;
+    for (_, value) in list.pairs() {
+        let (n, m) = match value {
+            Value::Descriptor(i) => (1, Some(*i)),
+            Value::DescriptorArray(v) => (v.len() as i64, v.iter().copied().max()),
+            Value::Nvlist(sub) => descriptors(sub),
+            Value::NvlistArray(subs) => subs
+                .iter()
+                .map(descriptors)
+                .fold((0, None), |(n, m), (n2, m2)| (n + n2, m.max(m2))),
+            _ => (0, None),
+        };
+        items += n;
+        max = max.max(m);
+    }
+    (items, max)
+}
