@@ -120,8 +120,8 @@ fn socket_path(ctl: u8, split1: u8, split2: u8, payload: &[u8]) {
         let cmsg = [ControlMessage::ScmRights(&fds)];
         let iov = [std::io::IoSlice::new(&[0u8])];
         let _ = sendmsg::<UnixAddr>(peer.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_EOR, None);
-        stream.push(0);
     }
+    stream.resize(stream.len() + usize::from(descriptor_messages), 0);
     let keep_open = ctl & 0x44 == 0x44;
     // then_some moves the end in either case: when not kept, it is closed right here.
     let peer = keep_open.then_some(peer);
