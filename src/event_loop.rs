@@ -1,11 +1,14 @@
 //! One loop iteration, as the C helper does it: fill, wait, `slirp_pollfds_poll`, timers,
 //! drain the wakeup pipe, read guest frames into `slirp_input`, flush what is queued for the
 //! guest. The poller and the frame I/O are seams: their backends change, this order does not.
+//! Guest frames pass through the IPv4 reassembler on their way in: libslirp is never given a
+//! fragment (design note 10).
 //!
 //! Owns: the [`Host`] libslirp's callbacks reach, and the decision to end the loop.
 
 use crate::frames::{FrameLimit, FrameRx, FrameTx, RxStatus};
 use crate::poller::{ready, Own, Poller, PollerKind};
+use crate::reasm::{Ipv4Reassembler, Verdict};
 use crate::slirp::timers::Timers;
 use crate::slirp::{SlirpHost, Stack};
 use crate::stats::{self, LoopCounters};
@@ -140,9 +143,10 @@ impl std::fmt::Display for LoopError {
 }
 
 /// The counters line for a stats dump.
-pub fn stats_line(stack: &mut Stack<Host>, rx: &FrameRx) -> String {
+pub fn stats_line(stack: &mut Stack<Host>, rx: &FrameRx, reasm: &Ipv4Reassembler) -> String {
     let host = stack.host();
     let mut line = stats::line(&rx.counters, &host.tx.counters, &host.counters);
+    line.push_str(&stats::reasm_fields(&reasm.counters));
     line.push_str(" poller=");
     line.push_str(host.poller.kind().name());
     if let Some(c) = host.poller.interest_counters() {
@@ -154,16 +158,21 @@ pub fn stats_line(stack: &mut Stack<Host>, rx: &FrameRx) -> String {
     line
 }
 
-/// Run until bhyve hangs up or a terminating signal arrives.
-pub fn run(stack: &mut Stack<Host>, rx: &mut FrameRx) -> Result<Exit, LoopError> {
+/// Run until bhyve hangs up or a terminating signal arrives. `reasm` sits between the RX ring
+/// and libslirp; it lives outside [`Host`] because no libslirp callback touches it.
+pub fn run(
+    stack: &mut Stack<Host>,
+    rx: &mut FrameRx,
+    reasm: &mut Ipv4Reassembler,
+) -> Result<Exit, LoopError> {
     loop {
         if SIGNALS.terminate.load(Ordering::Relaxed) {
             return Ok(Exit::Terminated);
         }
         if SIGNALS.dump_stats.swap(false, Ordering::Relaxed) {
-            diag::info(&stats_line(stack, rx));
+            diag::info(&stats_line(stack, rx, reasm));
         }
-        if let Some(exit) = iterate(stack, rx)? {
+        if let Some(exit) = iterate(stack, rx, reasm)? {
             return Ok(exit);
         }
         if slirp::callback_panicked() {
@@ -172,8 +181,19 @@ pub fn run(stack: &mut Stack<Host>, rx: &mut FrameRx) -> Result<Exit, LoopError>
     }
 }
 
+/// Milliseconds from `now_ms` to `deadline_ms`, 0 when past.
+fn ms_until(deadline_ms: i64, now_ms: i64) -> u32 {
+    deadline_ms
+        .saturating_sub(now_ms)
+        .clamp(0, i64::from(u32::MAX)) as u32
+}
+
 /// One iteration. `Some(exit)` when the loop must end.
-pub fn iterate(stack: &mut Stack<Host>, rx: &mut FrameRx) -> Result<Option<Exit>, LoopError> {
+pub fn iterate(
+    stack: &mut Stack<Host>,
+    rx: &mut FrameRx,
+    reasm: &mut Ipv4Reassembler,
+) -> Result<Option<Exit>, LoopError> {
     stack.host().poller.begin_fill();
     let mut timeout: u32 = u32::MAX;
     stack.pollfds_fill(&mut timeout);
@@ -182,11 +202,12 @@ pub fn iterate(stack: &mut Stack<Host>, rx: &mut FrameRx) -> Result<Option<Exit>
     host.counters.iterations += 1;
     let now_ms = crate::sys::monotonic_ns() / 1_000_000;
     if let Some(deadline) = host.timers.next_deadline_ms() {
-        timeout = timeout.min(
-            deadline
-                .saturating_sub(now_ms)
-                .clamp(0, i64::from(u32::MAX)) as u32,
-        );
+        timeout = timeout.min(ms_until(deadline, now_ms));
+    }
+    // libslirp caps its timeout at 1 s anyway; waking at the expiry keeps the age limit exact
+    // whatever libslirp's version does.
+    if let Some(deadline) = reasm.next_expiry_ms() {
+        timeout = timeout.min(ms_until(deadline, now_ms));
     }
     let pending = host.tx.has_pending();
     host.poller.watch_frontend_writable(pending);
@@ -198,7 +219,9 @@ pub fn iterate(stack: &mut Stack<Host>, rx: &mut FrameRx) -> Result<Option<Exit>
     };
 
     stack.pollfds_poll(select_error);
-    stack.run_due_timers(crate::sys::monotonic_ns() / 1_000_000);
+    let now_ms = crate::sys::monotonic_ns() / 1_000_000;
+    stack.run_due_timers(now_ms);
+    reasm.expire(now_ms);
 
     let host = stack.host();
     if host.poller.own_revents(Own::Wakeup) & ready::IN != 0 {
@@ -209,7 +232,10 @@ pub fn iterate(stack: &mut Stack<Host>, rx: &mut FrameRx) -> Result<Option<Exit>
     // ERR is read too: the read reports (and clears) the pending error instead of spinning.
     if frontend & (ready::IN | ready::ERR) != 0 {
         let status = rx
-            .drain(|frame| stack.input(frame))
+            .drain(|frame| match reasm.push(frame, now_ms) {
+                Verdict::Pass(frame) | Verdict::Complete(frame) => stack.input(frame),
+                Verdict::Held | Verdict::Dropped(_) => {}
+            })
             .map_err(|err| LoopError::Io {
                 what: "recv from bhyve",
                 err,

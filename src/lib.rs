@@ -12,6 +12,7 @@ pub mod event_loop;
 pub mod frames;
 pub mod frontend;
 pub mod poller;
+pub mod reasm;
 pub mod sandbox;
 pub mod slirp;
 pub mod stats;

@@ -7,6 +7,7 @@ use slirp_helper::config::{self, BhyveConfig};
 use slirp_helper::event_loop::{self, Exit, Host};
 use slirp_helper::frames::{FrameLimit, FrameRx, DEFAULT_BATCH};
 use slirp_helper::poller::PollerKind;
+use slirp_helper::reasm::{Ipv4Reassembler, ReasmLimits};
 use slirp_helper::slirp::api::{SlirpApi, DEFAULT_LIBSLIRP};
 use slirp_helper::slirp::{Stack, StackConfig};
 use slirp_helper::{diag, sandbox, sys};
@@ -187,8 +188,9 @@ fn run(options: Options) -> Result<(), Fatal> {
     sandbox::confine(restricted).map_err(|e| Fatal(1, e.to_string()))?;
 
     let mut rx = FrameRx::new(sock, limit, batch);
-    let exit = event_loop::run(&mut stack, &mut rx);
-    let stats = event_loop::stats_line(&mut stack, &rx);
+    let mut reasm = Ipv4Reassembler::new(ReasmLimits::default());
+    let exit = event_loop::run(&mut stack, &mut rx, &mut reasm);
+    let stats = event_loop::stats_line(&mut stack, &rx, &reasm);
     // The guest is gone: dropping the stack (slirp_cleanup) resets its TCP connections.
     stack.host().reset_connections_on_close();
     match exit {

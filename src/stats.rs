@@ -6,7 +6,8 @@ use std::fmt::Write;
 /// Frames from the guest (frontend → helper).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RxCounters {
-    /// Frames handed to libslirp.
+    /// Frames accepted (handed to the IPv4 reassembler, which passes all but fragments on to
+    /// libslirp).
     pub frames: u64,
     pub bytes: u64,
     /// Read syscalls on the frontend socket (including the one that found it empty).
@@ -48,6 +49,69 @@ pub struct LoopCounters {
     pub wakeups: u64,
     /// libslirp's reports of guest misbehaviour.
     pub guest_errors: u64,
+}
+
+/// IPv4 reassembly of guest fragments (`crate::reasm`): what came in, what became whole
+/// datagrams, and why the rest was dropped.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReasmCounters {
+    /// Frames whose IPv4 header claims to be a fragment (MF set or a non-zero offset).
+    pub fragments: u64,
+    /// Datagrams reassembled and handed to libslirp as one frame.
+    pub completed: u64,
+    /// Incomplete datagrams dropped at the age limit.
+    pub expired: u64,
+    /// Incomplete datagrams dropped, oldest first, to make room (datagram or byte bound).
+    pub evicted: u64,
+    /// Dropped: the header claims a fragment but fails validation.
+    pub malformed: u64,
+    /// Dropped: a fragment without payload.
+    pub zero_length: u64,
+    /// Dropped: not the last fragment, length not a multiple of 8.
+    pub unaligned: u64,
+    /// Dropped: data past the 65535 bytes of an IPv4 datagram.
+    pub too_long: u64,
+    /// Datagrams dropped: a fragment overlapped held data with different bytes.
+    pub overlap: u64,
+    /// Datagrams dropped: fragments disagreed on where the datagram ends.
+    pub inconsistent: u64,
+    /// Dropped: a late fragment of a datagram dropped earlier.
+    pub discarded: u64,
+    /// Ignored: exact resends of held data.
+    pub duplicates: u64,
+    /// Dropped: no room even after evicting every other datagram.
+    pub no_room: u64,
+    /// Fragment data held now, in bytes (whole 1 KiB pages).
+    pub held_bytes: u64,
+    /// Most fragment data ever held at once.
+    pub held_bytes_high_water: u64,
+}
+
+/// ` frag_in=… frag_completed=… …`: the reassembly fields, each with a leading space, to
+/// append to [`line`].
+pub fn reasm_fields(c: &ReasmCounters) -> String {
+    let mut s = String::with_capacity(256);
+    let fields: [(&str, u64); 15] = [
+        ("frag_in", c.fragments),
+        ("frag_completed", c.completed),
+        ("frag_expired", c.expired),
+        ("frag_evicted", c.evicted),
+        ("frag_malformed", c.malformed),
+        ("frag_zero_length", c.zero_length),
+        ("frag_unaligned", c.unaligned),
+        ("frag_too_long", c.too_long),
+        ("frag_overlap", c.overlap),
+        ("frag_inconsistent", c.inconsistent),
+        ("frag_discarded", c.discarded),
+        ("frag_duplicate", c.duplicates),
+        ("frag_no_room", c.no_room),
+        ("frag_held_bytes", c.held_bytes),
+        ("frag_held_high_water", c.held_bytes_high_water),
+    ];
+    for (key, value) in fields {
+        let _ = write!(s, " {key}={value}");
+    }
+    s
 }
 
 /// One line: `rx_frames=… rx_bytes=… … iterations=…`.
@@ -112,5 +176,17 @@ mod tests {
         assert!(l.contains(" tx_oversize=3 "), "{l}");
         assert!(l.contains(" rx_avg_frame=60 "), "{l}");
         assert!(!l.contains('\n'));
+    }
+
+    #[test]
+    fn reasm_fields_append_to_the_line() {
+        let c = ReasmCounters {
+            fragments: 5,
+            held_bytes_high_water: 2048,
+            ..Default::default()
+        };
+        let f = reasm_fields(&c);
+        assert!(f.starts_with(" frag_in=5 frag_completed=0 "), "{f}");
+        assert!(f.ends_with(" frag_held_high_water=2048"), "{f}");
     }
 }

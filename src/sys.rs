@@ -179,6 +179,30 @@ pub fn reset_on_close(fd: RawFd) {
     }
 }
 
+/// `PR_SET_NO_NEW_PRIVS`: no exec can ever gain privileges again (needed for seccomp and
+/// Landlock without CAP_SYS_ADMIN).
+#[cfg(target_os = "linux")]
+pub fn set_no_new_privs() -> io::Result<()> {
+    syscall!(prctl(
+        libc::PR_SET_NO_NEW_PRIVS,
+        1 as libc::c_ulong,
+        0 as libc::c_ulong,
+        0 as libc::c_ulong,
+        0 as libc::c_ulong
+    ))?;
+    Ok(())
+}
+
+/// Load the time zone now (glibc reads /etc/localtime lazily, e.g. for syslog timestamps).
+#[cfg(target_os = "linux")]
+pub fn load_time_zone() {
+    extern "C" {
+        fn tzset();
+    }
+    // SAFETY: tzset takes no arguments and only initialises libc's time-zone state.
+    unsafe { tzset() };
+}
+
 /// Whether `fd` is `/dev/null` (then stderr goes nowhere and diagnostics go to syslog).
 pub fn fd_is_dev_null(fd: RawFd) -> bool {
     // SAFETY: zeroed stat buffers are valid for fstat/stat to overwrite.

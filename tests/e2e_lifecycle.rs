@@ -124,3 +124,63 @@ fn exit_status_of_the_command_is_ours() {
     let out = run(cmd, Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(7), "{}", text(&out));
 }
+
+#[test]
+fn frontend_killed_during_a_bulk_transfer_frees_the_helper_and_its_ports() {
+    if !root_or_skip("frontend_killed_during_a_bulk_transfer_frees_the_helper_and_its_ports") {
+        return;
+    }
+    // A host sink the guest streams into (through 10.0.2.2), and a hostfwd port to free.
+    let (port, _listener) = host_listener(Duration::from_secs(60), |c| {
+        let _ = recv_hash(&c, usize::MAX);
+    });
+    let hport = free_port(false);
+    let hostfwd = format!("tcp:127.0.0.1:{hport}-:8080");
+    let role = format!("bulk 10.0.2.2:{port} {}", 1usize << 30);
+    let mut cmd = frontend_with_role(&["--open", "--hostfwd", &hostfwd], &role);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let mut helper = None;
+    for _ in 0..20 {
+        line.clear();
+        if err.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        if let Some(rest) = line.split("helper pid ").nth(1) {
+            helper = rest
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<i32>().ok());
+            break;
+        }
+    }
+    let helper = helper.expect("helper pid");
+    // Let the transfer get going, then kill the frontend as bhyve's death would.
+    std::thread::sleep(Duration::from_secs(2));
+    let frontend_pid = child.id();
+    kill(Pid::from_raw(frontend_pid as i32), Signal::SIGKILL).unwrap();
+    let killed_at = Instant::now();
+    let _ = child.wait();
+    let gone = gone_within(helper, Duration::from_secs(5));
+    let took = killed_at.elapsed();
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "delete", &format!("slirpfe-{frontend_pid}")])
+        .status();
+    assert!(
+        gone,
+        "helper {helper} still running after the frontend was killed"
+    );
+    assert!(
+        took < Duration::from_secs(1),
+        "helper took {took:?} to exit"
+    );
+    // No orphaned listener: the hostfwd port can be bound again.
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", hport)).is_ok(),
+        "hostfwd port {hport} still held"
+    );
+}

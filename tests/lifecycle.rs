@@ -192,6 +192,7 @@ fn bad_libslirp_path_exits_1_naming_it() {
     let mut bhyve = Bhyve::spawn(Spawn {
         config: Some(restricted_config()),
         env: vec![("SLIRP_HELPER_LIBSLIRP".into(), path.into())],
+        ..Spawn::default()
     });
     assert_eq!(bhyve.expect_exit(STEP), 1);
     assert!(
@@ -212,6 +213,7 @@ fn good_libslirp_path_via_env_works() {
     let bhyve = Bhyve::spawn(Spawn {
         config: Some(restricted_config()),
         env: vec![("SLIRP_HELPER_LIBSLIRP".into(), path.into())],
+        ..Spawn::default()
     });
     assert!(
         bhyve.resolve(HOST_IP, STEP).is_some(),

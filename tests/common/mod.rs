@@ -177,6 +177,9 @@ pub struct Spawn {
     pub config: Option<Vec<u8>>,
     /// Extra environment.
     pub env: Vec<(String, String)>,
+    /// Run the helper in a new, empty network namespace (root only): whatever libslirp might
+    /// send to a real address then cannot leave the machine.
+    pub private_netns: bool,
 }
 
 /// The test in bhyve's role: one end of the socketpair and the helper process on the other.
@@ -218,10 +221,14 @@ impl Bhyve {
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
-        // SAFETY: runs in the forked child before exec; fcntl is async-signal-safe and touches
-        // only the descriptor this child must inherit.
+        let private_netns = opts.private_netns;
+        // SAFETY: runs in the forked child before exec; fcntl and unshare are
+        // async-signal-safe and touch only this child.
         unsafe {
             cmd.pre_exec(move || {
+                if private_netns && libc::unshare(libc::CLONE_NEWNET) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
                 let flags = libc::fcntl(child_fd, libc::F_GETFD);
                 if flags < 0 || libc::fcntl(child_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0
                 {
@@ -262,6 +269,28 @@ impl Bhyve {
     /// helper's receive queue is full.
     pub fn send_frame(&self, frame: &[u8]) -> io::Result<()> {
         send_record(self.fd(), frame, Duration::from_secs(10))
+    }
+
+    /// Sends one record without waiting: false when the helper's queue is full (dropped, as
+    /// bhyve drops).
+    pub fn try_send_frame(&self, frame: &[u8]) -> bool {
+        nix::sys::socket::send(self.fd(), frame, nix::sys::socket::MsgFlags::MSG_DONTWAIT).is_ok()
+    }
+
+    /// Reads and discards whatever the helper sent so far; the number of records.
+    pub fn discard_pending(&self) -> usize {
+        let mut buf = [0u8; 70000];
+        let mut n = 0;
+        while nix::sys::socket::recv(
+            self.fd(),
+            &mut buf,
+            nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+        )
+        .is_ok()
+        {
+            n += 1;
+        }
+        n
     }
 
     /// Next record from the helper; `None` on timeout or once the helper hung up.

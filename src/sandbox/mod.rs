@@ -1,6 +1,15 @@
 //! Privileges and confinement, entered after every file the helper needs is open (design
-//! note 7): as root, become `nobody`; on FreeBSD, enter Capsicum when restricted, as the C
-//! helper does (open mode needs to create outbound sockets by address, which Capsicum forbids).
+//! note 7): as root, become `nobody`; then
+//! - FreeBSD: Capsicum when restricted, as the C helper does (open mode must create outbound
+//!   sockets by address and read resolv.conf, which capability mode forbids);
+//! - Linux: `no_new_privs`, Landlock (no file at all when restricted; only reading
+//!   `/etc/resolv.conf` in open mode) and a seccomp allowlist (restricted: no new sockets,
+//!   no connect/bind/listen, no open, no exec; open: outbound IPv4/IPv6 sockets too).
+
+#[cfg(target_os = "linux")]
+mod landlock;
+#[cfg(target_os = "linux")]
+pub mod seccomp;
 
 use std::ffi::CString;
 use std::fmt;
@@ -12,6 +21,11 @@ pub enum SandboxError {
     NoNobody,
     /// A system call failed.
     Call { what: &'static str, err: nix::Error },
+    /// The Linux sandbox could not be entered.
+    Confine {
+        what: &'static str,
+        err: std::io::Error,
+    },
 }
 
 impl fmt::Display for SandboxError {
@@ -22,6 +36,9 @@ impl fmt::Display for SandboxError {
                 "cannot drop root privileges: user 'nobody' does not exist"
             ),
             SandboxError::Call { what, err } => write!(f, "cannot drop privileges: {what}: {err}"),
+            SandboxError::Confine { what, err } => {
+                write!(f, "cannot enter the sandbox: {what}: {err}")
+            }
         }
     }
 }
@@ -48,7 +65,11 @@ pub fn drop_privileges() -> Result<(), SandboxError> {
     Ok(())
 }
 
-/// Enter the platform's capability sandbox when the guest is restricted.
+/// Files open mode reads after set-up: libslirp's DNS proxy re-reads the resolver list.
+#[cfg(target_os = "linux")]
+const OPEN_MODE_READS: &[&str] = &["/etc/resolv.conf"];
+
+/// Enter the platform's sandbox (see the module comment).
 pub fn confine(restricted: bool) -> Result<(), SandboxError> {
     #[cfg(target_os = "freebsd")]
     if restricted {
@@ -61,7 +82,27 @@ pub fn confine(restricted: bool) -> Result<(), SandboxError> {
             });
         }
     }
-    #[cfg(not(target_os = "freebsd"))]
+    #[cfg(target_os = "linux")]
+    {
+        let confine = |what| move |err| SandboxError::Confine { what, err };
+        // The C library reads the time zone lazily (syslog timestamps): do it while files open.
+        crate::sys::load_time_zone();
+        crate::sys::set_no_new_privs().map_err(confine("no_new_privs"))?;
+        let readable = if restricted { &[][..] } else { OPEN_MODE_READS };
+        match landlock::restrict_to(readable).map_err(confine("landlock"))? {
+            landlock::Outcome::Enforced => {}
+            landlock::Outcome::Unavailable => crate::diag::warn(
+                "Landlock is not available: file access is confined by seccomp only",
+            ),
+        }
+        let mode = if restricted {
+            seccomp::Mode::Restricted
+        } else {
+            seccomp::Mode::Open
+        };
+        seccomp::enter(mode).map_err(confine("seccomp"))?;
+    }
+    #[cfg(not(any(target_os = "freebsd", target_os = "linux")))]
     let _ = restricted;
     Ok(())
 }

@@ -1,0 +1,142 @@
+//! The Linux sandbox (Landlock + seccomp): after entry, what the mode forbids fails (with a
+//! log line for seccomp refusals) and what the loop needs still works. Each probe runs in a
+//! fresh process (this test binary re-run with a role), since entering is irreversible.
+
+#![cfg(target_os = "linux")]
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::Command;
+
+const ROLE: &str = "SANDBOX_TEST_ROLE";
+
+/// What a probe saw: "ok" or the errno name.
+fn outcome<T>(r: std::io::Result<T>) -> String {
+    match r {
+        Ok(_) => "ok".into(),
+        Err(e) => match e.raw_os_error() {
+            Some(libc::EPERM) => "EPERM".into(),
+            Some(libc::EACCES) => "EACCES".into(),
+            _ => format!("{e}"),
+        },
+    }
+}
+
+fn probe(name: &str, pair: &mut (UnixStream, UnixStream)) -> String {
+    match name {
+        // execve itself (a spawn would fail earlier, at clone: refused quietly).
+        "exec" => {
+            let argv = [c"/bin/true".as_ptr(), std::ptr::null()];
+            // SAFETY: a NUL-terminated path and a NULL-terminated argv; returns only on failure.
+            unsafe { libc::execv(c"/bin/true".as_ptr(), argv.as_ptr()) };
+            outcome::<()>(Err(std::io::Error::last_os_error()))
+        }
+        "spawn" => outcome(Command::new("/bin/true").status()),
+        "passwd" => outcome(std::fs::File::open("/etc/passwd")),
+        "resolv" => outcome(std::fs::read("/etc/resolv.conf")),
+        "inet-socket" => outcome(std::net::UdpSocket::bind("127.0.0.1:0")),
+        "unix-socket" => outcome(UnixStream::connect("/dev/log").or_else(
+            |e| match e.raw_os_error() {
+                // Refused by the filter before the path is even looked at.
+                Some(libc::EPERM) => Err(e),
+                // Allowed to try: the socket was created (a missing /dev/log is not the point).
+                _ => Ok(UnixStream::pair()?.0),
+            },
+        )),
+        "existing-fds" => {
+            // The loop's own work: I/O on descriptors made before entry.
+            let (a, b) = pair;
+            outcome((|| {
+                a.write_all(b"ping")?;
+                let mut buf = [0u8; 4];
+                b.read_exact(&mut buf)?;
+                Ok(buf)
+            })())
+        }
+        other => panic!("unknown probe {other}"),
+    }
+}
+
+#[test]
+fn role_entry() {
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
+    let (mode, probes) = role.split_once(':').unwrap();
+    // Descriptors the probes need are made before entry, as the helper's are.
+    let mut pair = UnixStream::pair().unwrap();
+    slirp_helper::sandbox::confine(mode == "restricted").expect("entering the sandbox");
+    let results: Vec<String> = probes
+        .split(',')
+        .map(|p| format!("{p}={}", probe(p, &mut pair)))
+        .collect();
+    println!("RESULTS {}", results.join(" "));
+    std::process::exit(0);
+}
+
+/// Run `probes` in a sandboxed child: `probe=outcome` pairs and the child's stderr.
+fn run(mode: &str, probes: &str) -> (String, String) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "role_entry",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
+        .env(ROLE, format!("{mode}:{probes}"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "{mode}: child failed\n{stdout}\n{stderr}"
+    );
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULTS "))
+        .unwrap_or_else(|| panic!("no results\n{stdout}\n{stderr}"))
+        .to_string();
+    (line, stderr)
+}
+
+#[test]
+fn restricted_mode_forbids_exec_files_and_new_sockets() {
+    let (results, stderr) = run(
+        "restricted",
+        "exec,passwd,resolv,inet-socket,unix-socket,existing-fds",
+    );
+    assert_eq!(
+        results,
+        "exec=EPERM passwd=EPERM resolv=EPERM inet-socket=EPERM unix-socket=EPERM existing-fds=ok"
+    );
+    // The refusal is said, naming the call (59 = execve on x86_64).
+    assert!(stderr.contains("sandbox: refused system call"), "{stderr}");
+    #[cfg(target_arch = "x86_64")]
+    assert!(stderr.contains("refused system call 59 "), "{stderr}");
+}
+
+#[test]
+fn open_mode_allows_outbound_sockets_and_resolv_conf_only() {
+    let (results, stderr) = run(
+        "open",
+        "exec,spawn,passwd,inet-socket,unix-socket,existing-fds",
+    );
+    // /etc/passwd: seccomp lets openat through in open mode, Landlock refuses the path.
+    let landlock = std::path::Path::new("/sys/kernel/security/landlock").exists()
+        || results.contains("passwd=EACCES");
+    let passwd = if landlock { "EACCES" } else { "ok" };
+    assert_eq!(
+        results,
+        format!(
+            "exec=EPERM spawn=EPERM passwd={passwd} inet-socket=ok unix-socket=EPERM \
+             existing-fds=ok"
+        ),
+        "{stderr}"
+    );
+    if std::path::Path::new("/etc/resolv.conf").exists() {
+        let (results, stderr) = run("open", "resolv");
+        assert_eq!(results, "resolv=ok", "{stderr}");
+    }
+}
