@@ -15,7 +15,7 @@ secs=${1:-60}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(nvlist_decode bhyve_config hostfwd frame_path)
+    targets=(nvlist_decode bhyve_config hostfwd frame_path reasm)
 fi
 cd "$(dirname "$0")/.."
 export RUSTC_BOOTSTRAP=1
@@ -34,6 +34,8 @@ extra_flags() {
         nvlist_decode) echo "-max_len=4096" ;;
         # Several full-size frames per input.
         frame_path) echo "-max_len=8192" ;;
+        # Trains of full-size fragments.
+        reasm) echo "-max_len=16384" ;;
     esac
 }
 

@@ -22,10 +22,9 @@
 //!
 //! Without the fix-ups nearly every mutated frame would die on libslirp's checksum checks.
 //!
-//! `FRAME_PATH_DROP_LAST_FRAGMENTS=1` drops every IPv4 last fragment (MF clear, offset not 0)
-//! before it is sent: libslirp 4.7.0 crashes (SIGBUS/SEGV in `ip_reass`) on a last fragment
-//! that has no reassembly queue, and the fuzzer finds that within seconds; with the switch the
-//! rest of the path can be fuzzed until the helper reassembles in front of libslirp.
+//! The helper's IPv4 reassembler (`src/reasm.rs`) sits in the path as in production, so
+//! libslirp never sees a fragment. Before it existed this target found libslirp 4.7.0's crash
+//! on a lone last fragment within seconds (finding L1 in docs/fuzzing.md).
 //! `FRAME_PATH_VERBOSE=1` prints one line per input.
 //!
 //! libslirp is not instrumented (a system library, and no clang here to rebuild it), so
@@ -46,6 +45,7 @@ use nix::sys::socket::{socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 use slirp_helper::event_loop::{self, Host};
 use slirp_helper::frames::{FrameLimit, FrameRx, DEFAULT_BATCH};
 use slirp_helper::poller::PollerKind;
+use slirp_helper::reasm::{Ipv4Reassembler, ReasmLimits};
 use slirp_helper::slirp::api::{SlirpApi, DEFAULT_LIBSLIRP};
 use slirp_helper::slirp::{self, SlirpHost, Stack, StackConfig};
 
@@ -57,6 +57,7 @@ const ITERATIONS: usize = 3;
 struct Harness {
     stack: Stack<Host>,
     rx: FrameRx,
+    reasm: Ipv4Reassembler,
     limit: FrameLimit,
     /// bhyve's end.
     guest: OwnedFd,
@@ -69,8 +70,6 @@ struct Harness {
     replies: usize,
     /// `FRAME_PATH_VERBOSE=1`: one line per input (frames in, replies out, counters).
     verbose: bool,
-    /// `FRAME_PATH_DROP_LAST_FRAGMENTS=1`: see the top of this file.
-    drop_last_fragments: bool,
 }
 
 impl Harness {
@@ -101,6 +100,7 @@ impl Harness {
         Harness {
             stack,
             rx,
+            reasm: Ipv4Reassembler::new(ReasmLimits::default()),
             limit,
             guest,
             _helper: helper,
@@ -109,7 +109,6 @@ impl Harness {
             inputs: 0,
             replies: 0,
             verbose: env_flag("FRAME_PATH_VERBOSE"),
-            drop_last_fragments: env_flag("FRAME_PATH_DROP_LAST_FRAGMENTS"),
         }
     }
 
@@ -117,7 +116,8 @@ impl Harness {
     /// wait returns at once even when nothing else is ready (libslirp's timeout is up to 1 s).
     fn iterate(&mut self) {
         self.stack.host().notify();
-        let exit = event_loop::iterate(&mut self.stack, &mut self.rx).expect("loop error");
+        let exit = event_loop::iterate(&mut self.stack, &mut self.rx, &mut self.reasm)
+            .expect("loop error");
         assert_eq!(exit, None, "loop ended while bhyve's end is open");
         assert!(!slirp::callback_panicked(), "a libslirp callback panicked");
         self.drain_replies();
@@ -140,8 +140,9 @@ impl Harness {
     }
 
     /// The drop/error counters whose changes are fed back as coverage.
-    fn counters(&mut self) -> [u64; 8] {
+    fn counters(&mut self) -> [u64; 20] {
         let rx = self.rx.counters;
+        let re = self.reasm.counters;
         let host = self.stack.host();
         let tx = host.tx.counters;
         [
@@ -153,6 +154,18 @@ impl Harness {
             tx.oversize,
             tx.full,
             host.counters.guest_errors,
+            re.fragments,
+            re.completed,
+            re.evicted,
+            re.malformed,
+            re.zero_length,
+            re.unaligned,
+            re.too_long,
+            re.overlap,
+            re.inconsistent,
+            re.discarded,
+            re.duplicates,
+            re.no_room,
         ]
     }
 
@@ -177,9 +190,6 @@ impl Harness {
             }
             if prefix & 0x4000 != 0 {
                 fix_l4_checksum(&mut self.scratch);
-            }
-            if self.drop_last_fragments && is_last_fragment(&self.scratch) {
-                continue;
             }
             // EAGAIN (helper's buffer full) drops the frame, as bhyve's non-blocking send does.
             let _ = nix::sys::socket::send(
@@ -209,13 +219,13 @@ impl Harness {
                 "frame_path input {}: {frames} frames, {} replies; {}",
                 self.inputs,
                 self.replies,
-                event_loop::stats_line(&mut self.stack, &self.rx)
+                event_loop::stats_line(&mut self.stack, &self.rx, &self.reasm)
             );
         } else if self.inputs.is_power_of_two() && self.inputs >= 1 << 16 {
             eprintln!(
                 "frame_path after {} inputs: {}",
                 self.inputs,
-                event_loop::stats_line(&mut self.stack, &self.rx)
+                event_loop::stats_line(&mut self.stack, &self.rx, &self.reasm)
             );
         }
     }
@@ -301,21 +311,6 @@ fn dhcp_message_type(udp: &[u8]) -> u64 {
 
 fn env_flag(name: &str) -> bool {
     std::env::var_os(name).is_some_and(|v| v != "0" && !v.is_empty())
-}
-
-/// IPv4 with MF clear and a non-zero offset (checked on the ethertype and version only, as
-/// libslirp's `ip_input` reaches `ip_reass` with little more).
-fn is_last_fragment(frame: &[u8]) -> bool {
-    if frame.get(12..14) != Some(&[0x08, 0x00]) {
-        return false;
-    }
-    match frame.get(ETHER_HDR + 6..ETHER_HDR + 8) {
-        Some(&[hi, lo]) => {
-            let frag = u16::from_be_bytes([hi, lo]);
-            frag & 0x2000 == 0 && frag & 0x1fff != 0
-        }
-        _ => false,
-    }
 }
 
 /// The IPv4 header of an Ethernet frame: (start, header length), if there is a whole one.
