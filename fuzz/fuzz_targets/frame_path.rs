@@ -44,7 +44,7 @@ use libfuzzer_sys::fuzz_target;
 use nix::sys::socket::{socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 use slirp_helper::event_loop::{self, Host};
 use slirp_helper::frames::{FrameLimit, FrameRx, DEFAULT_BATCH};
-use slirp_helper::poller::PollerKind;
+use slirp_helper::poller::{Own, PollerKind};
 use slirp_helper::reasm::{Ipv4Reassembler, ReasmLimits};
 use slirp_helper::slirp::api::{SlirpApi, DEFAULT_LIBSLIRP};
 use slirp_helper::slirp::{self, SlirpHost, Stack, StackConfig};
@@ -118,7 +118,17 @@ impl Harness {
         self.stack.host().notify();
         let exit = event_loop::iterate(&mut self.stack, &mut self.rx, &mut self.reasm)
             .expect("loop error");
-        assert_eq!(exit, None, "loop ended while bhyve's end is open");
+        if exit.is_some() {
+            let host = self.stack.host();
+            let (peer_gone, frontend) =
+                (host.tx.peer_gone(), host.poller.own_revents(Own::Frontend));
+            panic!(
+                "loop ended ({exit:?}) while bhyve's end is open: tx peer_gone={peer_gone} \
+                 frontend revents={frontend:#x} after {} inputs; {}",
+                self.inputs,
+                event_loop::stats_line(&mut self.stack, &self.rx, &self.reasm)
+            );
+        }
         assert!(!slirp::callback_panicked(), "a libslirp callback panicked");
         self.drain_replies();
     }
