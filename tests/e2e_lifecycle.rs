@@ -170,6 +170,7 @@ fn frontend_killed_during_a_bulk_transfer_frees_the_helper_and_its_ports() {
     let _ = std::process::Command::new("ip")
         .args(["netns", "delete", &format!("slirpfe-{frontend_pid}")])
         .status();
+    eprintln!("frontend killed during a bulk transfer: helper gone after {took:?}");
     assert!(
         gone,
         "helper {helper} still running after the frontend was killed"

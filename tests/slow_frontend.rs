@@ -87,6 +87,18 @@ fn a_stalled_frontend_never_blocks_the_helper() {
             std::thread::sleep(Duration::from_millis(20));
         }
     };
+    eprintln!(
+        "stalled {STALL:?}: {pings} guest frames offered; rx_frames {} -> {}, iterations {} -> {}, \
+         tx_full {} -> {}, tx_eagain {} -> {}; RSS {rss_before} KiB, peak {peak} KiB",
+        before["rx_frames"],
+        during["rx_frames"],
+        before["iterations"],
+        during["iterations"],
+        before["tx_full"],
+        during["tx_full"],
+        before["tx_eagain"],
+        during["tx_eagain"]
+    );
     assert!(
         guest.bhyve.is_running(),
         "helper died while the frontend was stalled"

@@ -874,7 +874,10 @@ impl<'a> NameSet<'a> {
 /// - an NVLIST pair's datasize is `nvlist_size()` of the nested list, which for a non-empty
 ///   list also walks on through every pair after it in the parents (19 for an empty list).
 ///
-/// Descriptor values are written as the indices they hold.
+/// Descriptor values are written as `nvlist_pack` writes them: numbered 0, 1, 2… in wire
+/// order (the position of the descriptor the sender attaches), whatever index they held when
+/// decoded. So `decode(encode(x)) == x` for lists whose descriptors are numbered that way, and
+/// `encode` is a fixed point after one round trip for every list.
 pub fn encode(list: &Nvlist, order: ByteOrder) -> Vec<u8> {
     let walk = walk_size(list);
     let mut enc = Encoder {
@@ -1035,9 +1038,9 @@ impl Encoder {
                 self.list(sub);
                 self.pair_header(code::NVLIST_UP, b"", 0, 0);
             }
-            Value::Descriptor(idx) => {
+            Value::Descriptor(_) => {
+                self.u64(self.descriptors_done);
                 self.descriptors_done += 1;
-                self.u64(*idx as u64);
             }
             Value::Binary(b) => self.out.extend_from_slice(b),
             Value::BoolArray(items) => self.out.extend(items.iter().map(|&b| u8::from(b))),
@@ -1055,8 +1058,10 @@ impl Encoder {
                 }
             }
             Value::DescriptorArray(items) => {
-                self.descriptors_done += items.len() as u64;
-                items.iter().for_each(|&idx| self.u64(idx as u64));
+                for _ in items {
+                    self.u64(self.descriptors_done);
+                    self.descriptors_done += 1;
+                }
             }
         }
     }
@@ -1124,7 +1129,7 @@ mod tests {
         nvl.push("num", Value::Number(u64::MAX));
         nvl.push("", string(""));
         nvl.push("deeper", Value::Nvlist(deeper));
-        nvl.push("fd", Value::Descriptor(1));
+        nvl.push("fd", Value::Descriptor(0));
         nvl.push("blob", Value::Binary(vec![0, 0xde, 0xad]));
         nvl.push("barr", Value::BoolArray(vec![true, false]));
         nvl.push("narr", Value::NumberArray(vec![1, 2, u64::MAX]));
@@ -1136,7 +1141,7 @@ mod tests {
             "nvarr",
             Value::NvlistArray(vec![Nvlist::new(), el1, Nvlist::with_flags(FLAG_NO_UNIQUE)]),
         );
-        nvl.push("fds", Value::DescriptorArray(vec![0, 2]));
+        nvl.push("fds", Value::DescriptorArray(vec![1, 2]));
         nvl.push("last", Value::Number(7));
         nvl
     }
@@ -1327,17 +1332,43 @@ mod tests {
 
     #[test]
     fn descriptor_rules() {
-        let b = single("fd", Value::Descriptor(0));
-        assert!(decode(&b, 1).is_ok());
-        let b = single("fd", Value::Descriptor(1));
+        // The encoder numbers descriptors in wire order; other indices are patched in.
+        fn with_indices(value: Value, indices: &[i64]) -> Vec<u8> {
+            let mut b = single("fd", value);
+            let start = b.len() - 8 * indices.len();
+            for (i, idx) in indices.iter().enumerate() {
+                b[start + 8 * i..start + 8 * i + 8].copy_from_slice(&idx.to_le_bytes());
+            }
+            b
+        }
+        let b = single("fd", Value::Descriptor(7));
+        assert_eq!(
+            decode(&b, 1).unwrap().get("fd"),
+            Some(&Value::Descriptor(0))
+        );
+        let b = with_indices(Value::Descriptor(0), &[1]);
         assert!(rule_of(&b, 1).contains("descriptor index 1"));
-        let mut b = single("fd", Value::Descriptor(-1));
+        let mut b = with_indices(Value::Descriptor(0), &[-1]);
         b[3] = 1;
         assert!(rule_of(&b, 1).contains("descriptor index -1"));
-        let b = single("fds", Value::DescriptorArray(vec![0, 1, 1]));
-        assert!(decode(&b, 3).is_ok());
-        let b = single("fds", Value::DescriptorArray(vec![0, 5]));
+        let b = with_indices(Value::DescriptorArray(vec![0; 3]), &[0, 1, 1]);
+        assert_eq!(
+            decode(&b, 3).unwrap().get("fd"),
+            Some(&Value::DescriptorArray(vec![0, 1, 1]))
+        );
+        let b = with_indices(Value::DescriptorArray(vec![0; 2]), &[0, 5]);
         assert!(rule_of(&b, 2).contains("descriptor index 5"));
+        // Whatever indices a list held, encoding is a fixed point after one round trip.
+        let once = encode(
+            &decode(
+                &with_indices(Value::DescriptorArray(vec![0; 3]), &[2, 2, 0]),
+                3,
+            )
+            .unwrap(),
+            ByteOrder::Big,
+        );
+        let twice = encode(&decode(&once, 3).unwrap(), ByteOrder::Big);
+        assert_eq!(once, twice);
     }
 
     #[test]
