@@ -3,33 +3,64 @@
 //!
 //! Tests of bugs not fixed yet are `#[ignore]`d with the finding's id, so that they do not
 //! break `cargo test` for everyone meanwhile; `cargo test --test fuzz_regressions -- --ignored`
-//! shows them failing. Remove the `ignore` with the fix.
+//! shows them failing. Remove the `ignore` with the fix. Findings: docs/fuzzing.md.
 
-use slirp_helper::config::nvlist::{decode, encode, ByteOrder, Header};
+use slirp_helper::config::nvlist::{decode, encode, ByteOrder, Header, Nvlist, Value};
+
+/// `list` with its descriptors numbered 0, 1, 2, ... in wire order, as `encode` (like
+/// `nvlist_pack`) numbers them.
+fn renumbered(list: &Nvlist, next: &mut i64) -> Nvlist {
+    fn number(next: &mut i64) -> i64 {
+        *next += 1;
+        *next - 1
+    }
+    let mut out = Nvlist::with_flags(list.flags);
+    for (name, value) in list.pairs() {
+        let value = match value {
+            Value::Descriptor(_) => Value::Descriptor(number(next)),
+            Value::DescriptorArray(items) => {
+                Value::DescriptorArray(items.iter().map(|_| number(next)).collect())
+            }
+            Value::Nvlist(sub) => Value::Nvlist(renumbered(sub, next)),
+            Value::NvlistArray(subs) => {
+                Value::NvlistArray(subs.iter().map(|sub| renumbered(sub, next)).collect())
+            }
+            other => other.clone(),
+        };
+        out.push(name.clone(), value);
+    }
+    out
+}
 
 /// The `nvlist_decode` target's property: whatever `decode` accepts re-encodes, in either byte
-/// order, to bytes that `decode` takes back as the same list.
+/// order, to bytes that `decode` takes back as the same list (descriptors renumbered in wire
+/// order), and encoding that is a fixed point.
 fn assert_round_trip(bytes: &[u8], fds_received: usize) {
     let Ok(list) = decode(bytes, fds_received) else {
         return; // refusing the input is fine too
     };
+    let expected = renumbered(&list, &mut 0);
     for order in [ByteOrder::Little, ByteOrder::Big] {
         let encoded = encode(&list, order);
         let announced = Header::parse(&encoded).unwrap().descriptors as usize;
         let again = decode(&encoded, announced).unwrap_or_else(|e| {
             panic!("decode refuses encode's output of {list:?} ({order:?}): {e}")
         });
-        assert_eq!(again, list, "{order:?}");
+        assert_eq!(again, expected, "{order:?}");
+        assert_eq!(
+            encode(&again, order),
+            encoded,
+            "{order:?}: not a fixed point"
+        );
     }
 }
 
 /// F1, minimal: `{fd: DESCRIPTOR 1}` sent with 2 descriptors. libnv accepts it (index 1 < 2
-/// received) and so does `decode`, but `encode` announces only the 1 descriptor item it writes
-/// and keeps the index 1, which `decode` then refuses ("descriptor index 1 outside the 1
-/// received"). `nvlist_pack` only ever writes indices 0, 1, 2, ... in wire order with the
-/// header announcing their number.
+/// received) and so does `decode`, but `encode` announced only the 1 descriptor item it wrote
+/// and kept the index 1, which `decode` then refused ("descriptor index 1 outside the 1
+/// received"). Fixed in b6f6ca7: `encode` numbers descriptors 0, 1, 2, ... in wire order, as
+/// `nvlist_pack` does.
 #[test]
-#[ignore = "fuzz finding F1 (nvlist descriptor indices do not round-trip); open"]
 fn nvlist_descriptor_index_beyond_item_count() {
     #[rustfmt::skip]
     let bytes: [u8; 49] = [
@@ -43,10 +74,9 @@ fn nvlist_descriptor_index_beyond_item_count() {
 }
 
 /// F1 as `nvlist_decode` found it (crash-aca9d7ab...): 232 descriptors announced, items
-/// `fd` = 32 and `fds` = [1, 0], plus `vmname`; re-encoded, 3 are announced and index 32 is
+/// `fd` = 32 and `fds` = [1, 0], plus `vmname`; re-encoded, 3 were announced and index 32 was
 /// refused.
 #[test]
-#[ignore = "fuzz finding F1 (nvlist descriptor indices do not round-trip); open"]
 fn nvlist_descriptor_index_beyond_item_count_as_found() {
     #[rustfmt::skip]
     let bytes: [u8; 118] = [
