@@ -23,23 +23,26 @@ fn start_sleeping() -> (Child, i32, BufReader<std::process::ChildStderr>) {
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     let mut err = BufReader::new(child.stderr.take().unwrap());
+    let pid = helper_pid(&mut err).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("no helper pid on the frontend's stderr")
+    });
+    (child, pid, err)
+}
+
+/// The helper pid the frontend prints first (`slirp-frontend: helper pid N (...)`).
+fn helper_pid(err: &mut BufReader<std::process::ChildStderr>) -> Option<i32> {
     let mut line = String::new();
-    let mut pid = None;
     for _ in 0..20 {
         line.clear();
         if err.read_line(&mut line).unwrap_or(0) == 0 {
-            break;
+            return None;
         }
         if let Some(rest) = line.split("helper pid ").nth(1) {
-            pid = rest.split_whitespace().next().and_then(|p| p.parse().ok());
-            break;
+            return rest.split_whitespace().next().and_then(|p| p.parse().ok());
         }
     }
-    let pid = pid.unwrap_or_else(|| {
-        let _ = child.kill();
-        panic!("no helper pid in {line:?}")
-    });
-    (child, pid, err)
+    None
 }
 
 /// Whether `pid` is gone (or a zombie), polled up to `limit`.
@@ -143,21 +146,7 @@ fn frontend_killed_during_a_bulk_transfer_frees_the_helper_and_its_ports() {
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let mut helper = None;
-    for _ in 0..20 {
-        line.clear();
-        if err.read_line(&mut line).unwrap_or(0) == 0 {
-            break;
-        }
-        if let Some(rest) = line.split("helper pid ").nth(1) {
-            helper = rest
-                .split_whitespace()
-                .next()
-                .and_then(|p| p.parse::<i32>().ok());
-            break;
-        }
-    }
+    let helper = helper_pid(&mut err);
     let helper = helper.expect("helper pid");
     // Let the transfer get going, then kill the frontend as bhyve's death would.
     std::thread::sleep(Duration::from_secs(2));

@@ -13,21 +13,6 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::time::{Duration, Instant};
 
-/// Deterministic pseudo-random numbers (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 fn checksum(bytes: &[u8]) -> u16 {
     let mut sum: u32 = bytes
         .chunks(2)
@@ -137,16 +122,6 @@ fn counter(stats: &HashMap<String, u64>, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("stats line lacks {key}: {stats:?}"))
 }
 
-/// VmRSS of `pid`, in KiB.
-fn vm_rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
-}
-
 #[test]
 fn a_lone_last_fragment_does_not_kill_the_helper() {
     for (mode, config) in [("restricted", restricted_config()), ("open", open_config())] {
@@ -232,7 +207,7 @@ fn a_flood_of_incomplete_trains_keeps_memory_bounded() {
         .resolve(HOST_IP, STEP)
         .unwrap_or_else(|| panic!("gateway ARP; stderr:\n{}", bhyve.stderr()));
     assert!(bhyve.raw_ping(HOST_IP, 56, STEP), "ping before the flood");
-    let before = vm_rss_kib(bhyve.pid());
+    let before = status_kib(bhyve.pid(), "VmRSS:");
 
     // Random ids, offsets, lengths and protocols: lone fragments, and long runs of one
     // datagram without its first and last fragments (these fill the byte bound). No train
@@ -267,7 +242,7 @@ fn a_flood_of_incomplete_trains_keeps_memory_bounded() {
             .expect("send (the helper keeps reading)");
         sent += 1;
         if sent % 1000 == 0 {
-            max_rss = max_rss.max(vm_rss_kib(bhyve.pid()));
+            max_rss = max_rss.max(status_kib(bhyve.pid(), "VmRSS:"));
         }
     }
     assert!(
@@ -275,7 +250,7 @@ fn a_flood_of_incomplete_trains_keeps_memory_bounded() {
         "no ping reply after the flood; stderr:\n{}",
         bhyve.stderr()
     );
-    let after = vm_rss_kib(bhyve.pid());
+    let after = status_kib(bhyve.pid(), "VmRSS:");
     max_rss = max_rss.max(after);
     let stats = bhyve
         .stats_now(Duration::from_secs(10))

@@ -15,15 +15,6 @@ const GPORT: u16 = 2222;
 const LEN: usize = 8 << 20;
 const STALL: Duration = Duration::from_secs(10);
 
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn a_stalled_frontend_never_blocks_the_helper() {
     let hport = free_tcp_port();
@@ -58,7 +49,7 @@ fn a_stalled_frontend_never_blocks_the_helper() {
     assert!(got.len() >= 1 << 20);
     let before = guest.bhyve.stats_now(STEP).expect("stats");
     let stalled_at = Instant::now();
-    let rss_before = rss_kib(pid);
+    let rss_before = status_kib(pid, "VmRSS:");
     let mut peak = rss_before;
     let mut pings = 0u16;
     let gw = guest.bhyve.resolve(HOST_IP, STEP).expect("gateway MAC");
@@ -72,7 +63,7 @@ fn a_stalled_frontend_never_blocks_the_helper() {
                 pings += 1;
             }
         }
-        peak = peak.max(rss_kib(pid));
+        peak = peak.max(status_kib(pid, "VmRSS:"));
         std::thread::sleep(Duration::from_millis(100));
     }
     // Asking for the counters does not read the socket, so this is the stalled state.

@@ -49,10 +49,18 @@ fn peer_shut_down(fd: RawFd) -> bool {
         events: libc::POLLIN | hangup,
         revents: 0,
     };
-    // SAFETY: one valid pollfd, zero timeout.
-    match syscall!(poll(&mut pfd, 1, 0)) {
-        Ok(_) => pfd.revents & hangup != 0,
-        Err(_) => true,
+    loop {
+        // SAFETY: one valid pollfd, zero timeout.
+        match syscall!(poll(&mut pfd, 1, 0)) {
+            Ok(_) => return pfd.revents & hangup != 0,
+            // Linux fails even a zero-timeout poll with EINTR when a signal is pending (a
+            // SIGUSR1 stats request): that is no news about the peer, so ask again
+            // (fuzz finding F2).
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // Any other failure says nothing about the peer either: a real hangup still
+            // shows in the loop's own wait, so never end the helper on a guess.
+            Err(_) => return false,
+        }
     }
 }
 

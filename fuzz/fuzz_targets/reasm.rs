@@ -1,0 +1,233 @@
+//! The IPv4 reassembler in front of libslirp (`src/reasm.rs`), on its own: arbitrary frames and
+//! clock steps under arbitrary limits. Never panics or allocates after construction; never
+//! passes on a frame that claims to be a fragment (libslirp 4.7.0's `ip_reass` must never run);
+//! passes every other frame untouched; every reassembled datagram is a well-formed,
+//! unfragmented IPv4 datagram whose payload bytes all came from fragments of that datagram;
+//! never holds more than its limits.
+//!
+//! Input: `[datagrams, bytes, age]` then records `[dt, hi, lo, frame...]`:
+//! - limits: `max_datagrams` = 1 + datagrams % 8 (64 when bit 7 is set), `max_bytes` =
+//!   bytes * 4 KiB (the reassembler raises it to one largest datagram), `max_age_ms` = age * 100;
+//! - per record the clock moves `dt * 20` ms and `expire` runs (the loop calls it every
+//!   iteration); the 16-bit prefix holds the frame length in bits 0..=11 (more than what is left
+//!   takes the rest), and bit 15 asks for the IPv4 total length and header checksum to be fixed
+//!   up (without it nearly every mutated fragment would be dropped as malformed).
+#![no_main]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use libfuzzer_sys::fuzz_target;
+use slirp_helper::reasm::{internet_checksum, Ipv4Reassembler, ReasmLimits, Verdict, MAX_PAYLOAD};
+
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator; the counter has no effect on the memory.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const ETHER_HDR: usize = 14;
+const MF: u16 = 0x2000;
+const OFFSET_MASK: u16 = 0x1fff;
+
+/// RFC 791's identity of a datagram: source, destination, protocol, identification.
+type Key = ([u8; 4], [u8; 4], u8, u16);
+
+/// A fragment as sent (what the reassembled payload may be made of).
+struct Sent {
+    key: Key,
+    offset: usize,
+    payload: Vec<u8>,
+}
+
+fn key_of(ip: &[u8]) -> Key {
+    (
+        [ip[12], ip[13], ip[14], ip[15]],
+        [ip[16], ip[17], ip[18], ip[19]],
+        ip[9],
+        u16::from_be_bytes([ip[4], ip[5]]),
+    )
+}
+
+/// Whether libslirp's `ip_input` would take this frame to `ip_reass` (if it got that far):
+/// IPv4 ethertype, at least an IPv4 header's worth of bytes, MF or a fragment offset.
+fn claims_fragment(frame: &[u8]) -> bool {
+    frame.len() >= ETHER_HDR + 20
+        && frame[12..14] == [0x08, 0x00]
+        && u16::from_be_bytes([frame[ETHER_HDR + 6], frame[ETHER_HDR + 7]]) & (MF | OFFSET_MASK)
+            != 0
+}
+
+/// The fragment a frame carries, as far as a well-formed one goes (for the payload check only).
+fn sent_fragment(frame: &[u8]) -> Option<Sent> {
+    if !claims_fragment(frame) {
+        return None;
+    }
+    let ip = &frame[ETHER_HDR..];
+    let header_len = usize::from(ip[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let payload = ip.get(header_len..total)?;
+    let flags = u16::from_be_bytes([ip[6], ip[7]]);
+    Some(Sent {
+        key: key_of(ip),
+        offset: usize::from(flags & OFFSET_MASK) * 8,
+        payload: payload.to_vec(),
+    })
+}
+
+fn fix_ipv4_header(frame: &mut [u8]) {
+    if frame.len() < ETHER_HDR + 20 || frame[12..14] != [0x08, 0x00] {
+        return;
+    }
+    let ip = ETHER_HDR;
+    let header_len = usize::from(frame[ip] & 0x0f) * 4;
+    if header_len < 20 || ip + header_len > frame.len() {
+        return;
+    }
+    let total = (frame.len() - ip).min(0xffff) as u16;
+    frame[ip + 2..ip + 4].copy_from_slice(&total.to_be_bytes());
+    frame[ip + 10..ip + 12].fill(0);
+    let c = internet_checksum(&frame[ip..ip + header_len]);
+    frame[ip + 10..ip + 12].copy_from_slice(&c.to_be_bytes());
+}
+
+fn check_complete(frame: &[u8], sent: &[Sent]) {
+    assert!(
+        frame.len() >= ETHER_HDR + 20,
+        "complete frame of {} bytes",
+        frame.len()
+    );
+    assert_eq!(frame[12..14], [0x08, 0x00], "complete frame is not IPv4");
+    let ip = &frame[ETHER_HDR..];
+    assert_eq!(ip[0], 0x45, "reassembled header is not IPv4 with 20 bytes");
+    let flags = u16::from_be_bytes([ip[6], ip[7]]);
+    assert_eq!(
+        flags & (MF | OFFSET_MASK),
+        0,
+        "reassembled datagram still a fragment"
+    );
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    assert_eq!(total, ip.len(), "total length does not match the frame");
+    assert_eq!(internet_checksum(&ip[..20]), 0, "bad header checksum");
+    let payload = &ip[20..];
+    assert!(!payload.is_empty() && payload.len() <= MAX_PAYLOAD);
+    let key = key_of(ip);
+    for (at, byte) in payload.iter().enumerate() {
+        let from_a_fragment = sent
+            .iter()
+            .any(|f| f.key == key && at >= f.offset && f.payload.get(at - f.offset) == Some(byte));
+        assert!(
+            from_a_fragment,
+            "payload byte {at} ({byte:#04x}) of {key:?} came from no fragment"
+        );
+    }
+}
+
+/// `REASM_VERBOSE=1` prints each verdict (without the frame bytes).
+fn verdict_name(v: &Verdict<'_>) -> String {
+    match v {
+        Verdict::Pass(f) => format!("Pass({})", f.len()),
+        Verdict::Complete(f) => format!("Complete({})", f.len()),
+        Verdict::Held => "Held".to_owned(),
+        Verdict::Dropped(why) => format!("Dropped({why:?})"),
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let [datagrams, bytes, age, tail @ ..] = data else {
+        return;
+    };
+    let mut rest: &[u8] = tail;
+    let limits = ReasmLimits {
+        max_datagrams: if datagrams & 0x80 != 0 {
+            64
+        } else {
+            1 + usize::from(datagrams % 8)
+        },
+        max_bytes: usize::from(*bytes) * 4096,
+        max_age_ms: i64::from(*age) * 100,
+    };
+    let mut reasm = Ipv4Reassembler::new(limits);
+    let limits = reasm.limits();
+    let mut now_ms: i64 = 1_000_000;
+    let mut sent: Vec<Sent> = Vec::new();
+    let mut frame = Vec::with_capacity(4096);
+    while let &[dt, hi, lo, ref tail @ ..] = rest {
+        let prefix = u16::from_be_bytes([hi, lo]);
+        let len = usize::from(prefix & 0x0fff).min(tail.len());
+        frame.clear();
+        frame.extend_from_slice(&tail[..len]);
+        rest = &tail[len..];
+        if prefix & 0x8000 != 0 {
+            fix_ipv4_header(&mut frame);
+        }
+        sent.extend(sent_fragment(&frame));
+        now_ms += i64::from(dt) * 20;
+
+        ALLOCATIONS.store(0, Ordering::Relaxed);
+        COUNTING.store(true, Ordering::Relaxed);
+        reasm.expire(now_ms);
+        let verdict = reasm.push(&frame, now_ms);
+        COUNTING.store(false, Ordering::Relaxed);
+        assert_eq!(
+            ALLOCATIONS.load(Ordering::Relaxed),
+            0,
+            "allocated per frame"
+        );
+        if std::env::var_os("REASM_VERBOSE").is_some() {
+            eprintln!(
+                "t={now_ms} {} bytes: {:?}",
+                frame.len(),
+                verdict_name(&verdict)
+            );
+        }
+        match verdict {
+            Verdict::Pass(out) => {
+                assert!(
+                    std::ptr::eq(out, frame.as_slice()),
+                    "Pass changed the frame"
+                );
+                assert!(
+                    !claims_fragment(out),
+                    "a fragment passed through to libslirp"
+                );
+            }
+            Verdict::Complete(out) => check_complete(out, &sent),
+            Verdict::Held | Verdict::Dropped(_) => {}
+        }
+        let next = reasm.next_expiry_ms();
+        assert!(reasm.datagrams() <= limits.max_datagrams);
+        assert!(reasm.held_bytes() <= limits.max_bytes);
+        match next {
+            // `expire` just ran: whatever is still held expires later than now.
+            Some(at) => assert!(at >= now_ms, "expiry {at} already past at {now_ms}"),
+            None => assert_eq!(reasm.datagrams(), 0, "datagrams held but no expiry"),
+        }
+    }
+});
