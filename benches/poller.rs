@@ -156,10 +156,14 @@ impl Measurement for ThreadCpuTime {
 fn raise_nofile() -> u64 {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
-    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-        return hard;
-    }
-    soft
+    // rlim_t is unsigned on Linux and signed on FreeBSD.
+    let limit = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    #[allow(clippy::useless_conversion)]
+    u64::try_from(limit).unwrap_or(0)
 }
 
 fn bench(c: &mut Criterion<ThreadCpuTime>) {

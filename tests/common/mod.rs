@@ -226,8 +226,13 @@ impl Bhyve {
         // async-signal-safe and touch only this child.
         unsafe {
             cmd.pre_exec(move || {
+                #[cfg(target_os = "linux")]
                 if private_netns && libc::unshare(libc::CLONE_NEWNET) != 0 {
                     return Err(io::Error::last_os_error());
+                }
+                #[cfg(not(target_os = "linux"))]
+                if private_netns {
+                    return Err(io::Error::from(io::ErrorKind::Unsupported));
                 }
                 let flags = libc::fcntl(child_fd, libc::F_GETFD);
                 if flags < 0 || libc::fcntl(child_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0
