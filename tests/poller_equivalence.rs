@@ -4,27 +4,14 @@
 
 #![cfg(target_os = "linux")]
 
+mod common;
+
+use common::Rng;
 use slirp_helper::poller::{ready, Poller, PollerKind};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-
-/// xorshift64*: deterministic, so a failure names a seed that reproduces it.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 /// One socket libslirp would own: our end, the peer that drives its readiness, and the
 /// events libslirp currently asks for.
@@ -77,10 +64,10 @@ impl Scenario {
         // libslirp gives the register hint on most but not all open paths.
         let reused_silently = self.closed_silently.contains(&fd);
         self.closed_silently.retain(|&f| f != fd);
-        if reused_silently || self.rng.below(4) != 0 {
+        if reused_silently || self.rng.index(4) != 0 {
             self.hint_opened(fd);
         }
-        let events = MASKS[self.rng.below(MASKS.len())];
+        let events = MASKS[self.rng.index(MASKS.len())];
         self.socks.insert(
             fd,
             Sock {
@@ -95,7 +82,7 @@ impl Scenario {
         if self.socks.is_empty() {
             return None;
         }
-        let i = self.rng.below(self.socks.len());
+        let i = self.rng.index(self.socks.len());
         self.socks.keys().nth(i).copied()
     }
 
@@ -104,7 +91,7 @@ impl Scenario {
             self.open();
             return;
         };
-        match self.rng.below(10) {
+        match self.rng.index(10) {
             0 | 1 => self.open(),
             2 => {
                 // Close with the unregister hint (the usual path).
@@ -124,7 +111,7 @@ impl Scenario {
                     self.dups
                         .push(OwnedFd::from(sock.ours.try_clone().unwrap()));
                 }
-                if self.rng.below(2) == 0 {
+                if self.rng.index(2) == 0 {
                     self.hint_closing(fd);
                 } else {
                     self.closed_silently.push(fd);
@@ -155,7 +142,7 @@ impl Scenario {
                 }
             }
             _ => {
-                let events = MASKS[self.rng.below(MASKS.len())];
+                let events = MASKS[self.rng.index(MASKS.len())];
                 self.socks.get_mut(&fd).unwrap().events = events;
             }
         }
@@ -168,7 +155,7 @@ impl Scenario {
             .socks
             .keys()
             .copied()
-            .filter(|_| self.rng.below(8) == 0)
+            .filter(|_| self.rng.index(8) == 0)
             .collect();
         let mut answers: Vec<BTreeMap<RawFd, i32>> = Vec::new();
         for p in &mut self.pollers {
@@ -208,7 +195,7 @@ fn run(seed: u64, iterations: usize) {
         pollers,
     };
     for iteration in 0..iterations {
-        for _ in 0..1 + s.rng.below(4) {
+        for _ in 0..1 + s.rng.index(4) {
             s.step();
         }
         s.iterate_and_compare(seed, iteration);

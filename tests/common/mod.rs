@@ -1204,6 +1204,11 @@ impl Rng {
         self.next() % n.max(1)
     }
 
+    /// An index into a collection of `n` (0 when `n` is 0).
+    pub fn index(&mut self, n: usize) -> usize {
+        self.below(n as u64) as usize
+    }
+
     pub fn bytes(&mut self, out: &mut [u8]) {
         for b in out {
             *b = self.next() as u8;

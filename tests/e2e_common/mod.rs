@@ -159,8 +159,13 @@ impl Pattern {
     }
 }
 
-/// Send `len` pattern bytes, then half-close; returns the SHA-256 of what was sent.
-pub fn send_pattern(mut w: &TcpStream, seed: u64, len: usize, fin: bool) -> io::Result<String> {
+/// Walk `len` bytes of pattern `seed` in 64 KiB chunks: `f` sees each chunk; returns the
+/// SHA-256 of them all.
+fn pattern_chunks(
+    seed: u64,
+    len: usize,
+    mut f: impl FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<String> {
     let mut p = Pattern::new(seed);
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -169,13 +174,19 @@ pub fn send_pattern(mut w: &TcpStream, seed: u64, len: usize, fin: bool) -> io::
         let n = left.min(buf.len());
         p.fill(&mut buf[..n]);
         h.update(&buf[..n]);
-        w.write_all(&buf[..n])?;
+        f(&buf[..n])?;
         left -= n;
     }
+    Ok(hex(&h.finalize()))
+}
+
+/// Send `len` pattern bytes, then half-close if `fin`; returns the SHA-256 of what was sent.
+pub fn send_pattern(mut w: &TcpStream, seed: u64, len: usize, fin: bool) -> io::Result<String> {
+    let sha = pattern_chunks(seed, len, |chunk| w.write_all(chunk))?;
     if fin {
         w.shutdown(Shutdown::Write)?;
     }
-    Ok(hex(&h.finalize()))
+    Ok(sha)
 }
 
 /// Read to EOF (at most `max` bytes): (length, SHA-256).
@@ -198,17 +209,7 @@ pub fn recv_hash(mut r: &TcpStream, max: usize) -> io::Result<(usize, String)> {
 }
 
 pub fn expected_hash(seed: u64, len: usize) -> String {
-    let mut p = Pattern::new(seed);
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut left = len;
-    while left > 0 {
-        let n = left.min(buf.len());
-        p.fill(&mut buf[..n]);
-        h.update(&buf[..n]);
-        left -= n;
-    }
-    hex(&h.finalize())
+    pattern_chunks(seed, len, |_| Ok(())).expect("hashing cannot fail")
 }
 
 fn hex(b: &[u8]) -> String {
@@ -297,11 +298,15 @@ pub fn echo(mut c: TcpStream) {
 /// Call from a `#[test] fn guest_role()` in each test file: does nothing unless the binary
 /// was started as a guest role.
 pub fn guest_role_entry() {
-    let Ok(role) = std::env::var(ROLE_ENV) else {
-        return;
-    };
+    if let Ok(role) = std::env::var(ROLE_ENV) {
+        run_role(&role, guest_role);
+    }
+}
+
+/// Run `role` with `handler` and exit: 0, or 3 with a `ROLE_ERROR=` line.
+pub fn run_role(role: &str, handler: impl FnOnce(&[&str]) -> io::Result<()>) -> ! {
     let words: Vec<&str> = role.split_whitespace().collect();
-    let code = match guest_role(&words) {
+    let code = match handler(&words) {
         Ok(()) => 0,
         Err(e) => {
             println!("ROLE_ERROR={}", e.to_string().replace(' ', "_"));

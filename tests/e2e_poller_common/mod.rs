@@ -570,19 +570,9 @@ pub fn guest_role_entry() {
     let Ok(role) = std::env::var(super::e2e_common::ROLE_ENV) else {
         return;
     };
-    if !role.starts_with(ROLE_PREFIX) {
-        return;
+    if role.starts_with(ROLE_PREFIX) {
+        super::e2e_common::run_role(&role, guest_role);
     }
-    let words: Vec<&str> = role.split_whitespace().collect();
-    let code = match guest_role(&words) {
-        Ok(()) => 0,
-        Err(e) => {
-            println!("ROLE_ERROR={}", e.to_string().replace(' ', "_"));
-            3
-        }
-    };
-    let _ = io::stdout().flush();
-    std::process::exit(code);
 }
 
 fn num<T: std::str::FromStr>(s: &str) -> io::Result<T> {
