@@ -150,6 +150,12 @@ free_port() {
 }
 
 # CPU seconds (user + system, all threads) of pid $1 so far; empty if it is gone.
+# CPU-seconds the whole machine spent busy (all CPUs: user, nice, system, irq, softirq; not idle,
+# iowait or steal) since boot: the budget every process of a test shares on a 2-CPU machine.
+machine_busy_secs() {
+  awk -v t="$CLK_TCK" '$1 == "cpu" { printf "%.2f", ($2 + $3 + $4 + $7 + $8) / t; exit }' /proc/stat
+}
+
 cpu_secs() {
   local stat
   [ -n "$1" ] || return 0

@@ -6,7 +6,7 @@
 # Tests: tcp_g2h / tcp_h2g (iperf3, one stream, -R for host→guest), udp64 (iperf3 -u -l 64
 # -b 0: datagrams/s delivered), rr (slirp-loadgen: 1-byte round trips, p50/p99).
 
-CSV_COLUMNS=config,test,mtu,n_idle,rep,held,value,gbps,bytes,secs,fwd_cpu_s,fwd_cpu_s_per_gb,fwd_cpu_pct,pump_cpu_s,pump_cpu_s_per_gb,syscalls,frames,syscalls_per_frame,tap_frames,vmhwm_kb,udp_lost_pct,rr_p50_us,rr_p99_us,error
+CSV_COLUMNS=config,test,mtu,n_idle,rep,held,value,gbps,bytes,secs,fwd_cpu_s,fwd_cpu_s_per_gb,fwd_cpu_pct,pump_cpu_s,pump_cpu_s_per_gb,machine_cpu_s,machine_cpu_s_per_gb,machine_busy_pct,syscalls,frames,syscalls_per_frame,tap_frames,vmhwm_kb,udp_lost_pct,rr_p50_us,rr_p99_us,error
 
 # measure CONFIG TEST MTU N_IDLE HELD REP
 measure() {
@@ -21,8 +21,8 @@ measure() {
     row "$config" "$test" "$mtu" "$n_idle" "$rep" "$held" error="server did not start"
     return 0
   fi
-  local cpu0 pcpu0 cpu1 pcpu1 f0 f1 t0_ns t1_ns syscalls="" tap0 tap1
-  cpu0=$(cpu_secs "$fwd") pcpu0=$(cpu_secs "$pump")
+  local cpu0 pcpu0 cpu1 pcpu1 mcpu0 mcpu1 f0 f1 t0_ns t1_ns syscalls="" tap0 tap1
+  cpu0=$(cpu_secs "$fwd") pcpu0=$(cpu_secs "$pump") mcpu0=$(machine_busy_secs)
   t0_ns=$(date +%s%N)
   start_client "$test" "$cns" "${DEST[$config]}" "$port" "$tag" cli
   # The window starts after the ramp-up (TCP slow start, iperf3's control exchange) and ends
@@ -33,7 +33,7 @@ measure() {
   f1=$(frames_now "$config") tap1=$(tap_frames "$config")
   reap "$cli" || status=$?
   t1_ns=$(date +%s%N)
-  cpu1=$(cpu_secs "$fwd") pcpu1=$(cpu_secs "$pump")
+  cpu1=$(cpu_secs "$fwd") pcpu1=$(cpu_secs "$pump") mcpu1=$(machine_busy_secs)
   stop_pid "$srv" 2 || true
   local hwm="" wall
   [ -n "$fwd" ] && hwm=$(vmhwm_kb "$fwd")
@@ -41,14 +41,18 @@ measure() {
   local -A r=()
   parse_client "$test" "$WORK/$tag.out" r
   [ "$status" -eq 0 ] || r[error]="${r[error]:-client exit $status}"
-  local cpu pcpu frames
+  local cpu pcpu mcpu frames
   cpu=$(calc 'b - a' "$cpu0" "$cpu1") pcpu=$(calc 'b - a' "$pcpu0" "$pcpu1")
+  mcpu=$(calc 'b - a' "$mcpu0" "$mcpu1")
   frames=$(calc 'b - a' "$f0" "$f1")
   row "$config" "$test" "$mtu" "$n_idle" "$rep" "$held" \
     value="${r[value]:-}" gbps="${r[gbps]:-}" bytes="${r[bytes]:-}" secs="${r[secs]:-}" \
     fwd_cpu_s="$cpu" fwd_cpu_s_per_gb="$(calc 'b > 0 ? a / (b / 1e9) : ""' "$cpu" "${r[bytes]:-}")" \
     fwd_cpu_pct="$(calc 'b > 0 ? 100 * a / b : ""' "$cpu" "$wall")" \
     pump_cpu_s="$pcpu" pump_cpu_s_per_gb="$(calc 'b > 0 ? a / (b / 1e9) : ""' "$pcpu" "${r[bytes]:-}")" \
+    machine_cpu_s="$mcpu" \
+    machine_cpu_s_per_gb="$(calc 'b > 0 ? a / (b / 1e9) : ""' "$mcpu" "${r[bytes]:-}")" \
+    machine_busy_pct="$(calc 'b > 0 ? 100 * a / (b * c) : ""' "$mcpu" "$wall" "$(nproc)")" \
     syscalls="$syscalls" frames="$frames" \
     syscalls_per_frame="$(calc 'b > 0 ? a / b : ""' "$syscalls" "$frames")" \
     tap_frames="$(calc 'b - a' "$tap0" "$tap1")" vmhwm_kb="$hwm" \

@@ -97,6 +97,49 @@ function section_bulk(    i, j, mtu, c, cfgs, nc, m) {
   print ""
 }
 
+# Where the CPU of a bulk run goes, and what that allows. On a machine whose CPUs are all busy
+# during a run, throughput is the machine's CPU budget divided by the CPU-seconds per GB of the
+# whole path (guest kernel, iperf3, frontend, forwarder): so a helper that cost nothing would
+# raise ours by at most machine / (machine - forwarder). The last two columns are that ceiling
+# as a ratio against each baseline's measured figure.
+function budget_row(c, t, m,    mc, fw, pu, o, cd, s4) {
+  mc = med(c, t, m, 0, "machine_cpu_s_per_gb"); fw = med(c, t, m, 0, "fwd_cpu_s_per_gb")
+  pu = med(c, t, m, 0, "pump_cpu_s_per_gb")
+  if (mc == "") return
+  o = "–"; cd = "–"; s4 = "–"
+  if (c == "ours" && fw != "" && mc - fw > 0) {
+    cd = ratio(med("cdesign", t, m, 0, "machine_cpu_s_per_gb"), mc - fw)
+    s4 = ratio(med("slirp4netns", t, m, 0, "machine_cpu_s_per_gb"), mc - fw)
+  }
+  printf "| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s |\n", name(c), t == "tcp_g2h" ? "g2h" : "h2g", m,
+    f(med(c, t, m, 0, "machine_busy_pct"), 0), f(mc, 2), f(fw, 2), f(pu, 2),
+    f(mc - (fw == "" ? 0 : fw) - (pu == "" ? 0 : pu), 2), cd, s4
+}
+
+function section_budget(    i, j, k, mtu, t, cfgs, nc) {
+  if (med("ours", "tcp_g2h", 1500, 0, "machine_cpu_s_per_gb") == "") return
+  print "## Where the CPU goes in bulk runs"
+  print ""
+  print "Machine = busy CPU-seconds of all CPUs (from /proc/stat) per GB received; rest = machine"
+  print "− forwarder − pump (guest kernel, iperf3 both ends, loopback, softirqs). When the machine"
+  print "is busy near 100 %, throughput is bounded by machine CPU per GB, so a helper that took"
+  print "no CPU at all, with the same frames crossing the frontend and the guest, could reach at"
+  print "most the last two columns (ours with the forwarder's CPU removed, against the"
+  print "baseline's measured path)."
+  print ""
+  print "| path | dir | MTU | machine busy % | machine CPU-s/GB | forwarder | pump | rest | zero-cost helper / C design | zero-cost helper / slirp4netns |"
+  print "|---|---|---|---|---|---|---|---|---|---|"
+  nc = split("ours cdesign slirp4netns", cfgs, " ")
+  for (i = 1; i <= 2; i++) {
+    mtu = i == 1 ? 1500 : 65520
+    for (k = 1; k <= 2; k++) {
+      t = k == 1 ? "tcp_g2h" : "tcp_h2g"
+      for (j = 1; j <= nc; j++) budget_row(cfgs[j], t, mtu)
+    }
+  }
+  print ""
+}
+
 function section_small(    j, c, cfgs, nc, m) {
   print "## Small packets and latency"
   print ""
@@ -164,6 +207,7 @@ function section_pump(    i, mtu) {
 END {
   section_summary()
   section_bulk()
+  section_budget()
   section_small()
   section_scale()
   section_pump()
