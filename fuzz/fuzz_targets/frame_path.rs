@@ -42,6 +42,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use libfuzzer_sys::fuzz_target;
 use nix::sys::socket::{socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+use slirp_helper::coalesce::Coalescer;
 use slirp_helper::event_loop::{self, Host};
 use slirp_helper::frames::{FrameLimit, FrameRx, DEFAULT_BATCH};
 use slirp_helper::poller::{Own, PollerKind};
@@ -58,6 +59,7 @@ struct Harness {
     stack: Stack<Host>,
     rx: FrameRx,
     reasm: Ipv4Reassembler,
+    coalescer: Coalescer,
     limit: FrameLimit,
     /// bhyve's end.
     guest: OwnedFd,
@@ -101,6 +103,7 @@ impl Harness {
             stack,
             rx,
             reasm: Ipv4Reassembler::new(ReasmLimits::default()),
+            coalescer: Coalescer::new(true),
             limit,
             guest,
             _helper: helper,
@@ -116,7 +119,12 @@ impl Harness {
     /// wait returns at once even when nothing else is ready (libslirp's timeout is up to 1 s).
     fn iterate(&mut self) {
         self.stack.host().notify();
-        let exit = event_loop::iterate(&mut self.stack, &mut self.rx, &mut self.reasm)
+        let exit = event_loop::iterate(
+            &mut self.stack,
+            &mut self.rx,
+            &mut self.reasm,
+            &mut self.coalescer,
+        )
             .expect("loop error");
         if exit.is_some() {
             let host = self.stack.host();
@@ -126,7 +134,7 @@ impl Harness {
                 "loop ended ({exit:?}) while bhyve's end is open: tx peer_gone={peer_gone} \
                  frontend revents={frontend:#x} after {} inputs; {}",
                 self.inputs,
-                event_loop::stats_line(&mut self.stack, &self.rx, &self.reasm)
+                event_loop::stats_line(&mut self.stack, &self.rx, &self.reasm, &self.coalescer)
             );
         }
         assert!(!slirp::callback_panicked(), "a libslirp callback panicked");
@@ -229,13 +237,13 @@ impl Harness {
                 "frame_path input {}: {frames} frames, {} replies; {}",
                 self.inputs,
                 self.replies,
-                event_loop::stats_line(&mut self.stack, &self.rx, &self.reasm)
+                event_loop::stats_line(&mut self.stack, &self.rx, &self.reasm, &self.coalescer)
             );
         } else if self.inputs.is_power_of_two() && self.inputs >= 1 << 16 {
             eprintln!(
                 "frame_path after {} inputs: {}",
                 self.inputs,
-                event_loop::stats_line(&mut self.stack, &self.rx, &self.reasm)
+                event_loop::stats_line(&mut self.stack, &self.rx, &self.reasm, &self.coalescer)
             );
         }
     }
