@@ -25,6 +25,7 @@
 //! The helper's IPv4 reassembler (`src/reasm.rs`) sits in the path as in production, so
 //! libslirp never sees a fragment. Before it existed this target found libslirp 4.7.0's crash
 //! on a lone last fragment within seconds (finding L1 in docs/fuzzing.md).
+//! The TCP coalescer (`src/coalesce.rs`) is in the path too, on as with the default batch.
 //! `FRAME_PATH_VERBOSE=1` prints one line per input.
 //!
 //! libslirp is not instrumented (a system library, and no clang here to rebuild it), so
