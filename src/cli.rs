@@ -22,9 +22,9 @@ device configuration (a libnv nvlist), then exchanges Ethernet frames.
   --poller <name>     readiness backend: epoll (Linux default), kqueue
                       (FreeBSD default) or poll
                       (the C helper's loop)
-  --coalesce on|off   merge consecutive guest TCP segments of one batch into
-                      one packet before libslirp (default: on when the batch
-                      is above 1)
+  --coalesce on|off   merge consecutive guest TCP segments read together
+                      into one packet before libslirp (default: on when
+                      the batch is above 1)
   -h, --help          this text
   -V, --version       the version
 

@@ -2,7 +2,7 @@
 //!
 //! Owns: the guest frames between the IPv4 reassembler and `slirp_input`, and the one merged
 //! frame held while a batch is handed on. Must never: reorder frames, hold a frame past the end
-//! of the batch it came in, turn a segment with a bad checksum into a packet with a good one,
+//! of the drain that read it, turn a segment with a bad checksum into a packet with a good one,
 //! allocate after construction, or panic on any input.
 //!
 //! Why it exists: libslirp 4.7.0 answers every guest data segment at once (`tcp_input`'s header
@@ -11,8 +11,8 @@
 //! one `tcp_input`, one `send()` and one ACK frame back through the frontend and the guest per
 //! 1460 bytes; at MTU 65520 the same path runs four times faster. libslirp checks no MRU or MSS
 //! on what it receives (it trims to its receive window only, and `slirp_input` grows the mbuf
-//! with `m_inc`), so one 64 KiB IPv4 packet made of the segments of one received batch costs it
-//! what one segment did.
+//! with `m_inc`), so one 64 KiB IPv4 packet made of segments read together costs it about what
+//! one segment did.
 //!
 //! Rules (a frame that breaks one is handed on as it is, after whatever is held):
 //! - A **candidate**: Ethernet type IPv4 untagged, version 4, IHL 5 (no options), a valid header
