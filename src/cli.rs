@@ -22,6 +22,9 @@ device configuration (a libnv nvlist), then exchanges Ethernet frames.
   --poller <name>     readiness backend: epoll (Linux default), kqueue
                       (FreeBSD default) or poll
                       (the C helper's loop)
+  --coalesce on|off   merge consecutive guest TCP segments read together
+                      into one packet before libslirp (default: on when
+                      the batch is above 1)
   -h, --help          this text
   -V, --version       the version
 
@@ -48,6 +51,8 @@ pub struct Options {
     pub poller: Option<PollerKind>,
     /// Frames moved per syscall on the frontend socket; `None`: the measured default.
     pub batch: Option<usize>,
+    /// Merge guest TCP segments before libslirp; `None`: on when the batch is above 1.
+    pub coalesce: Option<bool>,
 }
 
 /// A usage error: printed after the usage line; exit 1.
@@ -77,12 +82,20 @@ pub fn parse_batch(text: &str) -> Result<usize, UsageError> {
     }
 }
 
+/// An on/off switch, in bhyve's boolean spellings (`on`/`off`, `true`/`false`, `yes`/`no`,
+/// `1`/`0`, any case).
+pub fn parse_switch(text: &str) -> Result<bool, UsageError> {
+    crate::config::bhyve::parse_bool(text)
+        .ok_or_else(|| UsageError(format!("invalid switch '{text}': on or off")))
+}
+
 /// Parse the arguments after the program name.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageError> {
     let mut socket = None;
     let mut libslirp = None;
     let mut poller = None;
     let mut batch = None;
+    let mut coalesce = None;
     let mut args = args.into_iter().map(|a| {
         a.into_string()
             .map_err(|a| UsageError(format!("argument {a:?} is not UTF-8")))
@@ -107,6 +120,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
                 );
             }
             "--batch" => batch = Some(parse_batch(&value("--batch")?)?),
+            "--coalesce" => coalesce = Some(parse_switch(&value("--coalesce")?)?),
             other => return Err(UsageError(format!("unexpected argument '{other}'"))),
         }
     }
@@ -116,6 +130,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
         libslirp,
         poller,
         batch,
+        coalesce,
     }))
 }
 
@@ -134,6 +149,7 @@ mod tests {
             libslirp: None,
             poller: None,
             batch: None,
+            coalesce: None,
         });
         assert_eq!(parse(args(&["-S", "3"])), Ok(expect.clone()));
         assert_eq!(parse(args(&["-S3"])), Ok(expect));
@@ -158,6 +174,23 @@ mod tests {
         assert!(parse(args(&["-S", "3", "--poller", "nope"])).is_err());
         for bad in ["0", "257", "x", "+1", ""] {
             assert!(parse(args(&["-S", "3", "--batch", bad])).is_err(), "{bad}");
+        }
+        for bad in ["", "maybe", "2"] {
+            assert!(
+                parse(args(&["-S", "3", "--coalesce", bad])).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(parse(args(&["-S", "3", "--coalesce"])).is_err());
+    }
+
+    #[test]
+    fn coalesce_switch() {
+        for (text, want) in [("on", true), ("OFF", false), ("1", true), ("no", false)] {
+            match parse(args(&["-S", "3", "--coalesce", text])) {
+                Ok(Command::Run(o)) => assert_eq!(o.coalesce, Some(want), "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
         }
     }
 }

@@ -2,10 +2,12 @@
 //! drain the wakeup pipe, read guest frames into `slirp_input`, flush what is queued for the
 //! guest. The poller and the frame I/O are seams: their backends change, this order does not.
 //! Guest frames pass through the IPv4 reassembler on their way in: libslirp is never given a
-//! fragment (design note 10).
+//! fragment (design note 10); then through the TCP coalescer, which merges consecutive
+//! segments of one flow from the same batch (`crate::coalesce`).
 //!
 //! Owns: the [`Host`] libslirp's callbacks reach, and the decision to end the loop.
 
+use crate::coalesce::Coalescer;
 use crate::frames::{FrameLimit, FrameRx, FrameTx, RxStatus};
 use crate::poller::{ready, Own, Poller, PollerKind};
 use crate::reasm::{Ipv4Reassembler, Verdict};
@@ -143,10 +145,16 @@ impl std::fmt::Display for LoopError {
 }
 
 /// The counters line for a stats dump.
-pub fn stats_line(stack: &mut Stack<Host>, rx: &FrameRx, reasm: &Ipv4Reassembler) -> String {
+pub fn stats_line(
+    stack: &mut Stack<Host>,
+    rx: &FrameRx,
+    reasm: &Ipv4Reassembler,
+    coalescer: &Coalescer,
+) -> String {
     let host = stack.host();
     let mut line = stats::line(&rx.counters, &host.tx.counters, &host.counters);
     line.push_str(&stats::reasm_fields(&reasm.counters));
+    line.push_str(&stats::coalesce_fields(&coalescer.counters));
     line.push_str(" poller=");
     line.push_str(host.poller.kind().name());
     if let Some(c) = host.poller.interest_counters() {
@@ -158,21 +166,23 @@ pub fn stats_line(stack: &mut Stack<Host>, rx: &FrameRx, reasm: &Ipv4Reassembler
     line
 }
 
-/// Run until bhyve hangs up or a terminating signal arrives. `reasm` sits between the RX ring
-/// and libslirp; it lives outside [`Host`] because no libslirp callback touches it.
+/// Run until bhyve hangs up or a terminating signal arrives. `reasm` and `coalescer` sit
+/// between the RX ring and libslirp; they live outside [`Host`] because no libslirp callback
+/// touches them.
 pub fn run(
     stack: &mut Stack<Host>,
     rx: &mut FrameRx,
     reasm: &mut Ipv4Reassembler,
+    coalescer: &mut Coalescer,
 ) -> Result<Exit, LoopError> {
     loop {
         if SIGNALS.terminate.load(Ordering::Relaxed) {
             return Ok(Exit::Terminated);
         }
         if SIGNALS.dump_stats.swap(false, Ordering::Relaxed) {
-            diag::info(&stats_line(stack, rx, reasm));
+            diag::info(&stats_line(stack, rx, reasm, coalescer));
         }
-        if let Some(exit) = iterate(stack, rx, reasm)? {
+        if let Some(exit) = iterate(stack, rx, reasm, coalescer)? {
             return Ok(exit);
         }
         if slirp::callback_panicked() {
@@ -193,6 +203,7 @@ pub fn iterate(
     stack: &mut Stack<Host>,
     rx: &mut FrameRx,
     reasm: &mut Ipv4Reassembler,
+    coalescer: &mut Coalescer,
 ) -> Result<Option<Exit>, LoopError> {
     stack.host().poller.begin_fill();
     let mut timeout: u32 = u32::MAX;
@@ -231,15 +242,18 @@ pub fn iterate(
     let frontend = host.poller.own_revents(Own::Frontend);
     // ERR is read too: the read reports (and clears) the pending error instead of spinning.
     if frontend & (ready::IN | ready::ERR) != 0 {
-        let status = rx
-            .drain(|frame| match reasm.push(frame, now_ms) {
-                Verdict::Pass(frame) | Verdict::Complete(frame) => stack.input(frame),
-                Verdict::Held | Verdict::Dropped(_) => {}
-            })
-            .map_err(|err| LoopError::Io {
-                what: "recv from bhyve",
-                err,
-            })?;
+        let status = rx.drain(|frame| match reasm.push(frame, now_ms) {
+            Verdict::Pass(frame) | Verdict::Complete(frame) => {
+                coalescer.push(frame, |frame| stack.input(frame))
+            }
+            Verdict::Held | Verdict::Dropped(_) => {}
+        });
+        // The batch is read: nothing waits for a frame that might never come.
+        coalescer.flush(|frame| stack.input(frame));
+        let status = status.map_err(|err| LoopError::Io {
+            what: "recv from bhyve",
+            err,
+        })?;
         if status == RxStatus::Hangup {
             return Ok(Some(Exit::Hangup));
         }

@@ -6,6 +6,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod cli;
+pub mod coalesce;
 pub mod config;
 pub mod diag;
 pub mod event_loop;

@@ -3,6 +3,7 @@
 //! boolean for `open`.
 
 use slirp_helper::cli::{self, Command, Options};
+use slirp_helper::coalesce::Coalescer;
 use slirp_helper::config::{self, BhyveConfig};
 use slirp_helper::event_loop::{self, Exit, Host};
 use slirp_helper::frames::{FrameLimit, FrameRx, DEFAULT_BATCH};
@@ -138,6 +139,13 @@ fn batch_size(options: &Options, config: &BhyveConfig) -> Result<usize, Fatal> {
     tunable(options.batch, config, "batch", parse, || DEFAULT_BATCH)
 }
 
+/// Merging guest TCP segments needs a batch to merge from: with `--batch 1` (the C helper's
+/// design) it is off unless asked for.
+fn coalescing(options: &Options, config: &BhyveConfig, batch: usize) -> Result<bool, Fatal> {
+    let parse = |text: &str| cli::parse_switch(text).map_err(|cli::UsageError(why)| why);
+    tunable(options.coalesce, config, "coalesce", parse, || batch > 1)
+}
+
 fn run(options: Options) -> Result<(), Fatal> {
     sys::install_signal_handlers().map_err(|e| Fatal(1, format!("sigaction: {e}")))?;
     let sock = adopt_socket(options.socket)?;
@@ -156,6 +164,7 @@ fn run(options: Options) -> Result<(), Fatal> {
     let limit = FrameLimit::from_mtui(config.mtui);
     let kind = poller_kind(&options, &config)?;
     let batch = batch_size(&options, &config)?;
+    let coalesce = coalescing(&options, &config, batch)?;
     if batch > 1 {
         // bhyve drops frames when the helper's receive buffer is full, and on Linux the
         // sender's buffer bounds what is in flight: room for a few rings of whole frames.
@@ -189,8 +198,9 @@ fn run(options: Options) -> Result<(), Fatal> {
 
     let mut rx = FrameRx::new(sock, limit, batch);
     let mut reasm = Ipv4Reassembler::new(ReasmLimits::default());
-    let exit = event_loop::run(&mut stack, &mut rx, &mut reasm);
-    let stats = event_loop::stats_line(&mut stack, &rx, &reasm);
+    let mut coalescer = Coalescer::new(coalesce);
+    let exit = event_loop::run(&mut stack, &mut rx, &mut reasm, &mut coalescer);
+    let stats = event_loop::stats_line(&mut stack, &rx, &reasm, &coalescer);
     // The guest is gone: dropping the stack (slirp_cleanup) resets its TCP connections.
     stack.host().reset_connections_on_close();
     match exit {

@@ -87,6 +87,23 @@ pub struct ReasmCounters {
     pub held_bytes_high_water: u64,
 }
 
+/// Guest TCP segments merged before libslirp (`crate::coalesce`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CoalesceCounters {
+    /// Segments that went into a merge of two or more.
+    pub segments: u64,
+    /// Merged frames handed to libslirp.
+    pub frames: u64,
+}
+
+/// ` coalesced_segments=… coalesced_frames=…`, each with a leading space, to append to [`line`].
+pub fn coalesce_fields(c: &CoalesceCounters) -> String {
+    format!(
+        " coalesced_segments={} coalesced_frames={}",
+        c.segments, c.frames
+    )
+}
+
 /// ` frag_in=… frag_completed=… …`: the reassembly fields, each with a leading space, to
 /// append to [`line`].
 pub fn reasm_fields(c: &ReasmCounters) -> String {
@@ -188,5 +205,17 @@ mod tests {
         let f = reasm_fields(&c);
         assert!(f.starts_with(" frag_in=5 frag_completed=0 "), "{f}");
         assert!(f.ends_with(" frag_held_high_water=2048"), "{f}");
+    }
+
+    #[test]
+    fn coalesce_fields_append_to_the_line() {
+        let c = CoalesceCounters {
+            segments: 44,
+            frames: 1,
+        };
+        assert_eq!(
+            coalesce_fields(&c),
+            " coalesced_segments=44 coalesced_frames=1"
+        );
     }
 }

@@ -1,9 +1,11 @@
 //! No allocation per frame in steady state: the whole loop (poller, RX ring, IPv4
-//! reassembly, libslirp's callbacks, TX ring) runs in this process with the real libslirp
-//! while guest frames flow (fragmented echo requests among them), and a counting global
-//! allocator sees no Rust allocation on this thread.
+//! reassembly, TCP coalescing, libslirp's callbacks, TX ring) runs in this process with the
+//! real libslirp while guest frames flow (fragmented echo requests and bursts of TCP segments
+//! that are merged among them), and a counting global allocator sees no Rust allocation on
+//! this thread.
 //! (libslirp's own allocations go through glib's malloc and are not counted.)
 
+use slirp_helper::coalesce::Coalescer;
 use slirp_helper::event_loop::{self, Host};
 use slirp_helper::frames::FrameLimit;
 use slirp_helper::frames::FrameRx;
@@ -121,13 +123,37 @@ fn fragmented_echo(gw: [u8; 6], seq: u16, payload: usize) -> Vec<Vec<u8>> {
     frames
 }
 
-/// Send `frames` as the guest, run loop iterations until as many replies came back.
+/// `count` consecutive 1000-byte TCP data segments 10.0.2.15:40000 → 10.0.2.2:9 (no such
+/// connection: libslirp answers each frame it is given with a RST), all merged into one.
+fn tcp_burst(gw: [u8; 6], count: u32) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|i| {
+            let payload = vec![i as u8; 1000];
+            let b = etherparse::PacketBuilder::ethernet2(GUEST_MAC, gw)
+                .ipv4([10, 0, 2, 15], [10, 0, 2, 2], 64)
+                .tcp(40000, 9, 5000 + 1000 * i, 64240)
+                .ack(7000);
+            let mut f = Vec::with_capacity(b.size(payload.len()));
+            b.write(&mut f, &payload).unwrap();
+            f
+        })
+        .collect()
+}
+
+/// The guest's input path, as the helper's `main` builds it.
+struct Input {
+    rx: FrameRx,
+    reasm: Ipv4Reassembler,
+    coalescer: Coalescer,
+}
+
+/// Send `frames` as the guest, run loop iterations until `expected` replies came back.
 fn round(
     stack: &mut Stack<Host>,
-    rx: &mut FrameRx,
-    reasm: &mut Ipv4Reassembler,
+    input: &mut Input,
     guest: &UnixDatagram,
     frames: &[Vec<u8>],
+    expected: usize,
     buf: &mut [u8],
 ) -> usize {
     for f in frames {
@@ -135,11 +161,19 @@ fn round(
     }
     let mut replies = 0;
     for _ in 0..100 {
-        assert_eq!(event_loop::iterate(stack, rx, reasm).unwrap(), None);
+        let Input {
+            rx,
+            reasm,
+            coalescer,
+        } = input;
+        assert_eq!(
+            event_loop::iterate(stack, rx, reasm, coalescer).unwrap(),
+            None
+        );
         while guest.recv(buf).is_ok() {
             replies += 1;
         }
-        if replies >= frames.len() {
+        if replies >= expected {
             break;
         }
     }
@@ -168,15 +202,25 @@ fn steady_state_allocates_nothing_per_frame() {
                 host,
             )
             .unwrap();
-            let mut rx = FrameRx::new(fd, limit, batch);
-            let mut reasm = Ipv4Reassembler::new(ReasmLimits::default());
+            // Coalescing on for both ring modes (the helper turns it off for a batch of 1 by
+            // default; the drain of a batch-1 ring still reads every queued frame).
+            let mut input = Input {
+                rx: FrameRx::new(fd, limit, batch),
+                reasm: Ipv4Reassembler::new(ReasmLimits::default()),
+                coalescer: Coalescer::new(true),
+            };
             let mut buf = vec![0u8; 4096];
 
             // Learn the gateway's MAC, then warm up (every table reaches its high-water mark).
             guest.send(&arp_request()).unwrap();
             let mut gw = None;
             for _ in 0..100 {
-                event_loop::iterate(&mut stack, &mut rx, &mut reasm).unwrap();
+                let Input {
+                    rx,
+                    reasm,
+                    coalescer,
+                } = &mut input;
+                event_loop::iterate(&mut stack, rx, reasm, coalescer).unwrap();
                 if let Ok(n) = guest.recv(&mut buf) {
                     if n >= 42 && buf[12..14] == [0x08, 0x06] {
                         gw = Some(<[u8; 6]>::try_from(&buf[6..12]).unwrap());
@@ -191,40 +235,61 @@ fn steady_state_allocates_nothing_per_frame() {
             // 4000 bytes: three fragments each way (libslirp fragments its reply).
             let fragmented = fragmented_echo(gw, 100, 4000);
             assert_eq!(
-                round(
-                    &mut stack,
-                    &mut rx,
-                    &mut reasm,
-                    &guest,
-                    &fragmented,
-                    &mut buf
-                ),
+                round(&mut stack, &mut input, &guest, &fragmented, 3, &mut buf),
                 3,
                 "{kind:?}/{batch}: the fragmented echo got no fragmented reply"
             );
-            assert_eq!(reasm.counters.completed, 1, "{:?}", reasm.counters);
+            assert_eq!(
+                input.reasm.counters.completed, 1,
+                "{:?}",
+                input.reasm.counters
+            );
+            // Eight segments, one merged frame, one RST.
+            let burst = tcp_burst(gw, 8);
+            assert_eq!(
+                round(&mut stack, &mut input, &guest, &burst, 1, &mut buf),
+                1,
+                "{kind:?}/{batch}: the merged TCP burst got no RST"
+            );
+            assert_eq!(
+                (
+                    input.coalescer.counters.segments,
+                    input.coalescer.counters.frames
+                ),
+                (8, 1)
+            );
             frames.extend(fragmented);
+            // The echoes end the burst's merge (another flow), so one RST for the burst.
+            frames.extend(burst);
+            // Replies per round: an echo reply each, three fragments for the big one, one RST.
+            let expected = 32 + 3 + 1;
             for _ in 0..50 {
-                round(&mut stack, &mut rx, &mut reasm, &guest, &frames, &mut buf);
+                round(&mut stack, &mut input, &guest, &frames, expected, &mut buf);
             }
             assert!(
-                reasm.counters.completed >= 45,
+                input.reasm.counters.completed >= 45,
                 "fragmented echoes not reassembled: {:?}",
-                reasm.counters
+                input.reasm.counters
             );
+            let merged_before = input.coalescer.counters.frames;
 
             ALLOCATIONS.store(0, Ordering::Relaxed);
             COUNTING.with(|c| c.set(true));
             let mut replies = 0;
             for _ in 0..200 {
-                replies += round(&mut stack, &mut rx, &mut reasm, &guest, &frames, &mut buf);
+                replies += round(&mut stack, &mut input, &guest, &frames, expected, &mut buf);
             }
             COUNTING.with(|c| c.set(false));
             let allocations = ALLOCATIONS.load(Ordering::Relaxed);
-            let moved = rx.counters.frames;
+            let moved = input.rx.counters.frames;
             assert!(
-                replies >= 200 * frames.len() * 9 / 10,
+                replies >= 200 * expected * 9 / 10,
                 "{kind:?}/{batch}: only {replies} replies"
+            );
+            assert!(
+                input.coalescer.counters.frames >= merged_before + 180,
+                "{kind:?}/{batch}: bursts not merged while counting: {:?}",
+                input.coalescer.counters
             );
             assert_eq!(allocations, 0, "{kind:?} batch {batch}: {allocations} allocations for {replies} echo replies ({moved} frames in)");
         }

@@ -25,6 +25,7 @@
 //! The helper's IPv4 reassembler (`src/reasm.rs`) sits in the path as in production, so
 //! libslirp never sees a fragment. Before it existed this target found libslirp 4.7.0's crash
 //! on a lone last fragment within seconds (finding L1 in docs/fuzzing.md).
+//! The TCP coalescer (`src/coalesce.rs`) is in the path too, on as with the default batch.
 //! `FRAME_PATH_VERBOSE=1` prints one line per input.
 //!
 //! libslirp is not instrumented (a system library, and no clang here to rebuild it), so
@@ -42,6 +43,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use libfuzzer_sys::fuzz_target;
 use nix::sys::socket::{socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+use slirp_helper::coalesce::Coalescer;
 use slirp_helper::event_loop::{self, Host};
 use slirp_helper::frames::{FrameLimit, FrameRx, DEFAULT_BATCH};
 use slirp_helper::poller::{Own, PollerKind};
@@ -58,6 +60,7 @@ struct Harness {
     stack: Stack<Host>,
     rx: FrameRx,
     reasm: Ipv4Reassembler,
+    coalescer: Coalescer,
     limit: FrameLimit,
     /// bhyve's end.
     guest: OwnedFd,
@@ -101,6 +104,7 @@ impl Harness {
             stack,
             rx,
             reasm: Ipv4Reassembler::new(ReasmLimits::default()),
+            coalescer: Coalescer::new(true),
             limit,
             guest,
             _helper: helper,
@@ -116,7 +120,12 @@ impl Harness {
     /// wait returns at once even when nothing else is ready (libslirp's timeout is up to 1 s).
     fn iterate(&mut self) {
         self.stack.host().notify();
-        let exit = event_loop::iterate(&mut self.stack, &mut self.rx, &mut self.reasm)
+        let exit = event_loop::iterate(
+            &mut self.stack,
+            &mut self.rx,
+            &mut self.reasm,
+            &mut self.coalescer,
+        )
             .expect("loop error");
         if exit.is_some() {
             let host = self.stack.host();
@@ -126,7 +135,7 @@ impl Harness {
                 "loop ended ({exit:?}) while bhyve's end is open: tx peer_gone={peer_gone} \
                  frontend revents={frontend:#x} after {} inputs; {}",
                 self.inputs,
-                event_loop::stats_line(&mut self.stack, &self.rx, &self.reasm)
+                event_loop::stats_line(&mut self.stack, &self.rx, &self.reasm, &self.coalescer)
             );
         }
         assert!(!slirp::callback_panicked(), "a libslirp callback panicked");
@@ -229,13 +238,13 @@ impl Harness {
                 "frame_path input {}: {frames} frames, {} replies; {}",
                 self.inputs,
                 self.replies,
-                event_loop::stats_line(&mut self.stack, &self.rx, &self.reasm)
+                event_loop::stats_line(&mut self.stack, &self.rx, &self.reasm, &self.coalescer)
             );
         } else if self.inputs.is_power_of_two() && self.inputs >= 1 << 16 {
             eprintln!(
                 "frame_path after {} inputs: {}",
                 self.inputs,
-                event_loop::stats_line(&mut self.stack, &self.rx, &self.reasm)
+                event_loop::stats_line(&mut self.stack, &self.rx, &self.reasm, &self.coalescer)
             );
         }
     }

@@ -164,7 +164,7 @@ fn top_level_strings(nvl: &Nvlist) -> Vec<(Vec<u8>, Vec<u8>)> {
 }
 
 /// bhyve's `get_config_bool` spellings.
-fn parse_bool(v: &str) -> Option<bool> {
+pub fn parse_bool(v: &str) -> Option<bool> {
     let any = |words: [&str; 3]| words.iter().any(|w| v.eq_ignore_ascii_case(w));
     if v == "1" || any(["true", "on", "yes"]) {
         Some(true)

@@ -180,6 +180,8 @@ pub struct Spawn {
     /// Run the helper in a new, empty network namespace (root only): whatever libslirp might
     /// send to a real address then cannot leave the machine.
     pub private_netns: bool,
+    /// Extra command-line arguments after `-S <fd>`.
+    pub args: Vec<String>,
 }
 
 /// The test in bhyve's role: one end of the socketpair and the helper process on the other.
@@ -215,6 +217,7 @@ impl Bhyve {
         let mut cmd = Command::new(HELPER);
         cmd.arg("-S")
             .arg(child_fd.to_string())
+            .args(&opts.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -1,0 +1,843 @@
+//! Merging consecutive guest TCP segments before libslirp (what GRO/LRO does in a NIC driver).
+//!
+//! Owns: the guest frames between the IPv4 reassembler and `slirp_input`, and the one merged
+//! frame held while a batch is handed on. Must never: reorder frames, hold a frame past the end
+//! of the drain that read it, turn a segment with a bad checksum into a packet with a good one,
+//! allocate after construction, or panic on any input.
+//!
+//! Why it exists: libslirp 4.7.0 answers every guest data segment at once (`tcp_input`'s header
+//! prediction sets `TF_ACKNOW` and calls `tcp_output`) and writes each one to the host socket
+//! with its own `send()` (`sbappend` → `slirp_send`). At MTU 1500 a bulk upload therefore costs
+//! one `tcp_input`, one `send()` and one ACK frame back through the frontend and the guest per
+//! 1460 bytes; at MTU 65520 the same path runs four times faster. libslirp checks no MRU or MSS
+//! on what it receives (it trims to its receive window only, and `slirp_input` grows the mbuf
+//! with `m_inc`), so one 64 KiB IPv4 packet made of segments read together costs it about what
+//! one segment did.
+//!
+//! Rules (a frame that breaks one is handed on as it is, after whatever is held):
+//! - A **candidate**: Ethernet type IPv4 untagged, version 4, IHL 5 (no options), a valid header
+//!   checksum, not a fragment, total length within the frame (the rest is Ethernet padding),
+//!   TCP with a sane data offset and no reserved bits, payload > 0, flags exactly ACK or
+//!   ACK|PSH.
+//! - It **extends** the held frame when: same Ethernet header; same addresses, TOS, TTL and
+//!   DF; the same TCP header except sequence number, PSH and checksum (ports, ack, window,
+//!   urgent pointer, option bytes); its sequence number is the next byte; the held frame has no
+//!   PSH (PSH ends a merge, its segment may be the last one merged) and an even payload length
+//!   (one's-complement sums add only at even offsets); the result fits 65535 bytes of IPv4.
+//! - **Checksums**: the TCP checksum of a merge is computed from the segments' own checksum
+//!   fields (a segment's data sum is its checksum minus its pseudo-header and header, in
+//!   one's-complement arithmetic), never by summing the payload again: a segment that arrived
+//!   corrupt makes a merge libslirp drops (and the guest retransmits), not a valid packet. The
+//!   IP header is the first segment's (its identification too) with the new total length and
+//!   checksum; the TCP header is the first segment's with the last one's PSH.
+//! - A frame held alone is handed on byte for byte as it arrived (padding included).
+//! - The event loop flushes at the end of every drain of the frontend socket, so a lone frame
+//!   waits for nothing but the reads of its own batch, and nothing else reaches libslirp in
+//!   between (every frame that does not extend flushes first).
+
+use crate::frames::ETHER_HDR;
+use crate::reasm::internet_checksum;
+use crate::stats::CoalesceCounters;
+
+/// IPv4 header without options: the only header a candidate has.
+const IPV4_HDR: usize = 20;
+/// Largest IPv4 datagram: the total-length field is 16 bits.
+const MAX_DATAGRAM: usize = 65535;
+/// The held frame's buffer: an Ethernet header and the largest datagram.
+pub const BUFFER_BYTES: usize = ETHER_HDR + MAX_DATAGRAM;
+const TCP_HDR_MIN: usize = 20;
+const PROTO_TCP: u8 = 6;
+/// IPv4 flags/fragment-offset field: "more fragments" and the offset.
+const MF_AND_OFFSET: u16 = 0x3fff;
+const TCP_PSH: u8 = 0x08;
+const TCP_ACK: u8 = 0x10;
+
+/// Where things are in an Ethernet frame carrying an option-less IPv4 header.
+const IP: usize = ETHER_HDR;
+const TCP: usize = ETHER_HDR + IPV4_HDR;
+
+/// A candidate frame, as far as merging needs it.
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    /// IPv4 total length (the frame may be longer: Ethernet padding).
+    ip_len: usize,
+    tcp_hdr_len: usize,
+    seq: u32,
+    flags: u8,
+    /// The one's-complement sum of the payload, as the sender computed it.
+    data_sum: u16,
+}
+
+impl Segment {
+    fn payload_len(&self) -> usize {
+        self.ip_len - IPV4_HDR - self.tcp_hdr_len
+    }
+
+    /// Whether a merge may go on after this segment.
+    fn may_be_followed(&self) -> bool {
+        self.flags & TCP_PSH == 0 && self.payload_len() % 2 == 0
+    }
+}
+
+/// The frame held in the buffer.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    /// Length of the first frame as received, padding included: what a lone frame hands on.
+    first_frame_len: usize,
+    /// IPv4 total length of the merge so far.
+    ip_len: usize,
+    tcp_hdr_len: usize,
+    /// Sequence number of the byte after the held payload.
+    next_seq: u32,
+    /// Flags of the last segment merged.
+    last_flags: u8,
+    segments: u64,
+    /// One's-complement sum (unfolded) of the merged payload's data sums.
+    data_sum: u32,
+}
+
+impl Held {
+    fn payload_len(&self) -> usize {
+        self.ip_len - IPV4_HDR - self.tcp_hdr_len
+    }
+}
+
+/// Merges consecutive in-order TCP segments of one flow; see the module comment.
+pub struct Coalescer {
+    enabled: bool,
+    /// [`BUFFER_BYTES`] when enabled (allocated once), empty otherwise.
+    buf: Box<[u8]>,
+    held: Option<Held>,
+    pub counters: CoalesceCounters,
+}
+
+/// Folds a 32-bit one's-complement accumulator to 16 bits.
+fn fold(mut sum: u32) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// The one's-complement sum (unfolded) of big-endian 16-bit words; `bytes` has even length.
+fn word_sum(bytes: &[u8]) -> u32 {
+    bytes
+        .chunks_exact(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum()
+}
+
+/// The TCP pseudo-header's sum for `frame`'s addresses and a TCP length of `tcp_len`.
+fn pseudo_header_sum(frame: &[u8], tcp_len: usize) -> u32 {
+    // tcp_len < 65536: it is an IPv4 total length minus the header.
+    word_sum(&frame[IP + 12..IP + 20]) + u32::from(PROTO_TCP) + tcp_len as u32
+}
+
+/// The sum of a TCP header with its checksum field left out.
+fn tcp_header_sum(frame: &[u8], tcp_hdr_len: usize) -> u32 {
+    word_sum(&frame[TCP..TCP + 16]) + word_sum(&frame[TCP + 18..TCP + tcp_hdr_len])
+}
+
+fn be16(bytes: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([bytes[at], bytes[at + 1]])
+}
+
+fn be32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+/// `Some` when `frame` may take part in a merge (the candidate rules of the module comment).
+fn candidate(frame: &[u8]) -> Option<Segment> {
+    if frame.len() < TCP + TCP_HDR_MIN || frame[12..14] != [0x08, 0x00] || frame[IP] != 0x45 {
+        return None;
+    }
+    let ip_len = usize::from(be16(frame, IP + 2));
+    if ip_len > frame.len() - ETHER_HDR
+        || be16(frame, IP + 6) & MF_AND_OFFSET != 0
+        || frame[IP + 9] != PROTO_TCP
+        || internet_checksum(&frame[IP..TCP]) != 0
+    {
+        return None;
+    }
+    // Data offset in the high nibble, reserved bits (and the AE/NS bit) in the low one.
+    let offset_byte = frame[TCP + 12];
+    let tcp_hdr_len = usize::from(offset_byte >> 4) * 4;
+    let flags = frame[TCP + 13];
+    if offset_byte & 0x0f != 0
+        || tcp_hdr_len < TCP_HDR_MIN
+        || IPV4_HDR + tcp_hdr_len >= ip_len
+        || (flags != TCP_ACK && flags != TCP_ACK | TCP_PSH)
+    {
+        return None;
+    }
+    let tcp_len = ip_len - IPV4_HDR;
+    // The sender's checksum covers pseudo-header + header + data: take the first two out.
+    let covered = !be16(frame, TCP + 16);
+    let pseudo = fold(pseudo_header_sum(frame, tcp_len));
+    let header = fold(tcp_header_sum(frame, tcp_hdr_len));
+    let data_sum = fold(u32::from(covered) + u32::from(!pseudo) + u32::from(!header));
+    Some(Segment {
+        ip_len,
+        tcp_hdr_len,
+        seq: be32(frame, TCP + 4),
+        flags,
+        data_sum,
+    })
+}
+
+impl Coalescer {
+    /// Merging on or off; when on, the buffer is allocated here, once.
+    pub fn new(enabled: bool) -> Coalescer {
+        Coalescer {
+            enabled,
+            buf: if enabled {
+                vec![0; BUFFER_BYTES].into_boxed_slice()
+            } else {
+                Box::default()
+            },
+            held: None,
+            counters: CoalesceCounters::default(),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Takes one guest frame; hands frames on to `deliver` (in order) when they can no longer
+    /// be merged. [`Coalescer::flush`] hands on what is still held.
+    pub fn push(&mut self, frame: &[u8], mut deliver: impl FnMut(&[u8])) {
+        if !self.enabled {
+            deliver(frame);
+            return;
+        }
+        let segment = candidate(frame);
+        if let (Some(held), Some(segment)) = (self.held, segment) {
+            if self.extends(&held, frame, &segment) {
+                self.append(held, frame, segment);
+                if !segment.may_be_followed() {
+                    self.flush(deliver);
+                }
+                return;
+            }
+        }
+        self.flush(&mut deliver);
+        match segment {
+            // A segment that cannot be followed goes on at once, without a copy.
+            Some(segment) if segment.may_be_followed() && frame.len() <= self.buf.len() => {
+                self.buf[..frame.len()].copy_from_slice(frame);
+                self.held = Some(Held {
+                    first_frame_len: frame.len(),
+                    ip_len: segment.ip_len,
+                    tcp_hdr_len: segment.tcp_hdr_len,
+                    next_seq: segment.seq.wrapping_add(segment.payload_len() as u32),
+                    last_flags: segment.flags,
+                    segments: 1,
+                    data_sum: u32::from(segment.data_sum),
+                });
+            }
+            _ => deliver(frame),
+        }
+    }
+
+    /// Whether `frame` (a candidate) continues the held merge (the extension rules).
+    fn extends(&self, held: &Held, frame: &[u8], segment: &Segment) -> bool {
+        let first = &self.buf;
+        let same = |from: usize, to: usize| frame[from..to] == first[from..to];
+        held.last_flags & TCP_PSH == 0
+            && held.payload_len() % 2 == 0
+            && segment.seq == held.next_seq
+            && segment.tcp_hdr_len == held.tcp_hdr_len
+            && held.ip_len + segment.payload_len() <= MAX_DATAGRAM
+            // Ethernet header; IPv4 version/IHL and TOS; flags (DF), TTL, protocol; addresses.
+            && same(0, IP + 2)
+            && same(IP + 6, IP + 10)
+            && same(IP + 12, IP + 20)
+            // TCP ports; ack, data offset; window; urgent pointer and options.
+            && same(TCP, TCP + 4)
+            && same(TCP + 8, TCP + 13)
+            && same(TCP + 14, TCP + 16)
+            && same(TCP + 18, TCP + held.tcp_hdr_len)
+    }
+
+    fn append(&mut self, mut held: Held, frame: &[u8], segment: Segment) {
+        let from = TCP + segment.tcp_hdr_len;
+        let payload = &frame[from..ETHER_HDR + segment.ip_len];
+        let at = ETHER_HDR + held.ip_len;
+        self.buf[at..at + payload.len()].copy_from_slice(payload);
+        held.ip_len += payload.len();
+        held.next_seq = held.next_seq.wrapping_add(payload.len() as u32);
+        held.last_flags = segment.flags;
+        held.segments += 1;
+        // The held payload's length is even, so this segment's words line up with the sum's.
+        held.data_sum += u32::from(segment.data_sum);
+        held.data_sum = u32::from(fold(held.data_sum));
+        self.held = Some(held);
+    }
+
+    /// Hands on the held frame, if any: as it arrived when alone, else as one merged packet.
+    pub fn flush(&mut self, mut deliver: impl FnMut(&[u8])) {
+        let Some(held) = self.held.take() else {
+            return;
+        };
+        if held.segments == 1 {
+            deliver(&self.buf[..held.first_frame_len]);
+            return;
+        }
+        let ip_len = held.ip_len;
+        let frame = &mut self.buf[..ETHER_HDR + ip_len];
+        // ip_len ≤ MAX_DATAGRAM: checked on every extension.
+        frame[IP + 2..IP + 4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+        frame[IP + 10..IP + 12].fill(0);
+        let ip_sum = internet_checksum(&frame[IP..TCP]);
+        frame[IP + 10..IP + 12].copy_from_slice(&ip_sum.to_be_bytes());
+        frame[TCP + 13] = held.last_flags;
+        let tcp_len = ip_len - IPV4_HDR;
+        let sum = pseudo_header_sum(frame, tcp_len)
+            + tcp_header_sum(frame, held.tcp_hdr_len)
+            + held.data_sum;
+        frame[TCP + 16..TCP + 18].copy_from_slice(&(!fold(sum)).to_be_bytes());
+        self.counters.frames += 1;
+        self.counters.segments += held.segments;
+        deliver(frame);
+    }
+
+    /// Whether a frame is held (the event loop flushes before the batch ends).
+    pub fn is_holding(&self) -> bool {
+        self.held.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::{
+        EtherType, Ethernet2Header, IpFragOffset, IpNumber, Ipv4Dscp, Ipv4Header, NetSlice,
+        SlicedPacket, TcpHeader, TransportSlice,
+    };
+
+    const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+    const GW_MAC: [u8; 6] = [0x52, 0x55, 0x0a, 0x00, 0x02, 0x02];
+
+    /// One guest segment, described field by field.
+    #[derive(Clone)]
+    struct Spec {
+        dst_mac: [u8; 6],
+        src: [u8; 4],
+        dst: [u8; 4],
+        tos: u8,
+        ttl: u8,
+        id: u16,
+        df: bool,
+        mf: bool,
+        frag_offset: u16,
+        ip_options: Vec<u8>,
+        sport: u16,
+        dport: u16,
+        seq: u32,
+        ack: u32,
+        window: u16,
+        psh: bool,
+        syn: bool,
+        fin: bool,
+        rst: bool,
+        urg: bool,
+        ece: bool,
+        cwr: bool,
+        no_ack: bool,
+        options: Vec<u8>,
+        payload: Vec<u8>,
+        /// Ethernet padding after the datagram.
+        padding: usize,
+    }
+
+    /// A bulk segment 10.0.2.15:40000 → 10.0.2.2:5201 of `len` bytes of a pattern.
+    fn spec(seq: u32, len: usize) -> Spec {
+        Spec {
+            dst_mac: GW_MAC,
+            src: [10, 0, 2, 15],
+            dst: [10, 0, 2, 2],
+            tos: 0,
+            ttl: 64,
+            id: seq as u16,
+            df: true,
+            mf: false,
+            frag_offset: 0,
+            ip_options: Vec::new(),
+            sport: 40000,
+            dport: 5201,
+            seq,
+            ack: 77,
+            window: 502,
+            psh: false,
+            syn: false,
+            fin: false,
+            rst: false,
+            urg: false,
+            ece: false,
+            cwr: false,
+            no_ack: false,
+            options: Vec::new(),
+            payload: (0..len).map(|i| (seq as usize + i * 7) as u8).collect(),
+            padding: 0,
+        }
+    }
+
+    /// The frame, with both checksums right (computed by etherparse).
+    fn frame(s: &Spec) -> Vec<u8> {
+        let mut tcp = TcpHeader::new(s.sport, s.dport, s.seq, s.window);
+        tcp.acknowledgment_number = s.ack;
+        tcp.ack = !s.no_ack;
+        (tcp.psh, tcp.syn, tcp.fin, tcp.rst) = (s.psh, s.syn, s.fin, s.rst);
+        (tcp.urg, tcp.ece, tcp.cwr) = (s.urg, s.ece, s.cwr);
+        tcp.set_options_raw(&s.options).unwrap();
+        let tcp_len = (tcp.header_len() + s.payload.len()) as u16;
+        let mut ip = Ipv4Header::new(tcp_len, s.ttl, IpNumber::TCP, s.src, s.dst).unwrap();
+        ip.dscp = Ipv4Dscp::try_new(s.tos >> 2).unwrap();
+        ip.identification = s.id;
+        ip.dont_fragment = s.df;
+        ip.more_fragments = s.mf;
+        ip.fragment_offset = IpFragOffset::try_new(s.frag_offset).unwrap();
+        ip.options = s.ip_options.as_slice().try_into().unwrap();
+        ip.total_len = (ip.header_len() as u16) + tcp_len;
+        ip.header_checksum = ip.calc_header_checksum();
+        tcp.checksum = tcp.calc_checksum_ipv4(&ip, &s.payload).unwrap();
+        let eth = Ethernet2Header {
+            source: GUEST_MAC,
+            destination: s.dst_mac,
+            ether_type: EtherType::IPV4,
+        };
+        let mut f = Vec::new();
+        eth.write(&mut f).unwrap();
+        ip.write(&mut f).unwrap();
+        tcp.write(&mut f).unwrap();
+        f.extend_from_slice(&s.payload);
+        f.resize(f.len() + s.padding, 0);
+        f
+    }
+
+    /// Independent of the module's arithmetic: the sum of `bytes` (odd length padded), folded.
+    fn ones_sum(bytes: &[u8]) -> u16 {
+        let mut sum: u64 = 0;
+        for (i, b) in bytes.iter().enumerate() {
+            sum += u64::from(*b) << if i % 2 == 0 { 8 } else { 0 };
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        sum as u16
+    }
+
+    /// Whether the IPv4 header and the TCP checksum of `frame` verify, summed over the whole
+    /// packet as a receiver does.
+    fn checksums_verify(frame: &[u8]) -> (bool, bool) {
+        let ip = &frame[14..];
+        let hl = usize::from(ip[0] & 0x0f) * 4;
+        let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+        let ip_ok = ones_sum(&ip[..hl]) == 0xffff;
+        let tcp = &ip[hl..total];
+        let mut pseudo = ip[12..20].to_vec();
+        pseudo.extend_from_slice(&[0, 6]);
+        pseudo.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
+        let sum = u32::from(ones_sum(&pseudo)) + u32::from(ones_sum(tcp));
+        let tcp_ok = (sum & 0xffff) + (sum >> 16) == 0xffff;
+        (ip_ok, tcp_ok)
+    }
+
+    /// Every frame through a coalescer, then a flush: what libslirp would be given.
+    fn run_through(c: &mut Coalescer, frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for f in frames {
+            c.push(f, |g: &[u8]| out.push(g.to_vec()));
+        }
+        c.flush(|g: &[u8]| out.push(g.to_vec()));
+        out
+    }
+
+    fn through(frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        run_through(&mut Coalescer::new(true), frames)
+    }
+
+    /// Consecutive segments of `len` bytes from sequence number `seq`.
+    fn train(seq: u32, lens: &[usize]) -> Vec<Spec> {
+        let mut next = seq;
+        lens.iter()
+            .map(|&len| {
+                let s = spec(next, len);
+                next = next.wrapping_add(len as u32);
+                s
+            })
+            .collect()
+    }
+
+    /// Checks that `merged` is the merge of `parts`: valid checksums, the first's headers, the
+    /// concatenated payload, the last one's PSH.
+    fn assert_merge_of(merged: &[u8], parts: &[Spec]) {
+        assert_eq!(
+            checksums_verify(merged),
+            (true, true),
+            "checksums of the merge"
+        );
+        let p = SlicedPacket::from_ethernet(merged).expect("the merge parses");
+        let (Some(NetSlice::Ipv4(ip)), Some(TransportSlice::Tcp(tcp))) = (&p.net, &p.transport)
+        else {
+            panic!("not IPv4/TCP: {p:?}");
+        };
+        let payload: Vec<u8> = parts.iter().flat_map(|s| s.payload.clone()).collect();
+        let h = ip.header();
+        let headers = 40 + parts[0].options.len();
+        assert_eq!(usize::from(h.total_len()), headers + payload.len());
+        assert_eq!(
+            merged.len(),
+            14 + headers + payload.len(),
+            "no padding after a merge"
+        );
+        assert_eq!(h.identification(), parts[0].id);
+        assert_eq!(h.ttl(), parts[0].ttl);
+        assert_eq!(h.dont_fragment(), parts[0].df);
+        assert_eq!(tcp.sequence_number(), parts[0].seq);
+        assert_eq!(tcp.acknowledgment_number(), parts[0].ack);
+        assert_eq!(tcp.window_size(), parts[0].window);
+        assert!(tcp.ack());
+        assert_eq!(tcp.psh(), parts.last().unwrap().psh);
+        assert_eq!(tcp.payload(), payload.as_slice());
+        // etherparse's own computation agrees (up to one's complement's two zeros).
+        let expected = tcp
+            .to_header()
+            .calc_checksum_ipv4_raw(h.source(), h.destination(), tcp.payload())
+            .unwrap();
+        let got = tcp.checksum();
+        assert!(
+            got == expected || (got | expected == 0xffff && got & expected == 0),
+            "{got:#x} vs {expected:#x}"
+        );
+    }
+
+    #[test]
+    fn merges_two_to_forty_four_segments_into_one_valid_packet() {
+        for n in [2, 3, 10, 44] {
+            let parts = train(1_000_000, &vec![1460; n]);
+            let frames: Vec<_> = parts.iter().map(frame).collect();
+            let mut c = Coalescer::new(true);
+            let out = run_through(&mut c, &frames);
+            assert_eq!(out.len(), 1, "{n} segments");
+            assert_merge_of(&out[0], &parts);
+            assert_eq!(c.counters.segments, n as u64);
+            assert_eq!(c.counters.frames, 1);
+            assert!(!c.is_holding());
+        }
+    }
+
+    #[test]
+    fn merges_across_sequence_wraparound_and_varied_lengths() {
+        let parts = train(u32::MAX - 1000, &[1000, 1460, 536, 2, 1447]);
+        let out = through(&parts.iter().map(frame).collect::<Vec<_>>());
+        assert_eq!(out.len(), 1);
+        assert_merge_of(&out[0], &parts);
+    }
+
+    #[test]
+    fn psh_ends_a_merge_and_is_kept() {
+        let mut parts = train(1, &[1460, 1460, 1460, 1460]);
+        parts[1].psh = true;
+        let frames: Vec<_> = parts.iter().map(frame).collect();
+        let out = through(&frames);
+        assert_eq!(out.len(), 2);
+        assert_merge_of(&out[0], &parts[..2]);
+        assert_merge_of(&out[1], &parts[2..]);
+        // A PSH on the first segment: nothing joins it.
+        let mut parts = train(1, &[1460, 1460]);
+        parts[0].psh = true;
+        let frames: Vec<_> = parts.iter().map(frame).collect();
+        assert_eq!(through(&frames), frames);
+    }
+
+    #[test]
+    fn a_lone_frame_passes_unchanged() {
+        let f = frame(&spec(5, 1460));
+        let mut c = Coalescer::new(true);
+        assert_eq!(run_through(&mut c, std::slice::from_ref(&f)), vec![f]);
+        assert_eq!(c.counters, CoalesceCounters::default());
+        // Padding included: a tiny segment padded to the 60-byte Ethernet minimum.
+        let mut s = spec(5, 2);
+        s.padding = 4;
+        let f = frame(&s);
+        assert_eq!(f.len(), 60);
+        assert_eq!(through(std::slice::from_ref(&f)), vec![f]);
+    }
+
+    #[test]
+    fn ethernet_padding_is_not_payload() {
+        let mut parts = train(9, &[2, 4, 2]);
+        for s in &mut parts {
+            s.padding = 60 - (54 + s.payload.len());
+        }
+        let frames: Vec<_> = parts.iter().map(frame).collect();
+        let out = through(&frames);
+        assert_eq!(out.len(), 1);
+        assert_merge_of(&out[0], &parts);
+    }
+
+    #[test]
+    fn a_bad_checksum_in_one_segment_makes_a_bad_merge() {
+        for corrupt in 0..3 {
+            let parts = train(1, &[1460, 1460, 1460]);
+            let mut frames: Vec<_> = parts.iter().map(frame).collect();
+            // One payload byte flipped after the checksum was computed.
+            frames[corrupt][14 + 40 + 100] ^= 0x5a;
+            let out = through(&frames);
+            assert_eq!(out.len(), 1);
+            assert_eq!(
+                checksums_verify(&out[0]),
+                (true, false),
+                "corrupt #{corrupt}"
+            );
+            // The bytes are passed on as they came: libslirp's check is what drops them.
+            assert_eq!(
+                &out[0][54 + corrupt * 1460 + 100],
+                &frames[corrupt][54 + 100]
+            );
+        }
+        // A wrong checksum field (the data is fine) is caught too.
+        let parts = train(1, &[1460, 1460]);
+        let mut frames: Vec<_> = parts.iter().map(frame).collect();
+        frames[1][14 + 20 + 17] ^= 0x01;
+        let out = through(&frames);
+        assert_eq!(out.len(), 1);
+        assert_eq!(checksums_verify(&out[0]), (true, false));
+    }
+
+    /// The second segment differs from a mergeable one by `change`: both pass unchanged.
+    fn assert_not_merged(what: &str, change: impl Fn(&mut Spec)) {
+        let mut parts = train(1000, &[1460, 1460]);
+        change(&mut parts[1]);
+        let frames: Vec<_> = parts.iter().map(frame).collect();
+        let mut c = Coalescer::new(true);
+        assert_eq!(run_through(&mut c, &frames), frames, "{what}");
+        assert_eq!(c.counters, CoalesceCounters::default(), "{what}");
+    }
+
+    #[test]
+    fn segments_that_differ_are_not_merged() {
+        assert_not_merged("gap in seq", |s| s.seq += 1);
+        assert_not_merged("overlap in seq", |s| s.seq -= 1);
+        assert_not_merged("different ack", |s| s.ack += 1);
+        assert_not_merged("different window", |s| s.window += 1);
+        assert_not_merged("different TOS", |s| s.tos = 0x10);
+        assert_not_merged("different TTL", |s| s.ttl = 63);
+        assert_not_merged("different DF", |s| s.df = false);
+        assert_not_merged("different source port", |s| s.sport += 1);
+        assert_not_merged("different destination port", |s| s.dport += 1);
+        assert_not_merged("different source", |s| s.src = [10, 0, 2, 16]);
+        assert_not_merged("different destination", |s| s.dst = [10, 0, 2, 3]);
+        assert_not_merged("different MAC", |s| s.dst_mac = [0xff; 6]);
+        assert_not_merged("options added", |s| s.options = vec![1, 1, 1, 1]);
+        // Same length, different bytes: timestamps that ticked.
+        let ts = |v: u8| vec![1, 1, 8, 10, 0, 0, 0, v, 0, 0, 0, 1];
+        let mut parts = train(1000, &[1460, 1460]);
+        parts[0].options = ts(1);
+        parts[1].options = ts(2);
+        let frames: Vec<_> = parts.iter().map(frame).collect();
+        assert_eq!(through(&frames), frames, "different timestamps");
+        // Identical options merge.
+        parts[1].options = ts(1);
+        let frames: Vec<_> = parts.iter().map(frame).collect();
+        let out = through(&frames);
+        assert_eq!(out.len(), 1);
+        assert_merge_of(&out[0], &parts);
+    }
+
+    #[test]
+    fn flags_other_than_ack_and_psh_are_never_merged() {
+        assert_not_merged("SYN", |s| s.syn = true);
+        assert_not_merged("FIN", |s| s.fin = true);
+        assert_not_merged("RST", |s| s.rst = true);
+        assert_not_merged("URG", |s| s.urg = true);
+        assert_not_merged("ECE", |s| s.ece = true);
+        assert_not_merged("CWR", |s| s.cwr = true);
+        assert_not_merged("no ACK", |s| s.no_ack = true);
+        // Nor as the first segment.
+        for change in [
+            |s: &mut Spec| s.syn = true,
+            |s: &mut Spec| s.fin = true,
+            |s: &mut Spec| s.rst = true,
+            |s: &mut Spec| s.urg = true,
+        ] {
+            let mut parts = train(1000, &[1460, 1460]);
+            change(&mut parts[0]);
+            let frames: Vec<_> = parts.iter().map(frame).collect();
+            assert_eq!(through(&frames), frames);
+        }
+    }
+
+    #[test]
+    fn fragments_options_and_empty_segments_are_never_merged() {
+        assert_not_merged("more fragments", |s| s.mf = true);
+        assert_not_merged("fragment offset", |s| s.frag_offset = 185);
+        assert_not_merged("IP options", |s| s.ip_options = vec![1, 1, 1, 0]);
+        assert_not_merged("no payload", |s| s.payload.clear());
+        for change in [
+            |s: &mut Spec| s.mf = true,
+            |s: &mut Spec| s.ip_options = vec![1, 1, 1, 0],
+        ] {
+            let mut parts = train(1000, &[1460, 1460]);
+            change(&mut parts[0]);
+            let frames: Vec<_> = parts.iter().map(frame).collect();
+            assert_eq!(through(&frames), frames);
+        }
+        // A bad IP header checksum: not a candidate (libslirp drops it, as it would have).
+        let parts = train(1000, &[1460, 1460]);
+        let mut frames: Vec<_> = parts.iter().map(frame).collect();
+        frames[1][14 + 8] ^= 1; // TTL changed, checksum not updated
+        frames[0][14 + 8] ^= 1;
+        assert_eq!(through(&frames), frames);
+        // VLAN-tagged frames pass as they are.
+        let mut tagged = frames[0].clone();
+        tagged.splice(12..12, [0x81, 0x00, 0x00, 0x05]);
+        assert_eq!(
+            through(&[tagged.clone(), tagged.clone()]),
+            vec![tagged.clone(), tagged]
+        );
+    }
+
+    #[test]
+    fn an_odd_length_ends_a_merge_except_as_the_last_segment() {
+        let parts = train(1, &[1001, 1460]);
+        let frames: Vec<_> = parts.iter().map(frame).collect();
+        assert_eq!(through(&frames), frames);
+        let parts = train(1, &[1000, 1001, 1460]);
+        let frames: Vec<_> = parts.iter().map(frame).collect();
+        let out = through(&frames);
+        assert_eq!(out.len(), 2);
+        assert_merge_of(&out[0], &parts[..2]);
+        assert_eq!(out[1], frames[2]);
+    }
+
+    #[test]
+    fn interleaved_flows_keep_their_order() {
+        let a = train(1, &[1460, 1460]);
+        let mut b = train(500, &[1460, 1460]);
+        for s in &mut b {
+            s.sport = 40001;
+        }
+        // A0 B0 A1 B1: every frame ends the other's merge.
+        let frames: Vec<_> = [&a[0], &b[0], &a[1], &b[1]].map(frame).to_vec();
+        assert_eq!(through(&frames), frames);
+        // A0 A1 B0 B1: two merges, in order.
+        let frames: Vec<_> = [&a[0], &a[1], &b[0], &b[1]].map(frame).to_vec();
+        let out = through(&frames);
+        assert_eq!(out.len(), 2);
+        assert_merge_of(&out[0], &a);
+        assert_merge_of(&out[1], &b);
+        // Something else in between (an ARP frame) flushes first and keeps its place.
+        let arp = [
+            vec![0xff; 6],
+            GUEST_MAC.to_vec(),
+            vec![0x08, 0x06],
+            vec![0; 28],
+        ]
+        .concat();
+        let frames = vec![frame(&a[0]), frame(&a[1]), arp.clone(), frame(&b[0])];
+        let out = through(&frames);
+        assert_eq!(out.len(), 3);
+        assert_merge_of(&out[0], &a);
+        assert_eq!(out[1], arp);
+        assert_eq!(out[2], frames[3]);
+    }
+
+    #[test]
+    fn merges_stop_at_65535_bytes_of_ipv4() {
+        // 44 × 1460 + 40 = 64280 fits; a 45th would not.
+        let parts = train(1, &vec![1460; 46]);
+        let frames: Vec<_> = parts.iter().map(frame).collect();
+        let out = through(&frames);
+        assert_eq!(out.len(), 2);
+        assert_merge_of(&out[0], &parts[..44]);
+        assert_merge_of(&out[1], &parts[44..]);
+        // Exactly 65535 is allowed, one byte more is not.
+        let parts = train(1, &[32000, 33495]);
+        let out = through(&parts.iter().map(frame).collect::<Vec<_>>());
+        assert_eq!(out.len(), 1);
+        assert_merge_of(&out[0], &parts);
+        let parts = train(1, &[32000, 33496]);
+        let frames: Vec<_> = parts.iter().map(frame).collect();
+        assert_eq!(through(&frames), frames);
+    }
+
+    #[test]
+    fn off_passes_everything_unchanged() {
+        let parts = train(1, &[1460, 1460, 1460]);
+        let frames: Vec<_> = parts.iter().map(frame).collect();
+        let mut c = Coalescer::new(false);
+        assert!(!c.enabled());
+        assert_eq!(run_through(&mut c, &frames), frames);
+        assert_eq!(c.counters, CoalesceCounters::default());
+    }
+
+    /// xorshift64*: deterministic, so a failure replays.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    #[test]
+    fn garbage_and_mutated_frames_never_panic_and_every_frame_is_accounted_for() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let base: Vec<Vec<u8>> = train(1, &[1460, 1460, 7, 1000, 2])
+            .iter()
+            .map(frame)
+            .collect();
+        let mut c = Coalescer::new(true);
+        let mut pushed = 0u64;
+        let mut delivered = 0u64;
+        for _ in 0..20_000 {
+            let f = match rng.below(3) {
+                // Random bytes, often with the IPv4/TCP header bytes that get them further.
+                0 => {
+                    let mut f: Vec<u8> = (0..rng.below(120)).map(|_| rng.next() as u8).collect();
+                    if f.len() > 48 && rng.below(2) == 0 {
+                        f[12..16].copy_from_slice(&[0x08, 0x00, 0x45, 0x00]);
+                        f[14 + 9] = 6;
+                    }
+                    f
+                }
+                // A valid segment with a few bytes changed, maybe cut short.
+                1 => {
+                    let mut f = base[rng.below(base.len())].clone();
+                    for _ in 0..rng.below(4) {
+                        let i = rng.below(f.len());
+                        f[i] = rng.next() as u8;
+                    }
+                    let keep = f.len() - rng.below(f.len() / 2 + 1) * rng.below(2);
+                    f.truncate(keep);
+                    f
+                }
+                // A valid segment, so merges happen among the junk.
+                _ => base[rng.below(2)].clone(),
+            };
+            pushed += 1;
+            c.push(&f, |g: &[u8]| {
+                assert!(g.len() <= BUFFER_BYTES);
+                delivered += 1;
+            });
+        }
+        c.flush(|_: &[u8]| delivered += 1);
+        // Every frame went on alone or inside exactly one merge.
+        assert_eq!(
+            pushed,
+            delivered - c.counters.frames + c.counters.segments,
+            "{:?}",
+            c.counters
+        );
+    }
+}
