@@ -6,7 +6,7 @@
 # Tests: tcp_g2h / tcp_h2g (iperf3, one stream, -R for host→guest), udp64 (iperf3 -u -l 64
 # -b 0: datagrams/s delivered), rr (slirp-loadgen: 1-byte round trips, p50/p99).
 
-CSV_COLUMNS=config,test,mtu,n_idle,rep,held,value,gbps,bytes,secs,fwd_cpu_s,fwd_cpu_s_per_gb,fwd_cpu_pct,pump_cpu_s,pump_cpu_s_per_gb,machine_cpu_s,machine_cpu_s_per_gb,machine_busy_pct,syscalls,frames,syscalls_per_frame,tap_frames,vmhwm_kb,udp_lost_pct,rr_p50_us,rr_p99_us,error
+CSV_COLUMNS=config,test,mtu,n_idle,rep,held,value,gbps,bytes,secs,fwd_cpu_s,fwd_cpu_s_per_gb,fwd_cpu_pct,pump_cpu_s,pump_cpu_s_per_gb,machine_cpu_s,machine_cpu_s_per_gb,machine_busy_pct,syscalls,frames,syscalls_per_frame,sock_syscalls_per_frame,tap_frames,vmhwm_kb,udp_lost_pct,rr_p50_us,rr_p99_us,error
 
 # measure CONFIG TEST MTU N_IDLE HELD REP
 measure() {
@@ -21,16 +21,18 @@ measure() {
     row "$config" "$test" "$mtu" "$n_idle" "$rep" "$held" error="server did not start"
     return 0
   fi
-  local cpu0 pcpu0 cpu1 pcpu1 mcpu0 mcpu1 f0 f1 t0_ns t1_ns syscalls="" tap0 tap1
+  local cpu0 pcpu0 cpu1 pcpu1 mcpu0 mcpu1 f0 f1 s0 s1 t0_ns t1_ns syscalls="" tap0 tap1
   cpu0=$(cpu_secs "$fwd") pcpu0=$(cpu_secs "$pump") mcpu0=$(machine_busy_secs)
   t0_ns=$(date +%s%N)
   start_client "$test" "$cns" "${DEST[$config]}" "$port" "$tag" cli
   # The window starts after the ramp-up (TCP slow start, iperf3's control exchange) and ends
   # before the client does, so it sees steady state only.
   sleep "$WARM"
-  f0=$(frames_now "$config") tap0=$(tap_frames "$config")
+  read -r f0 s0 < <(frames_now "$config") || true
+  tap0=$(tap_frames "$config")
   [ -n "$fwd" ] && syscalls=$(count_syscalls "$fwd" "$WINDOW" "$WORK/$tag.perf")
-  f1=$(frames_now "$config") tap1=$(tap_frames "$config")
+  read -r f1 s1 < <(frames_now "$config") || true
+  tap1=$(tap_frames "$config")
   reap "$cli" || status=$?
   t1_ns=$(date +%s%N)
   cpu1=$(cpu_secs "$fwd") pcpu1=$(cpu_secs "$pump") mcpu1=$(machine_busy_secs)
@@ -55,6 +57,7 @@ measure() {
     machine_busy_pct="$(calc 'b > 0 ? 100 * a / (b * c) : ""' "$mcpu" "$wall" "$(nproc)")" \
     syscalls="$syscalls" frames="$frames" \
     syscalls_per_frame="$(calc 'b > 0 ? a / b : ""' "$syscalls" "$frames")" \
+    sock_syscalls_per_frame="$(calc 'b > 0 ? a / b : ""' "$(calc 'b - a' "${s0:-}" "${s1:-}")" "$frames")" \
     tap_frames="$(calc 'b - a' "$tap0" "$tap1")" vmhwm_kb="$hwm" \
     udp_lost_pct="${r[lost]:-}" rr_p50_us="${r[p50]:-}" rr_p99_us="${r[p99]:-}" \
     error="${r[error]:-}"

@@ -60,8 +60,10 @@ function section_summary(    mtu, i, n, ns) {
     summary("forwarder CPU-s per GB, g2h MTU " mtu, "tcp_g2h", mtu, 0, "fwd_cpu_s_per_gb", 2)
     summary("forwarder CPU-s per GB, h2g MTU " mtu, "tcp_h2g", mtu, 0, "fwd_cpu_s_per_gb", 2)
   }
-  summary("syscalls per frame, g2h MTU 1500", "tcp_g2h", 1500, 0, "syscalls_per_frame", 2)
-  summary("syscalls per frame, h2g MTU 1500", "tcp_h2g", 1500, 0, "syscalls_per_frame", 2)
+  summary("whole-process syscalls per frame, g2h MTU 1500", "tcp_g2h", 1500, 0, "syscalls_per_frame", 2)
+  summary("whole-process syscalls per frame, h2g MTU 1500", "tcp_h2g", 1500, 0, "syscalls_per_frame", 2)
+  summary("frontend-socket syscalls per frame, g2h MTU 1500", "tcp_g2h", 1500, 0, "sock_syscalls_per_frame", 3)
+  summary("frontend-socket syscalls per frame, h2g MTU 1500", "tcp_h2g", 1500, 0, "sock_syscalls_per_frame", 3)
   summary("UDP 64 B delivered (datagrams/s)", "udp64", 1500, 0, "value", 0)
   summary("TCP RR (round trips/s)", "rr", 1500, 0, "value", 0)
   summary("TCP RR p99 (µs)", "rr", 1500, 0, "rr_p99_us", 1)

@@ -152,14 +152,16 @@ frames_now() {
 }
 
 # SIGUSR1 makes the helper print its counters on stderr (the frontend's log); wait for the new
-# line and add rx_frames and tx_frames.
+# line and print "FRAMES SOCKET_SYSCALLS": rx_frames + tx_frames, and the recv/send calls it
+# made on the frontend socket (rx_syscalls + tx_syscalls).
 helper_frames() {
   local log=${LOG[$1]} before
   before=$(grep -c 'rx_frames=' "$log" || true)
   kill -USR1 "${FWD_PID[$1]}" 2>/dev/null || return 0
   wait_until 3 stats_lines_above "$log" "$before" || return 0
   grep 'rx_frames=' "$log" | tail -1 | tr ' ' '\n' |
-    awk -F= '$1 == "rx_frames" || $1 == "tx_frames" { s += $2 } END { print s }'
+    awk -F= '$1 == "rx_frames" || $1 == "tx_frames" { f += $2 }
+             $1 == "rx_syscalls" || $1 == "tx_syscalls" { s += $2 } END { print f, s }'
 }
 
 stats_lines_above() { [ "$(grep -c 'rx_frames=' "$1" || true)" -gt "$2" ]; }
