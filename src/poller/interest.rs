@@ -111,10 +111,16 @@ impl InterestTable {
     fn entry(&mut self, fd: RawFd) -> Option<&mut Entry> {
         let i = usize::try_from(fd).ok()?;
         if i >= self.entries.len() {
-            // Descriptors are bounded by RLIMIT_NOFILE; grow once to the new high-water mark.
-            self.entries.resize(i + 1, Entry::default());
+            self.grow(i);
         }
         self.entries.get_mut(i)
+    }
+
+    /// Out of `add`'s way: called once per new high-water mark of descriptor numbers.
+    #[cold]
+    fn grow(&mut self, i: usize) {
+        // Descriptors are bounded by RLIMIT_NOFILE; grow once to the new high-water mark.
+        self.entries.resize(i + 1, Entry::default());
     }
 
     /// Start a fill.
