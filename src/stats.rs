@@ -49,6 +49,9 @@ pub struct LoopCounters {
     pub wakeups: u64,
     /// libslirp's reports of guest misbehaviour.
     pub guest_errors: u64,
+    /// Waits after which libslirp's socket walk was skipped: a persistent poller reported
+    /// nothing for its sockets (`event_loop::iterate`). Printed with the poller's counters.
+    pub poll_walks_skipped: u64,
 }
 
 /// IPv4 reassembly of guest fragments (`crate::reasm`): what came in, what became whole

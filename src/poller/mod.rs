@@ -168,6 +168,20 @@ impl Poller {
         dispatch!(&mut self.backend, b => b.wait(timeout_ms))
     }
 
+    /// After a wait: whether `revents` may answer non-zero for some index. The persistent
+    /// backends know (their wait reported readiness for none of libslirp's sockets, or for
+    /// some); the poll backend always says yes: it is the C helper's loop, kept exactly as
+    /// the measured baseline.
+    pub fn slirp_sockets_ready(&self) -> bool {
+        match &self.backend {
+            Backend::Poll(_) => true,
+            #[cfg(target_os = "linux")]
+            Backend::Epoll(b) => b.table().any_ready(),
+            #[cfg(any(target_os = "freebsd", target_os = "macos"))]
+            Backend::Kqueue(b) => b.table().any_ready(),
+        }
+    }
+
     /// `get_revents`: poll(2)'s answer for index `idx`, HUP masked when not asked for.
     pub fn revents(&self, idx: c_int) -> c_int {
         dispatch!(&self.backend, b => b.revents(idx))
