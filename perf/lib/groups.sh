@@ -36,6 +36,7 @@ run_group() {
     up+=("$config")
     held[$config]=0
     if [ "$n_idle" -gt 0 ]; then
+      measure_baseline "$config" "$mtu" "$n_idle" "${tests[@]}"
       start_hold "$config" "$n_idle" hold_pids held
     fi
   done
@@ -56,6 +57,21 @@ run_group() {
     [ -n "${hold_pids[$config]:-}" ] && { stop_pid "${hold_pids[$config]}" 5 || true; }
     [ -n "${hold_pids[$config.server]:-}" ] && { stop_pid "${hold_pids[$config.server]}" 5 || true; }
     target_stop "$config"
+  done
+}
+
+# measure_baseline CONFIG MTU N TEST...: the same tests with no connection held, on the same
+# forwarder just before N are opened, recorded with n_idle "baseN". The scale ratios (N
+# against 0) compare these, not the N = 0 group measured minutes earlier: on a shared machine
+# the load drifts more between groups than within one.
+measure_baseline() {
+  local config=$1 mtu=$2 n=$3 test rep
+  shift 3
+  for ((rep = 1; rep <= REPS; rep++)); do
+    for test in "$@"; do
+      [ "$(budget_left)" -ge $((DURATION + 10)) ] || return 0
+      measure "$config" "$test" "$(config_mtu "$config" "$mtu")" "base$n" 0 "$rep"
+    done
   done
 }
 

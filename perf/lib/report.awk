@@ -73,6 +73,33 @@ function section_summary(    mtu, i, n, ns) {
     summary("TCP RR with " n[i] " idle connections (round trips/s)", "rr", 1500, n[i], "value", 0)
   }
   print ""
+  section_scale_ratio()
+}
+
+# N idle connections against none, each ratio from the same forwarder measured just before the
+# N connections were opened (n_idle "baseN").
+function scale_ratio(c, t, n) { return ratio(med(c, t, 1500, n, "value"), med(c, t, 1500, "base" n, "value")) }
+function section_scale_ratio(    i, j, n, ns, c, cfgs, nc) {
+  ns = split(scale_ns, n, " ")
+  if (ns == 0 || med("ours", "rr", 1500, "base" n[1], "value") == "") return
+  print "Scale ratios: each forwarder with N idle connections against itself with none, measured"
+  print "on the same instance just before the N connections were opened (medians of the same"
+  print "number of runs)."
+  print ""
+  print "| path | N | g2h: N / 0 | RR: N / 0 | g2h Gbit/s at 0 → N | RR/s at 0 → N |"
+  print "|---|---|---|---|---|---|"
+  nc = split("ours cdesign slirp4netns", cfgs, " ")
+  for (j = 1; j <= nc; j++) {
+    c = cfgs[j]
+    for (i = 1; i <= ns; i++) {
+      if (med(c, "rr", 1500, "base" n[i], "value") == "") continue
+      printf "| %s | %d | %s | %s | %s → %s | %s → %s |\n", name(c), n[i],
+        scale_ratio(c, "tcp_g2h", n[i]), scale_ratio(c, "rr", n[i]),
+        f(med(c, "tcp_g2h", 1500, "base" n[i], "value"), 3), f(med(c, "tcp_g2h", 1500, n[i], "value"), 3),
+        f(med(c, "rr", 1500, "base" n[i], "value"), 0), f(med(c, "rr", 1500, n[i], "value"), 0)
+    }
+  }
+  print ""
 }
 
 function section_bulk(    i, j, mtu, c, cfgs, nc, m) {
