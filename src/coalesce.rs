@@ -30,6 +30,8 @@
 //!   corrupt makes a merge libslirp drops (and the guest retransmits), not a valid packet. The
 //!   IP header is the first segment's (its identification too) with the new total length and
 //!   checksum; the TCP header is the first segment's with the last one's PSH.
+//! - A candidate is **held** only when it may be followed and another segment of its size would
+//!   still fit behind it; otherwise it goes on at once, uncopied (at MTU 65520 nothing merges).
 //! - A frame held alone is handed on byte for byte as it arrived (padding included).
 //! - The event loop flushes at the end of every drain of the frontend socket, so a lone frame
 //!   waits for nothing but the reads of its own batch, and nothing else reaches libslirp in
@@ -223,8 +225,14 @@ impl Coalescer {
         }
         self.flush(&mut deliver);
         match segment {
-            // A segment that cannot be followed goes on at once, without a copy.
-            Some(segment) if segment.may_be_followed() && frame.len() <= self.buf.len() => {
+            // A segment that cannot be followed goes on at once, without a copy; so does one
+            // too big for another of its size to fit behind it (MTU 65520: nothing to merge,
+            // and a 64 KiB copy saved per frame).
+            Some(segment)
+                if segment.may_be_followed()
+                    && segment.ip_len + segment.payload_len() <= MAX_DATAGRAM
+                    && frame.len() <= self.buf.len() =>
+            {
                 self.buf[..frame.len()].copy_from_slice(frame);
                 self.held = Some(Held {
                     first_frame_len: frame.len(),
@@ -564,6 +572,29 @@ mod tests {
         let f = frame(&s);
         assert_eq!(f.len(), 60);
         assert_eq!(through(std::slice::from_ref(&f)), vec![f]);
+    }
+
+    #[test]
+    fn a_segment_with_no_room_for_another_its_size_goes_on_at_once() {
+        // MTU 65520: 65480-byte segments. Each is handed on as it arrives, not held.
+        let parts = train(7, &[65480, 65480]);
+        let frames: Vec<_> = parts.iter().map(frame).collect();
+        let mut c = Coalescer::new(true);
+        let mut out = Vec::new();
+        c.push(&frames[0], |g: &[u8]| out.push(g.to_vec()));
+        assert_eq!(
+            out,
+            vec![frames[0].clone()],
+            "delivered before the next frame arrives"
+        );
+        assert_eq!(run_through(&mut c, &frames[1..]), vec![frames[1].clone()]);
+        assert_eq!(c.counters, CoalesceCounters::default());
+        // Half that size still waits for a partner, and merges with it.
+        let parts = train(7, &[32000, 32000]);
+        let frames: Vec<_> = parts.iter().map(frame).collect();
+        let out = through(&frames);
+        assert_eq!(out.len(), 1);
+        assert_merge_of(&out[0], &parts);
     }
 
     #[test]

@@ -204,6 +204,13 @@ fn ms_until(deadline_ms: i64, now_ms: i64) -> u32 {
         .clamp(0, i64::from(u32::MAX)) as u32
 }
 
+/// A guest frame into libslirp; the TX ring learns how much work its queued answers have
+/// waited for.
+fn input(stack: &mut Stack<Host>, frame: &[u8]) {
+    stack.input(frame);
+    stack.host().tx.note_input(frame.len());
+}
+
 /// One iteration. `Some(exit)` when the loop must end.
 pub fn iterate(
     stack: &mut Stack<Host>,
@@ -261,12 +268,12 @@ pub fn iterate(
     if frontend & (ready::IN | ready::ERR) != 0 {
         let status = rx.drain(|frame| match reasm.push(frame, now_ms) {
             Verdict::Pass(frame) | Verdict::Complete(frame) => {
-                coalescer.push(frame, |frame| stack.input(frame))
+                coalescer.push(frame, |frame| input(stack, frame))
             }
             Verdict::Held | Verdict::Dropped(_) => {}
         });
         // The batch is read: nothing waits for a frame that might never come.
-        coalescer.flush(|frame| stack.input(frame));
+        coalescer.flush(|frame| input(stack, frame));
         let status = status.map_err(|err| LoopError::Io {
             what: "recv from bhyve",
             err,

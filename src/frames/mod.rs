@@ -19,6 +19,15 @@ pub const VLAN_TAG: usize = 4;
 /// Frames per batch unless told otherwise (`--batch`, `batch=`): see `benches/frames.rs`.
 pub const DEFAULT_BATCH: usize = 64;
 
+/// Work after which frames queued for the guest go out without waiting for the end of the
+/// iteration or a full ring: bytes queued, plus guest bytes handed to libslirp since the last
+/// flush. At MTU 1500 about 22 frames still go in one `sendmmsg`; at MTU 65520 each
+/// frame goes at once, as does the ACK of each large guest frame. libslirp's TCP windows are
+/// only 128 KiB (two or three 64 KiB segments), so a frame that waits for its neighbours to be
+/// copied, or an ACK that waits for the rest of a batch to be processed, stalls the sender
+/// (measured at MTU 65520: +15-20 % guest→host).
+pub const FLUSH_BYTES: usize = 32 * 1024;
+
 /// Largest frame the older bhyve accepts, and the limit when `mtui` is absent.
 pub const LEGACY_FRAME_LIMIT: usize = 2048;
 

@@ -1,11 +1,12 @@
 //! Helper → guest: the TX ring. libslirp's `send_packet` copies each frame into the next
-//! preallocated slot; the ring goes out with one `sendmmsg` when it fills and at the end of
-//! every loop iteration. When the frontend cannot take more (EAGAIN/ENOBUFS) the frames stay
+//! preallocated slot; the ring goes out with one `sendmmsg` when it fills, when `FLUSH_BYTES`
+//! (32 KiB) of work were done since the last flush (frames queued, guest bytes handed to
+//! libslirp), and at the end of every loop iteration. When the frontend cannot take more (EAGAIN/ENOBUFS) the frames stay
 //! queued and the loop watches for writability; what does not fit in the ring is dropped and
 //! counted, as bhyve itself drops (TCP retransmits). The loop never blocks on the frontend.
 //! With a batch of 1 this is the C helper's one `send` per frame.
 
-use super::{mmsg, FrameLimit};
+use super::{mmsg, FrameLimit, FLUSH_BYTES};
 use crate::diag;
 use crate::stats::TxCounters;
 use std::io;
@@ -34,6 +35,8 @@ pub struct FrameTx {
     hdrs: Vec<libc::mmsghdr>,
     /// False after `sendmmsg` turned out to be unavailable (or for a batch of 1).
     batched: bool,
+    /// Bytes queued and guest bytes handed to libslirp since the last flush.
+    work_since_flush: usize,
     /// The peer is gone (EPIPE/ECONNRESET): the loop ends.
     peer_gone: bool,
     pub counters: TxCounters,
@@ -62,6 +65,7 @@ impl FrameTx {
             ],
             hdrs: vec![mmsg::empty_header(); capacity],
             batched: capacity > 1,
+            work_since_flush: 0,
             peer_gone: false,
             counters: TxCounters::default(),
         }
@@ -104,7 +108,8 @@ impl FrameTx {
         self.bufs[start..start + frame.len()].copy_from_slice(frame);
         self.lens[index] = frame.len();
         self.queued += 1;
-        if self.queued == self.capacity() {
+        self.work_since_flush += frame.len();
+        if self.queued == self.capacity() || self.work_since_flush >= FLUSH_BYTES {
             self.flush();
         }
         taken
@@ -163,8 +168,18 @@ impl FrameTx {
         Ok(whole)
     }
 
+    /// A guest frame of `len` bytes went to libslirp: once `FLUSH_BYTES` of work were done, what
+    /// it answered (ACKs, mostly) goes out instead of waiting for the rest of the batch.
+    pub fn note_input(&mut self, len: usize) {
+        self.work_since_flush += len;
+        if self.queued > 0 && self.work_since_flush >= FLUSH_BYTES {
+            self.flush();
+        }
+    }
+
     /// Send what is queued, as far as the frontend takes it. True when the ring is empty.
     pub fn flush(&mut self) -> bool {
+        self.work_since_flush = 0;
         while self.queued > 0 && !self.peer_gone {
             let before = self.queued;
             match self.send_some() {
@@ -206,5 +221,69 @@ impl FrameTx {
         self.counters.errors += self.queued as u64;
         self.queued = 0;
         self.head_sent = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixDatagram;
+
+    fn pair() -> (UnixDatagram, UnixDatagram) {
+        let (a, b) = UnixDatagram::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        b.set_nonblocking(true).unwrap();
+        (a, b)
+    }
+
+    /// Datagrams waiting at `peer`, read and counted.
+    fn received(peer: &UnixDatagram) -> usize {
+        let mut buf = vec![0u8; 70_000];
+        std::iter::from_fn(|| peer.recv(&mut buf).ok()).count()
+    }
+
+    #[test]
+    fn frames_wait_for_flush_bytes_of_work_then_go_in_one_batch() {
+        let (helper, peer) = pair();
+        let mut tx = FrameTx::new(helper.as_raw_fd(), FrameLimit::from_mtui(Some(65520)), 64);
+        let frame = vec![0x5a; 20_000];
+        tx.send(&frame);
+        assert!(tx.has_pending(), "20 000 bytes are below FLUSH_BYTES");
+        assert_eq!(received(&peer), 0);
+        tx.send(&frame);
+        assert!(!tx.has_pending(), "40 000 bytes queued: the ring goes out");
+        assert_eq!(received(&peer), 2);
+        assert_eq!((tx.counters.frames, tx.counters.syscalls), (2, 1));
+    }
+
+    #[test]
+    fn answers_go_out_once_flush_bytes_of_guest_input_were_handed_over() {
+        let (helper, peer) = pair();
+        let mut tx = FrameTx::new(helper.as_raw_fd(), FrameLimit::from_mtui(Some(1500)), 64);
+        tx.send(&[0x11; 60]);
+        tx.note_input(FLUSH_BYTES / 2);
+        assert!(tx.has_pending());
+        assert_eq!(received(&peer), 0);
+        tx.note_input(FLUSH_BYTES / 2);
+        assert!(
+            !tx.has_pending(),
+            "an ACK waits for at most FLUSH_BYTES of guest input"
+        );
+        assert_eq!(received(&peer), 1);
+        // Nothing queued: guest input alone sends nothing.
+        tx.note_input(FLUSH_BYTES * 4);
+        assert_eq!(tx.counters.syscalls, 1);
+    }
+
+    #[test]
+    fn a_ring_of_one_sends_every_frame_at_once() {
+        let (helper, peer) = pair();
+        let mut tx = FrameTx::new(helper.as_raw_fd(), FrameLimit::from_mtui(Some(1500)), 1);
+        for _ in 0..3 {
+            tx.send(&[0x22; 100]);
+            assert!(!tx.has_pending());
+        }
+        assert_eq!(received(&peer), 3);
     }
 }
