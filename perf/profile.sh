@@ -132,6 +132,7 @@ main() {
   CSV=$WORK/unused.csv
   mkdir -p "$OUT"
   REPORT=$OUT/$(date +%F)-$(hostname)-profile.md
+  [ "$IDLE" -eq 0 ] || REPORT=${REPORT%.md}-idle$IDLE.md
   local commit
   commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
   git -C "$ROOT" diff --quiet HEAD 2>/dev/null || commit="$commit (with uncommitted changes)"
