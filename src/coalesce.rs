@@ -805,21 +805,7 @@ mod tests {
         assert_eq!(c.counters, CoalesceCounters::default());
     }
 
-    /// xorshift64*: deterministic, so a failure replays.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-    }
+    use crate::test_rng::Rng;
 
     #[test]
     fn garbage_and_mutated_frames_never_panic_and_every_frame_is_accounted_for() {

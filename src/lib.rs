@@ -19,3 +19,5 @@ pub mod sandbox;
 pub mod slirp;
 pub mod stats;
 pub mod sys;
+#[cfg(test)]
+mod test_rng;
