@@ -8,10 +8,9 @@ mod common;
 
 use common::*;
 use std::collections::HashMap;
-use std::io::{ErrorKind, Read};
-use std::net::{SocketAddrV4, TcpListener, TcpStream};
+use std::io::Read;
+use std::net::{SocketAddrV4, TcpListener};
 use std::thread;
-use std::time::{Duration, Instant};
 
 /// The MSS libslirp announces at MTU 1500.
 const MSS: usize = 1460;
@@ -21,23 +20,6 @@ const BURSTS: usize = 16;
 const TOTAL: usize = MSS * BURST * BURSTS;
 /// Our initial sequence number.
 const ISS: u32 = 0xfff0_0000;
-
-fn accept_within(listener: &TcpListener, timeout: Duration) -> Option<TcpStream> {
-    listener.set_nonblocking(true).unwrap();
-    let deadline = Instant::now() + timeout;
-    loop {
-        match listener.accept() {
-            Ok((s, _)) => {
-                s.set_nonblocking(false).unwrap();
-                return Some(s);
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
-                thread::sleep(Duration::from_millis(10));
-            }
-            Err(_) => return None,
-        }
-    }
-}
 
 /// One guest segment with the ACK flag (and PSH when asked).
 fn segment(

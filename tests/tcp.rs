@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddrV4, TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -13,26 +13,13 @@ use sha2::{Digest, Sha256};
 
 const MIB: usize = 1024 * 1024;
 
-/// Accepts one connection within `timeout` (non-blocking accept polled against a deadline).
+/// Accepts one connection within `timeout`; it must come from the host's loopback (libslirp's
+/// outbound socket).
 fn accept_within(listener: &TcpListener, timeout: Duration) -> Option<TcpStream> {
-    listener.set_nonblocking(true).unwrap();
-    let deadline = Instant::now() + timeout;
-    loop {
-        match listener.accept() {
-            Ok((s, peer)) => {
-                assert!(peer.ip().is_loopback(), "connection from {peer}");
-                s.set_nonblocking(false).unwrap();
-                return Some(s);
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                if Instant::now() >= deadline {
-                    return None;
-                }
-                thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => panic!("accept: {e}"),
-        }
-    }
+    let s = common::accept_within(listener, timeout)?;
+    let peer = s.peer_addr().unwrap();
+    assert!(peer.ip().is_loopback(), "connection from {peer}");
+    Some(s)
 }
 
 #[test]

@@ -1219,6 +1219,31 @@ impl Rng {
     }
 }
 
+/// Accepts one connection on a host-side test listener within `timeout` (non-blocking accept
+/// polled against a deadline); `None` when nobody connected in time.
+pub fn accept_within(
+    listener: &std::net::TcpListener,
+    timeout: Duration,
+) -> Option<std::net::TcpStream> {
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + timeout;
+    loop {
+        match listener.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false).unwrap();
+                return Some(s);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline {
+                    return None;
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+}
+
 /// A `/proc/PID/status` figure in KiB (`key` such as `"VmRSS:"` or `"VmHWM:"`); 0 if absent.
 pub fn status_kib(pid: i32, key: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
