@@ -133,11 +133,11 @@ build() {
   BIN=$target/release
   if [ "$BUILD" = 1 ]; then
     log "building (release) into $target"
-    (cd "$ROOT" && cargo build --release --bins --quiet)
+    (cd "$ROOT" && cargo build --release --workspace --bins --quiet)
   fi
   local b
   for b in bhyve-slirp-helper slirp-frontend slirp-loadgen; do
-    [ -x "$BIN/$b" ] || die "$BIN/$b is missing (build with cargo build --release)"
+    [ -x "$BIN/$b" ] || die "$BIN/$b is missing (build with cargo build --release --workspace)"
   done
 }
 
