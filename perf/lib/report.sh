@@ -55,7 +55,7 @@ report_header() {
 - Commit: \`$COMMIT\`$([ "$DIRTY" = 0 ] || echo " (**dirty**: run with uncommitted changes to tracked files; not a result to commit)").
 - Mode: **$MODE**: $(mode_words), ${DURATION} s each; syscalls counted over a
   ${WINDOW} s window inside each run.
-- Wall time: $((elapsed / 60)) min $((elapsed % 60)) s (the runner estimated about $(minutes "$ESTIMATE_SECS") min).
+- Wall time: $((elapsed / 60)) min $((elapsed % 60)) s (the runner estimated $((ESTIMATE_SECS / 60)) min $((ESTIMATE_SECS % 60)) s).
 - Machine: $(cpu_model), $(nproc) CPUs; kernel $(uname -r); load average at the start
   $LOAD_START, at the end $(cut -d' ' -f1-3 /proc/loadavg).
 - Versions: libslirp0 $(dpkg-query -W -f='${Version}' libslirp0 2>/dev/null || echo ?),
@@ -112,13 +112,14 @@ report_anomalies() {
 # plot_label COMMIT DATE REPS MACHINE: the footer every image carries, so a PNG copied alone
 # still says what made it.
 plot_label() {
-  local runs
+  local runs commit=${1:0:12}
+  [[ $1 != *-dirty ]] || commit+=-dirty
   if [ "$3" -le 1 ]; then
-    runs="SINGLE RUN per cell (quick): no error bars, not for ranking close figures"
+    runs="SINGLE RUN per cell (quick): no whiskers, no ranking"
   else
     runs="bars: median of $3 runs, whiskers: min-max"
   fi
-  echo "commit $1 | $2 | $4 | $runs"
+  echo "commit $commit | $2 | $4 | $runs"
 }
 
 # plot_data MEDIANS METRIC CONFIGS ROWS: one line per row label, "label med min max" per
