@@ -61,7 +61,7 @@ command -v perf >/dev/null || die "perf is missing (bash perf/setup.sh installs 
 WARM=1 HOLD_CONNECT_SECS=100
 
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
-[ "$BUILD" = 0 ] || (cd "$ROOT" && cargo build --release --bins --quiet)
+[ "$BUILD" = 0 ] || (cd "$ROOT" && cargo build --release --workspace --bins --quiet)
 
 # The top symbols (self time) of the one process recorded in DATA, and its split by library.
 # (awk, not head, cuts the lists: a closed pipe would end the run under pipefail.)

@@ -7,7 +7,9 @@
 #   loopback     the ceiling: iperf3 over the host's lo
 # Tests: iperf3 TCP guest→host and host→guest at MTU 1500 and 65520, UDP 64-byte datagrams/s,
 # 1-byte TCP RR (rate, p50/p99), and bulk + RR with N idle connections held open.
-# Writes perf/results/<date>-<host>.{csv,md} and PNG plots. See perf/README.md and
+# Writes perf/results/<date>-<host>.{csv,md}, <stem>-summary.csv (median, min-max, quartiles)
+# and PNG plots (perf/plot.sh redraws them from a CSV); a run of a checkout with uncommitted
+# changes goes to perf/results/dirty/ (ignored by git). See perf/README.md and
 # /work/shared/docs/performance.md (what is measured and why).
 #
 # Network rule: traffic only to 127.0.0.0/8 or into namespaces this run created; those get no
@@ -32,7 +34,8 @@ source "$HERE/lib/report.sh"
 USAGE="usage: bash perf/run.sh [--quick] [--configs LIST] [--reps N] [--idle LIST] [--no-build]
                           [--no-setup] [--out DIR]
 
-  --quick         1 repetition of 3 s, N up to 1000 idle connections (about 6 min; full: 30-40)
+  --quick         1 repetition of 3 s, N up to 1000 idle connections (about QUICK_MIN min;
+                  full: about FULL_MIN min, --reps 5 about FULL5_MIN min; plus the build)
   --configs LIST  comma-separated subset of: ours,cdesign,slirp4netns,veth,loopback,pump
   --reps N        repetitions per cell (default 3; quick 1)
   --idle LIST     comma-separated N of idle connections for the scale groups
@@ -50,6 +53,30 @@ SKIPPED=()
 REPS_ARG=""
 IDLE_ARG=""
 
+mode_params() {
+  if [ "$1" = quick ]; then
+    # One sample per cell: enough to see a collapse, not to rank close numbers.
+    REPS=1 DURATION=3 WARM=0.7 WINDOW=1 SCALE_NS="1000" HOLD_CONNECT_SECS=40 PUMP_SECS=2
+    BUDGET_SECS=$((8 * 60))
+  else
+    REPS=3 DURATION=6 WARM=1 WINDOW=4 SCALE_NS="1000 10000" HOLD_CONNECT_SECS=100 PUMP_SECS=3
+    BUDGET_SECS=$((38 * 60))
+  fi
+  PUMP_MTUS="1500 65520"
+}
+
+# --help with the estimates of the default matrix filled in from the same model the run logs,
+# so the help, perf/README.md and a run's report cannot drift apart.
+usage_with_estimates() {
+  local quick full full5
+  mode_params quick; quick=$(minutes "$(estimate_secs)")
+  mode_params full; full=$(minutes "$(estimate_secs)")
+  REPS=5; full5=$(minutes "$(estimate_secs)")
+  local text=${USAGE/QUICK_MIN/$quick}
+  text=${text/FULL_MIN/$full}
+  echo "${text/FULL5_MIN/$full5}"
+}
+
 parse_args() {
   while [ $# -gt 0 ]; do
     case $1 in
@@ -60,19 +87,12 @@ parse_args() {
       --no-build) BUILD=0 ;;
       --no-setup) SETUP=0 ;;
       --out) OUT=${2:?--out needs a directory}; shift ;;
-      -h | --help) echo "$USAGE"; exit 0 ;;
+      -h | --help) usage_with_estimates; exit 0 ;;
       *) echo "$USAGE" >&2; exit 2 ;;
     esac
     shift
   done
-  if [ "$MODE" = quick ]; then
-    # One sample per cell: enough to see a collapse, not to rank close numbers.
-    REPS=1 DURATION=3 WARM=0.7 WINDOW=1 SCALE_NS="1000" HOLD_CONNECT_SECS=40 PUMP_SECS=2
-    BUDGET_SECS=$((8 * 60))
-  else
-    REPS=3 DURATION=6 WARM=1 WINDOW=4 SCALE_NS="1000 10000" HOLD_CONNECT_SECS=100 PUMP_SECS=3
-    BUDGET_SECS=$((38 * 60))
-  fi
+  mode_params "$MODE"
   if [ -n "$REPS_ARG" ]; then
     [[ $REPS_ARG =~ ^[1-9]$ ]] || die "--reps $REPS_ARG: 1..9"
     REPS=$REPS_ARG
@@ -89,7 +109,6 @@ parse_args() {
     done
     SCALE_NS=${list[*]}
   fi
-  PUMP_MTUS="1500 65520"
   # A group needs its targets up and at least one repetition of its cells.
   MIN_GROUP_SECS=$((DURATION * 8 + 40))
 }
@@ -114,12 +133,50 @@ build() {
   BIN=$target/release
   if [ "$BUILD" = 1 ]; then
     log "building (release) into $target"
-    (cd "$ROOT" && cargo build --release --bins --quiet)
+    (cd "$ROOT" && cargo build --release --workspace --bins --quiet)
   fi
   local b
   for b in bhyve-slirp-helper slirp-frontend slirp-loadgen; do
-    [ -x "$BIN/$b" ] || die "$BIN/$b is missing (build with cargo build --release)"
+    [ -x "$BIN/$b" ] || die "$BIN/$b is missing (build with cargo build --release --workspace)"
   done
+}
+
+# matrix FUNC: the groups of the run, in order, as FUNC MTU N_IDLE "CONFIGS" "TESTS" (run_group
+# to measure, count_group to estimate the time).
+matrix() {
+  local helpers="ours cdesign slirp4netns" n config
+  "$1" 1500 0 "$helpers veth" "tcp_g2h tcp_h2g udp64 rr"
+  "$1" 65520 0 "$helpers veth loopback" "tcp_g2h tcp_h2g udp64 rr"
+  # With N connections held, one config at a time: a forwarder still opening or timing out
+  # thousands of connections (slirp4netns needs a minute for 10000) is busy, not idle, and
+  # would take the CPU from the one being measured on a 2-core machine.
+  for n in $SCALE_NS; do
+    for config in $helpers; do
+      "$1" 1500 "$n" "$config" "tcp_g2h rr"
+    done
+  done
+}
+
+# The run's expected wall time in seconds, from the cells it will measure (see count_group).
+estimate_secs() {
+  local mtu
+  ESTIMATE=0
+  case ",$CONFIGS," in
+    *,pump,*) for mtu in $PUMP_MTUS; do ESTIMATE=$((ESTIMATE + PUMP_SECS + 5)); done ;;
+  esac
+  matrix count_group
+  echo "$ESTIMATE"
+}
+
+# Is the checkout at a commit, with no change to a tracked file? Untracked files (earlier
+# results, build output) do not change what runs.
+checkout_state() {
+  COMMIT=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)
+  DIRTY=0
+  if [ "$COMMIT" = unknown ] || [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+    DIRTY=1
+    COMMIT=$COMMIT-dirty
+  fi
 }
 
 main() {
@@ -130,31 +187,27 @@ main() {
   trap 'log "interrupted"; exit 130' INT TERM HUP
   DEADLINE=$(($(now) + BUDGET_SECS))
   WORK=$(mktemp -d /tmp/slirp-perf.XXXXXX)
+  checkout_state
+  # A dirty run is not a result of any commit: it goes where git does not look.
+  [ "$DIRTY" = 0 ] || [ "$OUT" != "$HERE/results" ] || OUT=$HERE/results/dirty
   mkdir -p "$OUT"
   local stem started
   stem=$OUT/$(date +%F)-$(hostname)
   [ "$MODE" = full ] || stem=$stem-$MODE
+  [ "$DIRTY" = 0 ] || stem=$stem-dirty
+  LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+  ESTIMATE_SECS=$(estimate_secs)
   CSV=$WORK/results.csv
   echo "$CSV_COLUMNS" >"$CSV"
   started=$(now)
-  log "mode $MODE: $REPS repetition(s) of ${DURATION}s per cell; logs in $WORK"
+  log "mode $MODE: $REPS repetition(s) of ${DURATION}s per cell, about $(minutes "$ESTIMATE_SECS") min; commit $COMMIT; logs in $WORK"
 
   case ",$CONFIGS," in *,pump,*) run_pump_bench ;; esac
-  local helpers="ours cdesign slirp4netns" n config
-  run_group 1500 0 "$helpers veth" "tcp_g2h tcp_h2g udp64 rr"
-  run_group 65520 0 "$helpers veth loopback" "tcp_g2h tcp_h2g udp64 rr"
-  # With N connections held, one config at a time: a forwarder still opening or timing out
-  # thousands of connections (slirp4netns needs a minute for 10000) is busy, not idle, and
-  # would take the CPU from the one being measured on a 2-core machine.
-  for n in $SCALE_NS; do
-    for config in $helpers; do
-      run_group 1500 "$n" "$config" "tcp_g2h rr"
-    done
-  done
+  matrix run_group
 
   cp "$CSV" "$stem.csv"
   write_report "$stem" "$(($(now) - started))"
-  log "done in $(($(now) - started)) s: $stem.md"
+  log "done in $(($(now) - started)) s (estimated $ESTIMATE_SECS s): $stem.md"
 }
 
 main "$@"

@@ -60,6 +60,29 @@ run_group() {
   done
 }
 
+# count_group MTU N_IDLE "CONFIGS" "TESTS": add to ESTIMATE the seconds run_group would take
+# with these arguments. A cell takes its DURATION (rr one more: its client's margin); bringing a
+# target up about 2 s; holding N connections 5 s plus N/400 (connecting, then settling). Fitted
+# to the full 5-run of 2026-11-27 (29 min 23 s; the model says 30 min) and a quick run.
+count_group() {
+  local mtu=$1 n_idle=$2 config test cells=0 rr=0 configs tests
+  read -ra configs <<<"$3"
+  read -ra tests <<<"$4"
+  mapfile -t configs < <(selected "${configs[@]}")
+  [ "${#configs[@]}" -gt 0 ] || return 0
+  for config in "${configs[@]}"; do
+    ESTIMATE=$((ESTIMATE + 2))
+    [ "$n_idle" -eq 0 ] || ESTIMATE=$((ESTIMATE + 5 + n_idle / 400))
+    for test in "${tests[@]}"; do
+      wants "$config" "$test" "$mtu" || continue
+      # With N held, each cell is measured twice: just before the N are opened, and with them.
+      cells=$((cells + (n_idle > 0 ? 2 : 1)))
+      [ "$test" != rr ] || rr=$((rr + (n_idle > 0 ? 2 : 1)))
+    done
+  done
+  ESTIMATE=$((ESTIMATE + REPS * (cells * DURATION + rr)))
+}
+
 # measure_baseline CONFIG MTU N TEST...: the same tests with no connection held, on the same
 # forwarder just before N are opened, recorded with n_idle "baseN". The scale ratios (N
 # against 0) compare these, not the N = 0 group measured minutes earlier: on a shared machine

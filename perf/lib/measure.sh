@@ -6,7 +6,7 @@
 # Tests: tcp_g2h / tcp_h2g (iperf3, one stream, -R for host→guest), udp64 (iperf3 -u -l 64
 # -b 0: datagrams/s delivered), rr (slirp-loadgen: 1-byte round trips, p50/p99).
 
-CSV_COLUMNS=config,test,mtu,n_idle,rep,held,value,gbps,bytes,secs,fwd_cpu_s,fwd_cpu_s_per_gb,fwd_cpu_pct,pump_cpu_s,pump_cpu_s_per_gb,machine_cpu_s,machine_cpu_s_per_gb,machine_busy_pct,syscalls,frames,syscalls_per_frame,sock_syscalls_per_frame,tap_frames,vmhwm_kb,udp_lost_pct,rr_p50_us,rr_p99_us,error
+CSV_COLUMNS=config,test,mtu,n_idle,rep,held,value,gbps,bytes,secs,fwd_cpu_s,fwd_cpu_s_per_gb,fwd_cpu_pct,pump_cpu_s,pump_cpu_s_per_gb,machine_cpu_s,machine_cpu_s_per_gb,machine_busy_pct,syscalls,frames,syscalls_per_frame,sock_syscalls_per_frame,tap_frames,vmhwm_kb,udp_lost_pct,rr_p50_us,rr_p99_us,tcp_retransmits,error
 
 # measure CONFIG TEST MTU N_IDLE HELD REP
 measure() {
@@ -60,7 +60,7 @@ measure() {
     sock_syscalls_per_frame="$(calc 'b > 0 ? a / b : ""' "$(calc 'b - a' "${s0:-}" "${s1:-}")" "$frames")" \
     tap_frames="$(calc 'b - a' "$tap0" "$tap1")" vmhwm_kb="$hwm" \
     udp_lost_pct="${r[lost]:-}" rr_p50_us="${r[p50]:-}" rr_p99_us="${r[p99]:-}" \
-    error="${r[error]:-}"
+    tcp_retransmits="${r[retr]:-}" error="${r[error]:-}"
   log "  $config $test mtu=$mtu n=$n_idle rep=$rep: $(calc 'a' "${r[value]:-}") ${r[unit]:-}" \
     "forwarder ${cpu:-–} CPU-s, $(calc 'b > 0 ? a / b : ""' "$syscalls" "$frames") syscalls/frame" \
     "${r[error]:-}"
@@ -101,7 +101,7 @@ start_client() {
 }
 
 # parse_client TEST FILE ARRAY: value (the headline figure) and unit, gbps, bytes, secs, lost,
-# p50, p99, error.
+# p50, p99, retr (TCP retransmits), error.
 parse_client() {
   local test=$1 file=$2 line
   local -n _r=$3
@@ -123,12 +123,13 @@ parse_client() {
         return 0
       fi
       if [ "$test" = udp64 ]; then
-        read -r _r[value] _r[lost] _r[secs] _r[bytes] < <(jq -r '.end.sum_received |
+        read -r "_r[value]" "_r[lost]" "_r[secs]" "_r[bytes]" < <(jq -r '.end.sum_received |
           "\((.packets - .lost_packets) / .seconds) \(.lost_percent) \(.seconds) \(.bytes)"' "$file")
         _r[unit]=dgram/s
       else
-        read -r _r[bytes] _r[secs] _r[gbps] < <(jq -r '.end.sum_received |
-          "\(.bytes) \(.seconds) \(.bits_per_second / 1e9)"' "$file")
+        # Retransmits (the sender's, also with -R) tell a lossy run from a slow one.
+        read -r "_r[bytes]" "_r[secs]" "_r[gbps]" "_r[retr]" < <(jq -r '(.end.sum_sent.retransmits // "") as $t |
+          .end.sum_received | "\(.bytes) \(.seconds) \(.bits_per_second / 1e9) \($t)"' "$file")
         _r[value]=${_r[gbps]} _r[unit]=Gbit/s
       fi
       ;;

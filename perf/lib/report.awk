@@ -1,6 +1,7 @@
 # Markdown tables from the medians (config,test,mtu,n_idle,metric,median,min,max,count), for
 # perf/lib/report.sh. Portable awk (Debian's default is mawk: no gawk extensions).
-# Variables: scale_ns ("1000 10000"), plot_prefix (file name stem of the PNGs).
+# Variables: scale_ns ("1000 10000"), plot_prefix (file name stem of the PNGs), reps (runs per
+# cell the run asked for: 1 = a single run, no range to show).
 
 BEGIN { FS = "," }
 {
@@ -18,12 +19,15 @@ function spread(c, t, m, n, k, d) {
   if (MIN[c, t, m, n, k] == MAX[c, t, m, n, k]) return f(med(c, t, m, n, k), d)
   return f(med(c, t, m, n, k), d) " (" f(MIN[c, t, m, n, k], d) "–" f(MAX[c, t, m, n, k], d) ")"
 }
+# Two cells as "a / b", each with its range.
+function spair(c, t1, t2, m, n, k, d) {
+  if (med(c, t1, m, n, k) == "" && med(c, t2, m, n, k) == "") return "–"
+  return spread(c, t1, m, n, k, d) " / " spread(c, t2, m, n, k, d)
+}
 function f(x, d) { return x == "" ? "–" : sprintf("%." d "f", x) }
 function ratio(a, b) { return (a == "" || b == "" || b + 0 == 0) ? "–" : sprintf("%.2f×", a / b) }
 function larger(a, b) { return (a == "" || (b != "" && b + 0 > a + 0)) ? b : a }
 function mib(kb) { return kb == "" ? "–" : sprintf("%.1f", kb / 1024) }
-# Two figures as "a / b".
-function pair(a, b, d) { return (a == "" && b == "") ? "–" : f(a, d) " / " f(b, d) }
 
 function name(c) {
   if (c == "ours") return "ours (defaults)"
@@ -41,12 +45,26 @@ function summary(label, t, m, n, k, d,    o, c, s) {
     spread("cdesign", t, m, n, k, d), spread("slirp4netns", t, m, n, k, d), ratio(o, c), ratio(o, s)
 }
 
+# What the brackets mean, or that there are none.
+function intro_spread() {
+  if (reps + 0 <= 1) {
+    print "**Single run per cell** (quick mode or --reps 1): each figure is one measurement, with"
+    print "no range; do not rank figures closer than the spread a full run shows."
+  } else {
+    print "Medians of " reps " runs, with the range of the runs (min–max) in brackets; the quartiles"
+    print "are in the summary CSV. A wide range means the figure moved between repetitions (the"
+    print "machine is shared, and CPU placement varies): a ratio whose ranges overlap is not a"
+    print "difference."
+  }
+  print ""
+}
+
 function section_summary(    mtu, i, n, ns) {
   print "## Summary: ours against the baselines (this run)"
   print ""
-  print "Medians, with the range of the runs in brackets (a wide range means the shared machine"
-  print "was busy during some runs); ratios are of the medians, ours / baseline from the same run"
-  print "(higher is better for rates, lower for costs)."
+  intro_spread()
+  print "Ratios are of the medians, ours / baseline from the same run (higher is better for rates,"
+  print "lower for costs)."
   print ""
   print "| measure | ours | C design | slirp4netns | ours / C design | ours / slirp4netns |"
   print "|---|---|---|---|---|---|"
@@ -105,6 +123,8 @@ function section_scale_ratio(    i, j, n, ns, c, cfgs, nc) {
 function section_bulk(    i, j, mtu, c, cfgs, nc, m) {
   print "## Bulk TCP, one stream (iperf3)"
   print ""
+  print "Medians (min–max of the runs); the sender's TCP retransmits are in the CSV."
+  print ""
   print "| path | MTU | g2h Gbit/s | h2g Gbit/s | forwarder CPU-s/GB g2h / h2g | pump CPU-s/GB g2h / h2g | syscalls/frame g2h / h2g | peak RSS MiB | runs |"
   print "|---|---|---|---|---|---|---|---|---|"
   nc = split("ours cdesign slirp4netns veth loopback", cfgs, " ")
@@ -115,10 +135,10 @@ function section_bulk(    i, j, mtu, c, cfgs, nc, m) {
       if (c == "loopback" && i == 1) continue
       if (med(c, "tcp_g2h", m, 0, "value") == "" && med(c, "tcp_h2g", m, 0, "value") == "") continue
       printf "| %s | %d | %s | %s | %s | %s | %s | %s | %s |\n", name(c), m,
-        f(med(c, "tcp_g2h", m, 0, "value"), 2), f(med(c, "tcp_h2g", m, 0, "value"), 2),
-        pair(med(c, "tcp_g2h", m, 0, "fwd_cpu_s_per_gb"), med(c, "tcp_h2g", m, 0, "fwd_cpu_s_per_gb"), 2),
-        pair(med(c, "tcp_g2h", m, 0, "pump_cpu_s_per_gb"), med(c, "tcp_h2g", m, 0, "pump_cpu_s_per_gb"), 2),
-        pair(med(c, "tcp_g2h", m, 0, "syscalls_per_frame"), med(c, "tcp_h2g", m, 0, "syscalls_per_frame"), 2),
+        spread(c, "tcp_g2h", m, 0, "value", 2), spread(c, "tcp_h2g", m, 0, "value", 2),
+        spair(c, "tcp_g2h", "tcp_h2g", m, 0, "fwd_cpu_s_per_gb", 2),
+        spair(c, "tcp_g2h", "tcp_h2g", m, 0, "pump_cpu_s_per_gb", 2),
+        spair(c, "tcp_g2h", "tcp_h2g", m, 0, "syscalls_per_frame", 2),
         mib(larger(mx(c, "tcp_g2h", m, 0, "vmhwm_kb"), mx(c, "tcp_h2g", m, 0, "vmhwm_kb"))),
         CNT[c, "tcp_g2h", m, 0] + 0
     }
@@ -154,7 +174,7 @@ function section_budget(    i, j, k, mtu, t, cfgs, nc) {
   print "is busy near 100 %, throughput is bounded by machine CPU per GB, so a helper that took"
   print "no CPU at all, with the same frames crossing the frontend and the guest, could reach at"
   print "most the last two columns (ours with the forwarder's CPU removed, against the"
-  print "baseline's measured path)."
+  print "baseline's measured path). Medians only: the ranges of each figure are in the summary CSV."
   print ""
   print "| path | dir | MTU | machine busy % | machine CPU-s/GB | forwarder | pump | rest | zero-cost helper / C design | zero-cost helper / slirp4netns |"
   print "|---|---|---|---|---|---|---|---|---|---|"
@@ -173,7 +193,8 @@ function section_small(    j, c, cfgs, nc, m) {
   print "## Small packets and latency"
   print ""
   print "UDP: `iperf3 -u -l 64 -b 0` guest→host, datagrams/s the server received. RR: 1-byte"
-  print "request/response on one TCP_NODELAY connection (`slirp-loadgen rr-client`)."
+  print "request/response on one TCP_NODELAY connection (`slirp-loadgen rr-client`). Medians"
+  print "(min–max of the runs)."
   print ""
   print "| path | UDP 64 B delivered/s | UDP loss % | RR/s | RR p50 µs | RR p99 µs | syscalls/frame (RR) | forwarder CPU % (RR) |"
   print "|---|---|---|---|---|---|---|---|"
@@ -182,10 +203,10 @@ function section_small(    j, c, cfgs, nc, m) {
     c = cfgs[j]; m = c == "loopback" ? 65536 : 1500
     if (med(c, "udp64", m, 0, "value") == "" && med(c, "rr", m, 0, "value") == "") continue
     printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", name(c),
-      f(med(c, "udp64", m, 0, "value"), 0), f(med(c, "udp64", m, 0, "udp_lost_pct"), 1),
-      f(med(c, "rr", m, 0, "value"), 0), f(med(c, "rr", m, 0, "rr_p50_us"), 1),
-      f(med(c, "rr", m, 0, "rr_p99_us"), 1), f(med(c, "rr", m, 0, "syscalls_per_frame"), 2),
-      f(med(c, "rr", m, 0, "fwd_cpu_pct"), 0)
+      spread(c, "udp64", m, 0, "value", 0), spread(c, "udp64", m, 0, "udp_lost_pct", 1),
+      spread(c, "rr", m, 0, "value", 0), spread(c, "rr", m, 0, "rr_p50_us", 1),
+      spread(c, "rr", m, 0, "rr_p99_us", 1), spread(c, "rr", m, 0, "syscalls_per_frame", 2),
+      spread(c, "rr", m, 0, "fwd_cpu_pct", 0)
   }
   print ""
 }
@@ -194,7 +215,7 @@ function section_scale(    i, j, c, cfgs, n, ns, nn) {
   print "## Scale: N idle TCP connections held open through the forwarder (MTU 1500)"
   print ""
   print "`slirp-loadgen hold N` in the guest against a hold-server on 127.0.0.1; \"held\" is how"
-  print "many were established within the connect limit."
+  print "many were established within the connect limit. Medians (min–max of the runs)."
   print ""
   print "| path | N | held | g2h Gbit/s | forwarder CPU-s/GB | syscalls/frame g2h | RR/s | RR p99 µs | peak RSS MiB |"
   print "|---|---|---|---|---|---|---|---|---|"
@@ -206,10 +227,10 @@ function section_scale(    i, j, c, cfgs, n, ns, nn) {
       nn = n[i]
       if (med(c, "tcp_g2h", 1500, nn, "value") == "" && med(c, "rr", 1500, nn, "value") == "") continue
       printf "| %s | %d | %s | %s | %s | %s | %s | %s | %s |\n", name(c), nn,
-        f(med(c, "tcp_g2h", 1500, nn, "held"), 0), f(med(c, "tcp_g2h", 1500, nn, "value"), 3),
-        f(med(c, "tcp_g2h", 1500, nn, "fwd_cpu_s_per_gb"), 2),
-        f(med(c, "tcp_g2h", 1500, nn, "syscalls_per_frame"), 2),
-        f(med(c, "rr", 1500, nn, "value"), 0), f(med(c, "rr", 1500, nn, "rr_p99_us"), 1),
+        f(med(c, "tcp_g2h", 1500, nn, "held"), 0), spread(c, "tcp_g2h", 1500, nn, "value", 3),
+        spread(c, "tcp_g2h", 1500, nn, "fwd_cpu_s_per_gb", 2),
+        spread(c, "tcp_g2h", 1500, nn, "syscalls_per_frame", 2),
+        spread(c, "rr", 1500, nn, "value", 0), spread(c, "rr", 1500, nn, "rr_p99_us", 1),
         mib(mx(c, "rr", 1500, nn, "vmhwm_kb"))
     }
   }
