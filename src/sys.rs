@@ -90,10 +90,12 @@ pub fn raise_nofile_limit() -> io::Result<()> {
 }
 
 /// The soft descriptor limit (RLIMIT_NOFILE) now in force.
+// rlim_t is u64 on Linux, i64 on FreeBSD: the conversion is needed on one only.
+#[allow(clippy::useless_conversion, clippy::unnecessary_fallible_conversions)]
 pub fn nofile_limit() -> io::Result<u64> {
     use nix::sys::resource::{getrlimit, Resource};
     let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE)?;
-    Ok(soft)
+    Ok(u64::try_from(soft).unwrap_or(u64::MAX))
 }
 
 /// Whether `fd` is a listening socket (`SO_ACCEPTCONN`). False on any error.
