@@ -63,10 +63,11 @@ fn forwarded_syn(f: &[u8]) -> Option<TcpSeg> {
     parse_tcp(f).filter(|s| s.syn && !s.ack && s.dst.port() == 80)
 }
 
-fn spawn(config: Vec<u8>, nofile: u64) -> Bhyve {
+fn spawn(config: Vec<u8>, nofile: u64, args: &[&str]) -> Bhyve {
     Bhyve::spawn(Spawn {
         config: Some(config),
         nofile: Some(nofile),
+        args: args.iter().map(|a| a.to_string()).collect(),
         ..Spawn::default()
     })
 }
@@ -86,7 +87,7 @@ fn guest_udp_flows_stop_at_the_budget_and_the_forward_keeps_working() {
         .open()
         .hostfwd(&format!("tcp:127.0.0.1:{fwd_port}-:80"))
         .encode();
-    let mut bhyve = spawn(config, 4096);
+    let mut bhyve = spawn(config, 4096, &[]);
     let mac = bhyve.resolve(HOST_IP, STEP).expect("gateway MAC");
 
     // 5000 flows: more than the 4096 descriptors the helper has.
@@ -146,13 +147,23 @@ fn guest_udp_flows_stop_at_the_budget_and_the_forward_keeps_working() {
     assert!(bhyve.is_running());
 }
 
+/// The backoff sits above the backends: the C helper's loop (`--poller poll`) gets it too.
 #[test]
 fn host_connections_that_exhaust_descriptors_do_not_spin_and_the_forward_recovers() {
+    host_connections_exhaust_descriptors(&[]);
+}
+
+#[test]
+fn host_connections_that_exhaust_descriptors_do_not_spin_the_poll_backend() {
+    host_connections_exhaust_descriptors(&["--poller", "poll"]);
+}
+
+fn host_connections_exhaust_descriptors(args: &[&str]) {
     let fwd_port = free_tcp_port();
     let config = ConfigBuilder::bhyve()
         .hostfwd(&format!("tcp:127.0.0.1:{fwd_port}-:80"))
         .encode();
-    let mut bhyve = spawn(config, 32);
+    let mut bhyve = spawn(config, 32, args);
     let mac = bhyve.resolve(HOST_IP, STEP).expect("gateway MAC");
     let fwd = SocketAddr::from((Ipv4Addr::LOCALHOST, fwd_port));
 
