@@ -8,6 +8,7 @@
 //! Owns: the [`Host`] libslirp's callbacks reach, and the decision to end the loop.
 
 use crate::coalesce::Coalescer;
+use crate::flow_budget::FlowBudget;
 use crate::frames::{FrameLimit, FrameRx, FrameTx, RxStatus};
 use crate::poller::{ready, Own, Poller, PollerKind};
 use crate::reasm::{Ipv4Reassembler, Verdict};
@@ -31,6 +32,8 @@ pub struct Host {
     /// The guest is gone: sockets libslirp closes from now on reset their TCP peers.
     resetting: bool,
     pub counters: LoopCounters,
+    /// libslirp's sockets against the descriptor limit; listeners that cannot accept.
+    pub budget: FlowBudget,
 }
 
 impl Host {
@@ -44,6 +47,10 @@ impl Host {
         use nix::fcntl::OFlag;
         let (wakeup_read, wakeup_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
         let poller = Poller::new(kind, wakeup_read.as_raw_fd(), frontend)?;
+        // Read after main raised the soft limit to the hard one: the budget is a share of
+        // what the process can really open.
+        let nofile = crate::sys::nofile_limit()?;
+        let budget = FlowBudget::new(nofile, wakeup_read.as_raw_fd());
         Ok(Host {
             poller,
             tx: FrameTx::new(frontend, limit, batch),
@@ -52,6 +59,7 @@ impl Host {
             wakeup_write,
             resetting: false,
             counters: LoopCounters::default(),
+            budget,
         })
     }
 
@@ -83,16 +91,22 @@ impl SlirpHost for Host {
     }
 
     fn add_poll(&mut self, fd: RawFd, events: c_int) -> c_int {
-        self.poller.add(fd, events)
+        let events = self.budget.add(fd, events);
+        let idx = self.poller.add(fd, events);
+        self.budget.note_index(idx, fd);
+        idx
     }
 
     fn get_revents(&mut self, idx: c_int) -> c_int {
-        self.poller.revents(idx)
+        let revents = self.poller.revents(idx);
+        self.budget.answered(idx, revents);
+        revents
     }
 
     fn register_poll_fd(&mut self, fd: RawFd) {
         // As the C helper: a send to a closed peer must fail, not raise SIGPIPE.
         crate::sys::set_nosigpipe(fd);
+        self.budget.opened(fd);
         self.poller.opened(fd);
     }
 
@@ -100,6 +114,7 @@ impl SlirpHost for Host {
         if self.resetting {
             crate::sys::reset_on_close(fd);
         }
+        self.budget.closing(fd);
         self.poller.closing(fd);
     }
 
@@ -155,6 +170,11 @@ pub fn stats_line(
     let mut line = stats::line(&rx.counters, &host.tx.counters, &host.counters);
     line.push_str(&stats::reasm_fields(&reasm.counters));
     line.push_str(&stats::coalesce_fields(&coalescer.counters));
+    line.push_str(&stats::budget_fields(
+        host.budget.budget(),
+        host.budget.held(),
+        &host.budget.counters,
+    ));
     line.push_str(" poller=");
     line.push_str(host.poller.kind().name());
     if let Some(c) = host.poller.interest_counters() {
@@ -204,9 +224,12 @@ fn ms_until(deadline_ms: i64, now_ms: i64) -> u32 {
         .clamp(0, i64::from(u32::MAX)) as u32
 }
 
-/// A guest frame into libslirp; the TX ring learns how much work its queued answers have
-/// waited for.
+/// A guest frame into libslirp, unless it would open a flow beyond the descriptor budget;
+/// the TX ring learns how much work its queued answers have waited for.
 fn input(stack: &mut Stack<Host>, frame: &[u8]) {
+    if !stack.host().budget.admit(frame) {
+        return;
+    }
     stack.input(frame);
     stack.host().tx.note_input(frame.len());
 }
@@ -218,19 +241,25 @@ pub fn iterate(
     reasm: &mut Ipv4Reassembler,
     coalescer: &mut Coalescer,
 ) -> Result<Option<Exit>, LoopError> {
-    stack.host().poller.begin_fill();
+    let now_ms = crate::sys::monotonic_ns() / 1_000_000;
+    let host = stack.host();
+    host.poller.begin_fill();
+    host.budget.begin_fill(now_ms);
     let mut timeout: u32 = u32::MAX;
     stack.pollfds_fill(&mut timeout);
 
     let host = stack.host();
     host.counters.iterations += 1;
-    let now_ms = crate::sys::monotonic_ns() / 1_000_000;
     if let Some(deadline) = host.timers.next_deadline_ms() {
         timeout = timeout.min(ms_until(deadline, now_ms));
     }
     // libslirp caps its timeout at 1 s anyway; waking at the expiry keeps the age limit exact
     // whatever libslirp's version does.
     if let Some(deadline) = reasm.next_expiry_ms() {
+        timeout = timeout.min(ms_until(deadline, now_ms));
+    }
+    // A listener backed off for lack of descriptors is watched again at its deadline.
+    if let Some(deadline) = host.budget.next_unmask_ms() {
         timeout = timeout.min(ms_until(deadline, now_ms));
     }
     let pending = host.tx.has_pending();

@@ -10,6 +10,7 @@ pub mod coalesce;
 pub mod config;
 pub mod diag;
 pub mod event_loop;
+pub mod flow_budget;
 pub mod frames;
 pub mod frontend;
 pub mod loadgen;

@@ -90,6 +90,26 @@ pub struct ReasmCounters {
     pub held_bytes_high_water: u64,
 }
 
+/// libslirp's descriptors against the flow budget (`crate::flow_budget`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetCounters {
+    /// Dropped: guest frames that could have opened a new flow while libslirp held its
+    /// budget of sockets.
+    pub flows_refused: u64,
+    /// Times a listener was found readable with no descriptor free and its read interest
+    /// was masked for a while (its `accept()` would fail with EMFILE and spin the loop).
+    pub accept_backoffs: u64,
+}
+
+/// ` flow_budget=… slirp_sockets=… flows_refused=… accept_backoffs=…`, each with a leading
+/// space, to append to [`line`].
+pub fn budget_fields(budget: usize, held: usize, c: &BudgetCounters) -> String {
+    format!(
+        " flow_budget={budget} slirp_sockets={held} flows_refused={} accept_backoffs={}",
+        c.flows_refused, c.accept_backoffs
+    )
+}
+
 /// Guest TCP segments merged before libslirp (`crate::coalesce`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CoalesceCounters {
@@ -208,6 +228,18 @@ mod tests {
         let f = reasm_fields(&c);
         assert!(f.starts_with(" frag_in=5 frag_completed=0 "), "{f}");
         assert!(f.ends_with(" frag_held_high_water=2048"), "{f}");
+    }
+
+    #[test]
+    fn budget_fields_append_to_the_line() {
+        let c = BudgetCounters {
+            flows_refused: 7,
+            accept_backoffs: 2,
+        };
+        assert_eq!(
+            budget_fields(3072, 12, &c),
+            " flow_budget=3072 slirp_sockets=12 flows_refused=7 accept_backoffs=2"
+        );
     }
 
     #[test]

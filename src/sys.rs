@@ -89,6 +89,43 @@ pub fn raise_nofile_limit() -> io::Result<()> {
     Ok(())
 }
 
+/// The soft descriptor limit (RLIMIT_NOFILE) now in force.
+// rlim_t is u64 on Linux, i64 on FreeBSD: the conversion is needed on one only.
+#[allow(clippy::useless_conversion, clippy::unnecessary_fallible_conversions)]
+pub fn nofile_limit() -> io::Result<u64> {
+    use nix::sys::resource::{getrlimit, Resource};
+    let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    Ok(u64::try_from(soft).unwrap_or(u64::MAX))
+}
+
+/// Whether `fd` is a listening socket (`SO_ACCEPTCONN`). False on any error.
+pub fn is_listening(fd: RawFd) -> bool {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are valid, writable, and `len` is the size of `value`.
+    let res = syscall!(getsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_ACCEPTCONN,
+        (&mut value as *mut libc::c_int).cast(),
+        &mut len
+    ));
+    res.is_ok() && value != 0
+}
+
+/// Whether the process (or the system) is out of descriptors: a duplicate of `fd` fails with
+/// EMFILE or ENFILE. Any descriptor made is closed at once.
+pub fn descriptors_exhausted(fd: RawFd) -> bool {
+    match syscall!(fcntl(fd, libc::F_DUPFD_CLOEXEC, 0)) {
+        Ok(copy) => {
+            // The copy is ours alone; nothing to report if closing it fails.
+            let _ = syscall!(close(copy));
+            false
+        }
+        Err(e) => matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)),
+    }
+}
+
 /// Set SO_SNDBUF and SO_RCVBUF (the kernel caps them at wmem_max/rmem_max and doubles them).
 pub fn set_socket_buffers(fd: RawFd, bytes: usize) -> io::Result<()> {
     let value = bytes.min(i32::MAX as usize / 2) as libc::c_int;

@@ -182,6 +182,8 @@ pub struct Spawn {
     pub private_netns: bool,
     /// Extra command-line arguments after `-S <fd>`.
     pub args: Vec<String>,
+    /// RLIMIT_NOFILE, soft and hard, for the helper (so that it cannot raise it).
+    pub nofile: Option<u64>,
 }
 
 /// The test in bhyve's role: one end of the socketpair and the helper process on the other.
@@ -225,7 +227,8 @@ impl Bhyve {
             cmd.env(k, v);
         }
         let private_netns = opts.private_netns;
-        // SAFETY: runs in the forked child before exec; fcntl and unshare are
+        let nofile = opts.nofile;
+        // SAFETY: runs in the forked child before exec; fcntl, setrlimit and unshare are
         // async-signal-safe and touch only this child.
         unsafe {
             cmd.pre_exec(move || {
@@ -236,6 +239,15 @@ impl Bhyve {
                 #[cfg(not(target_os = "linux"))]
                 if private_netns {
                     return Err(io::Error::from(io::ErrorKind::Unsupported));
+                }
+                if let Some(n) = nofile {
+                    let lim = libc::rlimit {
+                        rlim_cur: n as libc::rlim_t,
+                        rlim_max: n as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
                 }
                 let flags = libc::fcntl(child_fd, libc::F_GETFD);
                 if flags < 0 || libc::fcntl(child_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0

@@ -1,0 +1,403 @@
+//! The descriptor budget of libslirp's sockets, and the backoff of a listener that cannot
+//! accept (issue #16, item 1).
+//!
+//! Every guest flow libslirp forwards is a host socket: one per guest TCP connection, one per
+//! guest UDP source port (kept 240 s after its last datagram), one per ICMP echo to the
+//! outside. Unbounded, a guest fills the descriptor table, and then every `accept()` of a
+//! forward fails with EMFILE while the connection stays queued: the listener stays readable
+//! and the loop spins at 100 % CPU with the forward dead.
+//!
+//! Two rules, applied above the poller so that every backend gets them:
+//! - **Budget.** Guest frames that could open a new flow (TCP SYN, UDP other than DHCP, ICMP
+//!   echo request) are dropped and counted while libslirp holds `budget` sockets or more.
+//!   `budget = limit - max(limit / 4, 64)` for the soft RLIMIT_NOFILE `limit`: the rest is
+//!   kept for connections accepted on forwards and the helper's own descriptors.
+//! - **Backoff.** A listening socket reported readable in consecutive iterations while the
+//!   process cannot get a descriptor has its read interest masked for 8 ms, doubling up to
+//!   1 s per failure; the first successful probe ends the backoff.
+//!
+//! How libslirp's sockets are counted: a socket counts from the first `add_poll` (or
+//! `register_poll_fd`) of its descriptor until `unregister_poll_fd`, which libslirp calls
+//! before closing every TCP, UDP and ICMP socket. A socket libslirp creates inside
+//! `slirp_input` is seen only at the next fill, so every frame passed since the fill counts
+//! as one more socket until then: the budget is never overshot by a batch, and the per-frame
+//! cost is one addition and one comparison unless the budget is nearly used.
+//!
+//! Owns: the per-descriptor bookkeeping above and its counters. Must never: allocate per
+//! frame, or hide readiness from libslirp except a backed-off listener's POLLIN.
+
+use crate::poller::ready;
+use crate::stats::BudgetCounters;
+use std::ffi::c_int;
+use std::os::fd::RawFd;
+
+/// Descriptors kept out of the guest's reach: a quarter of the limit, at least this many.
+pub const MIN_RESERVE: u64 = 64;
+/// First backoff period of a listener that cannot accept; doubles per failure.
+const BACKOFF_FIRST_MS: i64 = 8;
+/// Longest backoff period: a forward comes back within about a second of a descriptor
+/// becoming free.
+const BACKOFF_MAX_MS: i64 = 1000;
+/// Limits above this (RLIM_INFINITY) are taken as this: the table is dense by descriptor.
+const LIMIT_CAP: u64 = 1 << 20;
+
+/// The budget of libslirp's sockets for a soft descriptor limit.
+pub fn budget_for_limit(limit: u64) -> usize {
+    let limit = limit.min(LIMIT_CAP);
+    let reserve = (limit / 4).max(MIN_RESERVE);
+    usize::try_from(limit.saturating_sub(reserve)).unwrap_or(0)
+}
+
+/// Whether libslirp would open a new host socket for this guest frame if it starts a flow
+/// it does not know yet: a TCP SYN (without ACK), a UDP datagram other than DHCP (libslirp
+/// answers DHCP itself), an ICMP echo request. libslirp keys UDP on the guest's source
+/// address and port and the helper cannot see which ones it holds, so at the budget every
+/// such datagram is refused, those of existing UDP flows too. Malformed frames: false
+/// (libslirp drops them itself).
+pub fn opens_flow(frame: &[u8]) -> bool {
+    const ETHER: usize = 14;
+    let byte = |i: usize| frame.get(i).copied();
+    let port = |i: usize| Some(u16::from_be_bytes([byte(i)?, byte(i + 1)?]));
+    let Some(ethertype) = port(12) else {
+        return false;
+    };
+    let (proto, l4, dhcp_port, echo_request) = match ethertype {
+        0x0800 => {
+            let Some(vihl) = byte(ETHER) else {
+                return false;
+            };
+            let Some(proto) = byte(ETHER + 9) else {
+                return false;
+            };
+            (proto, ETHER + usize::from(vihl & 0x0f) * 4, 67, (1, 8))
+        }
+        0x86dd => {
+            let Some(next) = byte(ETHER + 6) else {
+                return false;
+            };
+            (next, ETHER + 40, 547, (58, 128))
+        }
+        _ => return false,
+    };
+    match proto {
+        6 => byte(l4 + 13).is_some_and(|flags| flags & 0x12 == 0x02),
+        17 => port(l4 + 2).is_some_and(|dport| dport != dhcp_port),
+        p if p == echo_request.0 => byte(l4) == Some(echo_request.1),
+        _ => false,
+    }
+}
+
+/// Is this descriptor a listening socket? Asked once per socket, and only of one reported
+/// readable in consecutive iterations.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Listening {
+    #[default]
+    Unknown,
+    Yes,
+    No,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct FdState {
+    /// libslirp holds a socket with this number (counted in `FlowBudget::held`).
+    held: bool,
+    listening: Listening,
+    /// Last iteration whose answer to libslirp had POLLIN for this descriptor.
+    readable_in: u32,
+    /// Consecutive iterations with POLLIN, ending at `readable_in`.
+    readable_streak: u32,
+    /// Probes in a row that found no descriptor free.
+    failures: u32,
+    /// Read interest masked until then (monotonic ms).
+    masked_until_ms: i64,
+}
+
+/// See the module comment.
+#[derive(Debug)]
+pub struct FlowBudget {
+    budget: usize,
+    /// Dense by descriptor number; grown at a new high-water mark only.
+    fds: Vec<FdState>,
+    /// Sockets libslirp holds (entries with `held`).
+    held: usize,
+    /// Frames handed to libslirp since the last fill, each a socket it may have opened.
+    passed_since_fill: usize,
+    /// `add_poll` index → descriptor, for `get_revents` (the poll backend's index is not
+    /// the descriptor). Entries of earlier fills are stale, never read.
+    index_fd: Vec<RawFd>,
+    iteration: u32,
+    now_ms: i64,
+    next_unmask_ms: Option<i64>,
+    /// A descriptor of ours to duplicate when probing for a free descriptor.
+    probe_fd: RawFd,
+    pub counters: BudgetCounters,
+}
+
+impl FlowBudget {
+    /// For the soft descriptor limit `limit`; `probe_fd` is one of the helper's own
+    /// descriptors, open for the life of the loop.
+    pub fn new(limit: u64, probe_fd: RawFd) -> FlowBudget {
+        FlowBudget {
+            budget: budget_for_limit(limit),
+            fds: Vec::new(),
+            held: 0,
+            passed_since_fill: 0,
+            index_fd: Vec::new(),
+            iteration: 0,
+            now_ms: 0,
+            next_unmask_ms: None,
+            probe_fd,
+            counters: BudgetCounters::default(),
+        }
+    }
+
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
+    /// Sockets libslirp holds, as far as its callbacks have shown them.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    /// When the earliest backed-off listener must be watched again: the loop's wait must
+    /// not outlast it.
+    pub fn next_unmask_ms(&self) -> Option<i64> {
+        self.next_unmask_ms
+    }
+
+    /// Before `slirp_pollfds_fill`.
+    pub fn begin_fill(&mut self, now_ms: i64) {
+        self.iteration = self.iteration.wrapping_add(1);
+        self.now_ms = now_ms;
+        self.passed_since_fill = 0;
+        self.next_unmask_ms = None;
+    }
+
+    fn state(&mut self, fd: RawFd) -> Option<&mut FdState> {
+        let i = usize::try_from(fd).ok()?;
+        if i >= self.fds.len() {
+            self.grow(i);
+        }
+        self.fds.get_mut(i)
+    }
+
+    #[cold]
+    fn grow(&mut self, i: usize) {
+        self.fds.resize(i + 1, FdState::default());
+    }
+
+    /// libslirp holds a socket numbered `fd` (first sight since its last close: a new one).
+    fn hold(&mut self, fd: RawFd) -> Option<&mut FdState> {
+        let st = self.state(fd)?;
+        let new = !st.held;
+        if new {
+            *st = FdState {
+                held: true,
+                ..FdState::default()
+            };
+        }
+        self.held += usize::from(new);
+        self.fds.get_mut(fd as usize)
+    }
+
+    /// `add_poll`: the events to ask the poller for (a backed-off listener loses POLLIN).
+    pub fn add(&mut self, fd: RawFd, events: c_int) -> c_int {
+        let now = self.now_ms;
+        let Some(st) = self.hold(fd) else {
+            return events;
+        };
+        if st.masked_until_ms <= now {
+            return events;
+        }
+        let until = st.masked_until_ms;
+        self.next_unmask_ms = Some(self.next_unmask_ms.map_or(until, |t| t.min(until)));
+        events & !ready::IN
+    }
+
+    /// Remember which descriptor `add_poll` index `idx` stands for.
+    pub fn note_index(&mut self, idx: c_int, fd: RawFd) {
+        let Ok(i) = usize::try_from(idx) else {
+            return;
+        };
+        if i >= self.index_fd.len() {
+            self.grow_index(i);
+        }
+        self.index_fd[i] = fd;
+    }
+
+    #[cold]
+    fn grow_index(&mut self, i: usize) {
+        self.index_fd.resize(i + 1, -1);
+    }
+
+    /// `get_revents` answered `revents` for index `idx`: a listener readable again while no
+    /// descriptor is free is backed off.
+    pub fn answered(&mut self, idx: c_int, revents: c_int) {
+        if revents & ready::IN == 0 {
+            return;
+        }
+        let Some(&fd) = usize::try_from(idx).ok().and_then(|i| self.index_fd.get(i)) else {
+            return;
+        };
+        let (iteration, now, probe_fd) = (self.iteration, self.now_ms, self.probe_fd);
+        let Some(st) = usize::try_from(fd).ok().and_then(|i| self.fds.get_mut(i)) else {
+            return;
+        };
+        if st.readable_in == iteration {
+            return;
+        }
+        st.readable_streak = if st.readable_in == iteration.wrapping_sub(1) {
+            st.readable_streak + 1
+        } else {
+            1
+        };
+        st.readable_in = iteration;
+        // One readable iteration is normal; a second in a row is where a failing accept
+        // starts to spin (a listener already backing off is probed at once).
+        if st.readable_streak < 2 && st.failures == 0 {
+            return;
+        }
+        if st.listening == Listening::Unknown {
+            st.listening = if crate::sys::is_listening(fd) {
+                Listening::Yes
+            } else {
+                Listening::No
+            };
+        }
+        if st.listening == Listening::No {
+            return;
+        }
+        if crate::sys::descriptors_exhausted(probe_fd) {
+            st.failures = st.failures.saturating_add(1);
+            let shift = (st.failures - 1).min(10);
+            let period = (BACKOFF_FIRST_MS << shift).min(BACKOFF_MAX_MS);
+            st.masked_until_ms = now.saturating_add(period);
+            self.counters.accept_backoffs += 1;
+        } else {
+            st.failures = 0;
+        }
+    }
+
+    /// `register_poll_fd`: libslirp opened `fd`.
+    pub fn opened(&mut self, fd: RawFd) {
+        self.hold(fd);
+    }
+
+    /// `unregister_poll_fd`: libslirp is about to close `fd`.
+    pub fn closing(&mut self, fd: RawFd) {
+        let Some(st) = usize::try_from(fd).ok().and_then(|i| self.fds.get_mut(i)) else {
+            return;
+        };
+        if st.held {
+            *st = FdState::default();
+            self.held -= 1;
+        }
+    }
+
+    /// Whether to hand this guest frame to libslirp. Below the budget: one addition and one
+    /// comparison.
+    #[inline]
+    pub fn admit(&mut self, frame: &[u8]) -> bool {
+        if self.held + self.passed_since_fill < self.budget {
+            self.passed_since_fill += 1;
+            return true;
+        }
+        self.admit_at_budget(frame)
+    }
+
+    #[cold]
+    fn admit_at_budget(&mut self, frame: &[u8]) -> bool {
+        if opens_flow(frame) {
+            self.counters.flows_refused += 1;
+            return false;
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn udp_frame(dport: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 8];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[23] = 17;
+        f[36..38].copy_from_slice(&dport.to_be_bytes());
+        f
+    }
+
+    fn tcp_frame(flags: u8) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 20];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[23] = 6;
+        f[34 + 13] = flags;
+        f
+    }
+
+    #[test]
+    fn budget_keeps_a_quarter_or_64() {
+        assert_eq!(budget_for_limit(4096), 3072);
+        assert_eq!(budget_for_limit(1024), 768);
+        assert_eq!(budget_for_limit(128), 64);
+        assert_eq!(budget_for_limit(32), 0);
+        assert_eq!(budget_for_limit(u64::MAX), 786_432);
+    }
+
+    #[test]
+    fn flow_openers_are_syn_udp_and_echo() {
+        assert!(opens_flow(&tcp_frame(0x02)));
+        assert!(!opens_flow(&tcp_frame(0x12)), "SYN-ACK");
+        assert!(!opens_flow(&tcp_frame(0x10)), "ACK");
+        assert!(opens_flow(&udp_frame(53)));
+        assert!(!opens_flow(&udp_frame(67)), "DHCP is answered by libslirp");
+        let mut echo = udp_frame(0);
+        echo[23] = 1;
+        echo[34] = 8;
+        assert!(opens_flow(&echo));
+        echo[34] = 0;
+        assert!(!opens_flow(&echo), "echo reply");
+        assert!(!opens_flow(&[0u8; 10]), "runt");
+        assert!(!opens_flow(&udp_frame(53)[..36]), "truncated");
+        let mut arp = udp_frame(53);
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert!(!opens_flow(&arp));
+    }
+
+    #[test]
+    fn frames_since_the_fill_count_until_the_next_fill() {
+        let mut b = FlowBudget::new(64 + 4, -1);
+        assert_eq!(b.budget(), 4);
+        b.begin_fill(0);
+        b.add(10, ready::IN);
+        b.add(11, ready::IN);
+        assert_eq!(b.held(), 2);
+        let udp = udp_frame(53);
+        assert!(b.admit(&udp));
+        assert!(b.admit(&udp));
+        assert!(!b.admit(&udp), "2 held + 2 passed reach the budget of 4");
+        assert!(b.admit(&tcp_frame(0x10)), "data of existing flows passes");
+        assert_eq!(b.counters.flows_refused, 1);
+        b.closing(10);
+        b.begin_fill(1);
+        b.add(11, ready::IN);
+        assert_eq!(b.held(), 1);
+        assert!(b.admit(&udp));
+    }
+
+    #[test]
+    fn register_and_unregister_count_once_per_socket() {
+        let mut b = FlowBudget::new(1024, -1);
+        b.begin_fill(0);
+        b.opened(7);
+        b.add(7, ready::OUT);
+        b.add(7, ready::IN);
+        assert_eq!(b.held(), 1);
+        b.closing(7);
+        b.closing(7);
+        assert_eq!(b.held(), 0);
+    }
+}
