@@ -33,7 +33,7 @@ fn bench(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(batch), &batch, |b, _| {
             b.iter(|| {
                 for i in 0..FRAMES {
-                    tx.send(&frame);
+                    tx.queue(&frame);
                     // Keep the peer's queue short, as a frontend reading steadily does.
                     if i % 64 == 63 {
                         sink.drain(|_| {}).unwrap();
@@ -59,7 +59,7 @@ fn bench(c: &mut Criterion) {
                 while got < FRAMES {
                     // The peer writes 64 frames ahead, as a batching frontend does.
                     for _ in 0..64 {
-                        source.send(&frame);
+                        source.queue(&frame);
                     }
                     source.flush();
                     while rx.drain(|f| got += usize::from(!f.is_empty())).is_ok()

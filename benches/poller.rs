@@ -23,8 +23,7 @@
 
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{black_box, BenchmarkId, Criterion};
-use slirp_helper::poller::{ready, Poller, PollerKind};
-use std::ffi::c_int;
+use slirp_helper::poller::{Poller, PollerKind, Readiness, Slot};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::PathBuf;
@@ -50,14 +49,14 @@ impl Workload {
 }
 
 /// What libslirp asks for an established, idle TCP socket.
-const IDLE_MASK: c_int = ready::IN | ready::HUP;
+const IDLE_MASK: Readiness = Readiness::IN.union(Readiness::HUP);
 
 /// A poller with `n` registered socketpair ends and the masks libslirp would ask for.
 struct Fixture {
     poller: Poller,
     fds: Vec<RawFd>,
-    masks: Vec<c_int>,
-    idx: Vec<c_int>,
+    masks: Vec<Readiness>,
+    idx: Vec<Slot>,
     /// Next descriptor whose mask changes (churn workload).
     cursor: usize,
     _pairs: Vec<(UnixStream, UnixStream)>,
@@ -82,7 +81,7 @@ impl Fixture {
         let mut f = Fixture {
             poller,
             masks: vec![IDLE_MASK; n],
-            idx: vec![0; n],
+            idx: vec![Slot::new(0); n],
             fds,
             cursor: 0,
             _pairs: pairs,
@@ -98,22 +97,24 @@ impl Fixture {
     fn churn(&mut self) {
         let n = self.fds.len();
         for _ in 0..(n / 100).max(1) {
-            self.masks[self.cursor] ^= ready::PRI;
+            self.masks[self.cursor] = self.masks[self.cursor].toggle(Readiness::PRI);
             self.cursor = (self.cursor + 1) % n;
         }
     }
 
-    fn iteration(&mut self) -> c_int {
+    fn iteration(&mut self) -> Readiness {
         let p = &mut self.poller;
         p.begin_fill();
         for (i, &fd) in self.fds.iter().enumerate() {
-            self.idx[i] = p.add(fd, self.masks[i]);
+            self.idx[i] = p.add(fd, self.masks[i]).expect("a valid fd");
         }
         p.wait(0).expect("wait");
         if !p.slirp_sockets_ready() {
-            return 0;
+            return Readiness::EMPTY;
         }
-        self.idx.iter().fold(0, |acc, &i| acc | p.revents(i))
+        self.idx
+            .iter()
+            .fold(Readiness::EMPTY, |acc, &i| acc | p.revents(i))
     }
 }
 

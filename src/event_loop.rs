@@ -10,7 +10,7 @@
 use crate::coalesce::Coalescer;
 use crate::flow_budget::FlowBudget;
 use crate::frames::{FrameLimit, FrameRx, FrameTx, RxStatus};
-use crate::poller::{ready, Own, Poller, PollerKind};
+use crate::poller::{Own, Poller, PollerKind, Readiness, Slot};
 use crate::reasm::{Ipv4Reassembler, Verdict};
 use crate::slirp::timers::Timers;
 use crate::slirp::{SlirpHost, Stack};
@@ -79,7 +79,7 @@ impl Host {
 
 impl SlirpHost for Host {
     fn send_packet(&mut self, frame: &[u8]) -> isize {
-        self.tx.send(frame)
+        self.tx.queue(frame)
     }
 
     fn guest_error(&mut self, msg: &str) {
@@ -90,16 +90,16 @@ impl SlirpHost for Host {
         }
     }
 
-    fn add_poll(&mut self, fd: RawFd, events: c_int) -> c_int {
+    fn add_poll(&mut self, fd: RawFd, events: Readiness) -> Option<Slot> {
         let events = self.budget.add(fd, events);
-        let idx = self.poller.add(fd, events);
-        self.budget.note_index(idx, fd);
-        idx
+        let slot = self.poller.add(fd, events);
+        self.budget.note_slot(slot, fd);
+        slot
     }
 
-    fn get_revents(&mut self, idx: c_int) -> c_int {
-        let revents = self.poller.revents(idx);
-        self.budget.answered(idx, revents);
+    fn get_revents(&mut self, slot: Slot) -> Readiness {
+        let revents = self.poller.revents(slot);
+        self.budget.answered(slot, revents);
         revents
     }
 
@@ -288,13 +288,13 @@ pub fn iterate(
     reasm.expire(now_ms);
 
     let host = stack.host();
-    if host.poller.own_revents(Own::Wakeup) & ready::IN != 0 {
+    if host.poller.own_revents(Own::Wakeup).contains(Readiness::IN) {
         host.counters.wakeups += 1;
         host.drain_wakeup();
     }
     let frontend = host.poller.own_revents(Own::Frontend);
     // ERR is read too: the read reports (and clears) the pending error instead of spinning.
-    if frontend & (ready::IN | ready::ERR) != 0 {
+    if frontend.intersects(Readiness::IN | Readiness::ERR) {
         let status = rx.drain(|frame| match reasm.push(frame, now_ms) {
             Verdict::Pass(frame) | Verdict::Complete(frame) => {
                 coalescer.push(frame, |frame| input(stack, frame))
@@ -313,7 +313,7 @@ pub fn iterate(
     }
     // Hangup is checked after the read so frames bhyve sent just before closing still count;
     // POLLHUP/POLLRDHUP mean no more will come.
-    if frontend & (ready::HUP | ready::RDHUP) != 0 {
+    if frontend.intersects(Readiness::HUP | Readiness::RDHUP) {
         return Ok(Some(Exit::Hangup));
     }
     let host = stack.host();

@@ -26,9 +26,8 @@
 //! Owns: the per-descriptor bookkeeping above and its counters. Must never: allocate per
 //! frame, or hide readiness from libslirp except a backed-off listener's POLLIN.
 
-use crate::poller::ready;
+use crate::poller::{Readiness, Slot};
 use crate::stats::BudgetCounters;
-use std::ffi::c_int;
 use std::os::fd::RawFd;
 
 /// Descriptors kept out of the guest's reach: a quarter of the limit, at least this many.
@@ -202,7 +201,7 @@ impl FlowBudget {
     }
 
     /// `add_poll`: the events to ask the poller for (a backed-off listener loses POLLIN).
-    pub fn add(&mut self, fd: RawFd, events: c_int) -> c_int {
+    pub fn add(&mut self, fd: RawFd, events: Readiness) -> Readiness {
         let now = self.now_ms;
         let Some(st) = self.hold(fd) else {
             return events;
@@ -212,12 +211,12 @@ impl FlowBudget {
         }
         let until = st.masked_until_ms;
         self.next_unmask_ms = Some(self.next_unmask_ms.map_or(until, |t| t.min(until)));
-        events & !ready::IN
+        events & !Readiness::IN
     }
 
-    /// Remember which descriptor `add_poll` index `idx` stands for.
-    pub fn note_index(&mut self, idx: c_int, fd: RawFd) {
-        let Ok(i) = usize::try_from(idx) else {
+    /// Remember which descriptor the poller's `slot` stands for.
+    pub fn note_slot(&mut self, slot: Option<Slot>, fd: RawFd) {
+        let Some(i) = slot.and_then(|s| usize::try_from(s.index()).ok()) else {
             return;
         };
         if i >= self.index_fd.len() {
@@ -231,13 +230,16 @@ impl FlowBudget {
         self.index_fd.resize(i + 1, -1);
     }
 
-    /// `get_revents` answered `revents` for index `idx`: a listener readable again while no
+    /// `get_revents` answered `revents` for `slot`: a listener readable again while no
     /// descriptor is free is backed off.
-    pub fn answered(&mut self, idx: c_int, revents: c_int) {
-        if revents & ready::IN == 0 {
+    pub fn answered(&mut self, slot: Slot, revents: Readiness) {
+        if !revents.contains(Readiness::IN) {
             return;
         }
-        let Some(&fd) = usize::try_from(idx).ok().and_then(|i| self.index_fd.get(i)) else {
+        let Some(&fd) = usize::try_from(slot.index())
+            .ok()
+            .and_then(|i| self.index_fd.get(i))
+        else {
             return;
         };
         let (iteration, now, probe_fd) = (self.iteration, self.now_ms, self.probe_fd);
@@ -372,8 +374,8 @@ mod tests {
         let mut b = FlowBudget::new(64 + 4, -1);
         assert_eq!(b.budget(), 4);
         b.begin_fill(0);
-        b.add(10, ready::IN);
-        b.add(11, ready::IN);
+        b.add(10, Readiness::IN);
+        b.add(11, Readiness::IN);
         assert_eq!(b.held(), 2);
         let udp = udp_frame(53);
         assert!(b.admit(&udp));
@@ -383,7 +385,7 @@ mod tests {
         assert_eq!(b.counters.flows_refused, 1);
         b.closing(10);
         b.begin_fill(1);
-        b.add(11, ready::IN);
+        b.add(11, Readiness::IN);
         assert_eq!(b.held(), 1);
         assert!(b.admit(&udp));
     }
@@ -393,8 +395,8 @@ mod tests {
         let mut b = FlowBudget::new(1024, -1);
         b.begin_fill(0);
         b.opened(7);
-        b.add(7, ready::OUT);
-        b.add(7, ready::IN);
+        b.add(7, Readiness::OUT);
+        b.add(7, Readiness::IN);
         assert_eq!(b.held(), 1);
         b.closing(7);
         b.closing(7);

@@ -84,9 +84,10 @@ impl FrameTx {
         self.peer_gone
     }
 
-    /// `send_packet`. Always reports the whole frame as taken: a drop is the network's
-    /// business, and a short or negative answer makes libslirp log per packet.
-    pub fn send(&mut self, frame: &[u8]) -> isize {
+    /// Queue one frame for the frontend (libslirp's `send_packet`); it goes out with the next
+    /// flush. Always reports the whole frame as taken: a drop is the network's business, and
+    /// a short or negative answer makes libslirp log per packet.
+    pub fn queue(&mut self, frame: &[u8]) -> isize {
         let taken = frame.len() as isize;
         if frame.len() > self.limit.max_frame() {
             self.counters.oversize += 1;
@@ -248,10 +249,10 @@ mod tests {
         let (helper, peer) = pair();
         let mut tx = FrameTx::new(helper.as_raw_fd(), FrameLimit::from_mtui(Some(65520)), 64);
         let frame = vec![0x5a; 20_000];
-        tx.send(&frame);
+        tx.queue(&frame);
         assert!(tx.has_pending(), "20 000 bytes are below FLUSH_BYTES");
         assert_eq!(received(&peer), 0);
-        tx.send(&frame);
+        tx.queue(&frame);
         assert!(!tx.has_pending(), "40 000 bytes queued: the ring goes out");
         assert_eq!(received(&peer), 2);
         assert_eq!((tx.counters.frames, tx.counters.syscalls), (2, 1));
@@ -261,7 +262,7 @@ mod tests {
     fn answers_go_out_once_flush_bytes_of_guest_input_were_handed_over() {
         let (helper, peer) = pair();
         let mut tx = FrameTx::new(helper.as_raw_fd(), FrameLimit::from_mtui(Some(1500)), 64);
-        tx.send(&[0x11; 60]);
+        tx.queue(&[0x11; 60]);
         tx.note_input(FLUSH_BYTES / 2);
         assert!(tx.has_pending());
         assert_eq!(received(&peer), 0);
@@ -281,7 +282,7 @@ mod tests {
         let (helper, peer) = pair();
         let mut tx = FrameTx::new(helper.as_raw_fd(), FrameLimit::from_mtui(Some(1500)), 1);
         for _ in 0..3 {
-            tx.send(&[0x22; 100]);
+            tx.queue(&[0x22; 100]);
             assert!(!tx.has_pending());
         }
         assert_eq!(received(&peer), 3);

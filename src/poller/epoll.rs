@@ -1,97 +1,80 @@
-//! The epoll backend (Linux): libslirp's sockets stay registered across iterations; only the
-//! difference from the last fill goes to the kernel (`epoll_ctl` per changed fd), then one
+//! The epoll kernel calls (Linux): libslirp's sockets stay registered across iterations; the
+//! difference from the last fill goes in as one `epoll_ctl` per changed fd, then one
 //! `epoll_wait`. Level-triggered, so readiness is never lost between iterations.
 
-use super::interest::{Change, InterestTable};
-use super::{ready, Own};
+use super::interest::Change;
+use super::persistent::{KernelEvent, KernelQueue, FRONTEND_TOKEN, WAKEUP_TOKEN};
+use super::Readiness;
 use crate::sys::syscall;
 use std::ffi::c_int;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-/// Tokens of our own descriptors: above any `tag << 32 | fd` in use long before wrapping.
-const WAKEUP_TOKEN: u64 = u64::MAX;
-const FRONTEND_TOKEN: u64 = u64::MAX - 1;
-
-fn to_epoll(events: c_int) -> u32 {
+fn to_epoll(events: Readiness) -> u32 {
     let mut out = 0;
-    if events & ready::IN != 0 {
+    if events.contains(Readiness::IN) {
         out |= libc::EPOLLIN;
     }
-    if events & ready::OUT != 0 {
+    if events.contains(Readiness::OUT) {
         out |= libc::EPOLLOUT;
     }
-    if events & ready::PRI != 0 {
+    if events.contains(Readiness::PRI) {
         out |= libc::EPOLLPRI;
     }
-    if events & ready::RDHUP != 0 {
+    if events.contains(Readiness::RDHUP) {
         out |= libc::EPOLLRDHUP;
     }
     // ERR and HUP are always reported by epoll.
     out as u32
 }
 
-fn from_epoll(events: u32) -> c_int {
+fn from_epoll(events: u32) -> Readiness {
     let events = events as c_int;
-    let mut out = 0;
-    if events & libc::EPOLLIN != 0 {
-        out |= ready::IN;
-    }
-    if events & libc::EPOLLOUT != 0 {
-        out |= ready::OUT;
-    }
-    if events & libc::EPOLLPRI != 0 {
-        out |= ready::PRI;
-    }
-    if events & libc::EPOLLERR != 0 {
-        out |= ready::ERR;
-    }
-    if events & libc::EPOLLHUP != 0 {
-        out |= ready::HUP;
-    }
-    if events & libc::EPOLLRDHUP != 0 {
-        out |= ready::RDHUP;
+    let mut out = Readiness::EMPTY;
+    for (flag, bit) in [
+        (libc::EPOLLIN, Readiness::IN),
+        (libc::EPOLLOUT, Readiness::OUT),
+        (libc::EPOLLPRI, Readiness::PRI),
+        (libc::EPOLLERR, Readiness::ERR),
+        (libc::EPOLLHUP, Readiness::HUP),
+        (libc::EPOLLRDHUP, Readiness::RDHUP),
+    ] {
+        if events & flag != 0 {
+            out |= bit;
+        }
     }
     out
 }
 
-pub struct EpollBackend {
+pub struct EpollQueue {
     epfd: OwnedFd,
-    table: InterestTable,
-    changes: Vec<Change>,
     /// Grows with the number of registrations so one wait reports every ready fd, as poll(2)
     /// would; never shrinks, so steady state allocates nothing.
     events: Vec<libc::epoll_event>,
     frontend: RawFd,
-    frontend_writable: bool,
-    own: [c_int; 2],
 }
 
-impl EpollBackend {
-    pub fn new(wakeup: RawFd, frontend: RawFd) -> io::Result<EpollBackend> {
+impl EpollQueue {
+    pub fn new(wakeup: RawFd, frontend: RawFd) -> io::Result<EpollQueue> {
         let epfd = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
         // SAFETY: epoll_create1 just returned this descriptor; nothing else owns it.
         let epfd = unsafe { OwnedFd::from_raw_fd(epfd) };
-        let backend = EpollBackend {
+        let queue = EpollQueue {
             epfd,
-            table: InterestTable::new(),
-            changes: Vec::new(),
             events: vec![libc::epoll_event { events: 0, u64: 0 }; 64],
             frontend,
-            frontend_writable: false,
-            own: [0; 2],
         };
-        backend.ctl(libc::EPOLL_CTL_ADD, wakeup, ready::IN, WAKEUP_TOKEN)?;
-        backend.ctl(
+        queue.ctl(libc::EPOLL_CTL_ADD, wakeup, Readiness::IN, WAKEUP_TOKEN)?;
+        queue.ctl(
             libc::EPOLL_CTL_ADD,
             frontend,
-            ready::IN | ready::RDHUP,
+            Readiness::IN | Readiness::RDHUP,
             FRONTEND_TOKEN,
         )?;
-        Ok(backend)
+        Ok(queue)
     }
 
-    fn ctl(&self, op: c_int, fd: RawFd, events: c_int, token: u64) -> io::Result<()> {
+    fn ctl(&self, op: c_int, fd: RawFd, events: Readiness, token: u64) -> io::Result<()> {
         let mut event = libc::epoll_event {
             events: to_epoll(events),
             u64: token,
@@ -101,54 +84,15 @@ impl EpollBackend {
         Ok(())
     }
 
-    pub fn table(&self) -> &InterestTable {
-        &self.table
-    }
-
-    pub fn begin_fill(&mut self) {
-        self.table.begin_fill();
-        self.own = [0; 2];
-    }
-
-    pub fn add(&mut self, fd: RawFd, events: c_int) -> c_int {
-        self.table.add(fd, events)
-    }
-
-    pub fn opened(&mut self, fd: RawFd) {
-        self.table.opened(fd);
-    }
-
-    pub fn closing(&mut self, fd: RawFd) {
-        let mut changes = std::mem::take(&mut self.changes);
-        self.table.closing(fd, &mut changes);
-        self.apply(&mut changes);
-        self.changes = changes;
-    }
-
-    pub fn watch_frontend_writable(&mut self, on: bool) {
-        if on == self.frontend_writable {
-            return;
-        }
-        let events = ready::IN | ready::RDHUP | if on { ready::OUT } else { 0 };
-        // The frontend stays registered for the process's life: MOD cannot fail but for a
-        // kernel out of memory, and then readability alone still drives the loop.
-        if self
-            .ctl(libc::EPOLL_CTL_MOD, self.frontend, events, FRONTEND_TOKEN)
-            .is_ok()
-        {
-            self.frontend_writable = on;
-        }
-    }
-
     /// Apply changes, recovering from bookkeeping drift as design note 1 says.
-    fn apply(&mut self, changes: &mut Vec<Change>) {
-        for change in changes.drain(..) {
+    fn apply(&self, changes: &[Change], report: &mut dyn FnMut(KernelEvent)) {
+        for &change in changes {
             let result = match change {
                 Change::Add { fd, events, token } => {
                     match self.ctl(libc::EPOLL_CTL_ADD, fd, events, token) {
                         // Still registered from an earlier file or a missed delete: modify it.
                         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                            self.table.recovered();
+                            report(KernelEvent::Recovered);
                             self.ctl(libc::EPOLL_CTL_MOD, fd, events, token)
                         }
                         other => other,
@@ -158,21 +102,26 @@ impl EpollBackend {
                     match self.ctl(libc::EPOLL_CTL_MOD, fd, events, token) {
                         // The registration went with a close we were not told about: add it.
                         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                            self.table.recovered();
+                            report(KernelEvent::Recovered);
                             self.ctl(libc::EPOLL_CTL_ADD, fd, events, token)
                         }
                         other => other,
                     }
                 }
-                Change::Delete { fd, .. } => match self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0) {
-                    // Already gone with the file (closed without the hint): nothing to undo.
-                    Err(e)
-                        if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::EBADF)) =>
-                    {
-                        Ok(())
+                Change::Delete { fd, .. } => {
+                    match self.ctl(libc::EPOLL_CTL_DEL, fd, Readiness::EMPTY, 0) {
+                        // Already gone with the file (closed without the hint): nothing to undo.
+                        Err(e)
+                            if matches!(
+                                e.raw_os_error(),
+                                Some(libc::ENOENT) | Some(libc::EBADF)
+                            ) =>
+                        {
+                            Ok(())
+                        }
+                        other => other,
                     }
-                    other => other,
-                },
+                }
             };
             if result.is_err() {
                 // EBADF/EPERM: libslirp handed us something epoll cannot watch (closed, or not
@@ -182,18 +131,36 @@ impl EpollBackend {
                     | Change::Modify { fd, .. }
                     | Change::Delete { fd, .. } => fd,
                 };
-                self.table.change_failed(fd);
+                report(KernelEvent::Refused { fd });
             }
         }
     }
+}
 
-    pub fn wait(&mut self, timeout_ms: c_int) -> io::Result<()> {
-        let mut changes = std::mem::take(&mut self.changes);
-        self.table.diff(&mut changes);
-        self.apply(&mut changes);
-        self.changes = changes;
+impl KernelQueue for EpollQueue {
+    /// epoll forgets a registration only when the last reference to the file goes (a dup
+    /// keeps it): delete now, while the fd is open.
+    fn closing(&mut self, deletes: &[Change], report: &mut dyn FnMut(KernelEvent)) {
+        self.apply(deletes, report);
+    }
 
-        let wanted = self.table.registered() + 2;
+    fn watch_frontend_writable(&mut self, on: bool) -> bool {
+        let events =
+            Readiness::IN | Readiness::RDHUP | if on { Readiness::OUT } else { Readiness::EMPTY };
+        // MOD cannot fail but for a kernel out of memory.
+        self.ctl(libc::EPOLL_CTL_MOD, self.frontend, events, FRONTEND_TOKEN)
+            .is_ok()
+    }
+
+    fn submit_and_wait(
+        &mut self,
+        changes: &[Change],
+        registered: usize,
+        timeout_ms: c_int,
+        report: &mut dyn FnMut(KernelEvent),
+    ) -> io::Result<()> {
+        self.apply(changes, report);
+        let wanted = registered + 2;
         if self.events.len() < wanted {
             self.events.resize(
                 wanted.next_power_of_two(),
@@ -208,26 +175,12 @@ impl EpollBackend {
             max,
             timeout_ms
         ))?;
-        for i in 0..n as usize {
-            let event = self.events[i];
-            let (token, revents) = (event.u64, from_epoll(event.events));
-            match token {
-                WAKEUP_TOKEN => self.own[0] = revents,
-                FRONTEND_TOKEN => self.own[1] = revents,
-                _ => self.table.set_ready(token, revents),
-            }
+        for event in &self.events[..n as usize] {
+            report(KernelEvent::Ready {
+                token: event.u64,
+                readiness: from_epoll(event.events),
+            });
         }
         Ok(())
-    }
-
-    pub fn revents(&self, idx: c_int) -> c_int {
-        self.table.revents(idx)
-    }
-
-    pub fn own_revents(&self, which: Own) -> c_int {
-        match which {
-            Own::Wakeup => self.own[0],
-            Own::Frontend => self.own[1],
-        }
     }
 }

@@ -11,8 +11,7 @@
 //! - answers are poll(2)'s: what was asked for, plus ERR (and HUP only when asked for).
 //!   Dense by fd: descriptors are small integers, and libslirp's index is the fd itself.
 
-use super::ready;
-use std::ffi::c_int;
+use super::{Readiness, Slot};
 use std::os::fd::RawFd;
 
 /// What a backend must do in the kernel for one fd.
@@ -21,17 +20,17 @@ pub enum Change {
     /// Register `events` (ready bits) under `token`.
     Add {
         fd: RawFd,
-        events: c_int,
+        events: Readiness,
         token: u64,
     },
     /// Change a registration's events.
     Modify {
         fd: RawFd,
-        events: c_int,
+        events: Readiness,
         token: u64,
     },
     /// Remove the registration (`fd` is still open).
-    Delete { fd: RawFd, events: c_int },
+    Delete { fd: RawFd, events: Readiness },
 }
 
 /// Bookkeeping counters (drift shows up as recoveries).
@@ -49,10 +48,10 @@ pub struct InterestCounters {
 #[derive(Debug, Default, Clone, Copy)]
 struct Entry {
     /// Events libslirp asked for in the fill of `seen`.
-    wanted: c_int,
+    wanted: Readiness,
     seen: u32,
     /// Events the kernel holds; meaningful while `in_kernel`.
-    registered: c_int,
+    registered: Readiness,
     in_kernel: bool,
     /// Position in `InterestTable::held` while `in_kernel`.
     slot: u32,
@@ -64,7 +63,7 @@ struct Entry {
     /// Generation tag of the current registration.
     tag: u32,
     /// Readiness reported by the last wait of `ready_seen`.
-    ready: c_int,
+    ready: Readiness,
     ready_seen: u32,
 }
 
@@ -130,12 +129,10 @@ impl InterestTable {
         self.any_ready = false;
     }
 
-    /// `add_poll`: returns the index libslirp keeps (the fd), or -1 for a negative fd.
-    pub fn add(&mut self, fd: RawFd, events: c_int) -> c_int {
+    /// `add_poll`: returns the slot libslirp keeps (the fd), `None` for a negative fd.
+    pub fn add(&mut self, fd: RawFd, events: Readiness) -> Option<Slot> {
         let generation = self.generation;
-        let Some(entry) = self.entry(fd) else {
-            return -1;
-        };
+        let entry = self.entry(fd)?;
         let first_add = entry.seen != generation;
         if first_add {
             entry.seen = generation;
@@ -153,7 +150,7 @@ impl InterestTable {
         if queue {
             self.pending.push(fd);
         }
-        fd
+        Some(Slot::new(fd as u32))
     }
 
     /// Hint: libslirp opened a socket with this number; whatever the kernel holds for the
@@ -279,7 +276,7 @@ impl InterestTable {
     }
 
     /// Record readiness reported by the kernel for `token` in this iteration.
-    pub fn set_ready(&mut self, token: u64, revents: c_int) {
+    pub fn set_ready(&mut self, token: u64, revents: Readiness) {
         let fd = (token & 0xffff_ffff) as u32 as RawFd;
         let tag = (token >> 32) as u32;
         let generation = self.generation;
@@ -294,7 +291,7 @@ impl InterestTable {
                     entry.ready = revents;
                     entry.ready_seen = generation;
                 }
-                if entry.seen == generation && revents & (entry.wanted | ready::ERR) != 0 {
+                if entry.seen == generation && revents.intersects(entry.wanted | Readiness::ERR) {
                     self.any_ready = true;
                 }
             }
@@ -308,17 +305,20 @@ impl InterestTable {
         self.any_ready
     }
 
-    /// `get_revents`: poll(2)'s answer for index `idx` (= fd).
-    pub fn revents(&self, idx: c_int) -> c_int {
-        let Some(entry) = usize::try_from(idx).ok().and_then(|i| self.entries.get(i)) else {
-            return 0;
+    /// `get_revents`: poll(2)'s answer for `slot` (= fd).
+    pub fn revents(&self, slot: Slot) -> Readiness {
+        let Some(entry) = usize::try_from(slot.index())
+            .ok()
+            .and_then(|i| self.entries.get(i))
+        else {
+            return Readiness::EMPTY;
         };
         if entry.seen != self.generation || entry.ready_seen != self.generation {
-            return 0;
+            return Readiness::EMPTY;
         }
         // poll(2) reports what was asked plus ERR and HUP; HUP is then masked unless asked
         // for (the C helper's rule), which leaves: asked-for bits plus ERR.
-        entry.ready & (entry.wanted | ready::ERR)
+        entry.ready & (entry.wanted | Readiness::ERR)
     }
 
     /// Undo a change the kernel refused (the registration state is then "not held").
@@ -355,11 +355,11 @@ mod tests {
     }
 
     /// One fill of `(fd, events)` adds, then the diff.
-    fn fill(t: &mut InterestTable, adds: &[(RawFd, c_int)]) -> Vec<Change> {
+    fn fill(t: &mut InterestTable, adds: &[(RawFd, Readiness)]) -> Vec<Change> {
         let mut changes = Vec::new();
         t.begin_fill();
         for &(fd, events) in adds {
-            assert_eq!(t.add(fd, events), fd);
+            assert_eq!(t.add(fd, events), Some(Slot::new(fd as u32)));
         }
         t.diff(&mut changes);
         assert_consistent(t);
@@ -367,8 +367,10 @@ mod tests {
     }
 
     /// 1000 idle sockets, as in the N = 1000 measurement.
-    fn idle_fill() -> Vec<(RawFd, c_int)> {
-        (10..1010).map(|fd| (fd, ready::IN | ready::HUP)).collect()
+    fn idle_fill() -> Vec<(RawFd, Readiness)> {
+        (10..1010)
+            .map(|fd| (fd, Readiness::IN | Readiness::HUP))
+            .collect()
     }
 
     #[test]
@@ -393,7 +395,7 @@ mod tests {
         let mut t = InterestTable::new();
         let mut set = idle_fill();
         fill(&mut t, &set);
-        set[500].1 |= ready::OUT;
+        set[500].1 |= Readiness::OUT;
         t.begin_fill();
         for &(fd, events) in &set {
             t.add(fd, events);
@@ -404,7 +406,7 @@ mod tests {
         assert!(
             matches!(
                 changes.as_slice(),
-                [Change::Modify { fd: 510, events, .. }] if *events == ready::IN | ready::HUP | ready::OUT
+                [Change::Modify { fd: 510, events, .. }] if *events == Readiness::IN | Readiness::HUP | Readiness::OUT
             ),
             "{changes:?}"
         );
@@ -432,20 +434,20 @@ mod tests {
     #[test]
     fn two_adds_of_one_fd_in_a_fill_watch_the_union() {
         let mut t = InterestTable::new();
-        let changes = fill(&mut t, &[(5, ready::IN), (5, ready::OUT)]);
+        let changes = fill(&mut t, &[(5, Readiness::IN), (5, Readiness::OUT)]);
         assert!(
-            matches!(changes.as_slice(), [Change::Add { fd: 5, events, .. }] if *events == ready::IN | ready::OUT),
+            matches!(changes.as_slice(), [Change::Add { fd: 5, events, .. }] if *events == Readiness::IN | Readiness::OUT),
             "{changes:?}"
         );
         // The same two adds again: the union is what the kernel holds.
-        assert_eq!(fill(&mut t, &[(5, ready::IN), (5, ready::OUT)]), []);
+        assert_eq!(fill(&mut t, &[(5, Readiness::IN), (5, Readiness::OUT)]), []);
         assert!(t.pending.is_empty());
         // The first add alone matches nothing held, the second completes it: no change.
-        assert_eq!(fill(&mut t, &[(5, ready::OUT), (5, ready::IN)]), []);
+        assert_eq!(fill(&mut t, &[(5, Readiness::OUT), (5, Readiness::IN)]), []);
         // Only one of the two: a modify.
-        let changes = fill(&mut t, &[(5, ready::IN), (5, ready::IN)]);
+        let changes = fill(&mut t, &[(5, Readiness::IN), (5, Readiness::IN)]);
         assert!(
-            matches!(changes.as_slice(), [Change::Modify { fd: 5, events, .. }] if *events == ready::IN),
+            matches!(changes.as_slice(), [Change::Modify { fd: 5, events, .. }] if *events == Readiness::IN),
             "{changes:?}"
         );
     }
@@ -453,28 +455,32 @@ mod tests {
     #[test]
     fn deleted_by_the_hint_then_added_again_in_the_same_fill() {
         let mut t = InterestTable::new();
-        fill(&mut t, &[(3, ready::IN), (4, ready::IN)]);
+        fill(&mut t, &[(3, Readiness::IN), (4, Readiness::IN)]);
         let mut changes = Vec::new();
         t.begin_fill();
-        t.add(3, ready::IN);
-        t.add(4, ready::IN);
+        t.add(3, Readiness::IN);
+        t.add(4, Readiness::IN);
         // libslirp's fill detaches an expired socket (udp_detach): the hint comes mid-fill.
         t.closing(3, &mut changes);
         assert_eq!(
             changes,
             [Change::Delete {
                 fd: 3,
-                events: ready::IN
+                events: Readiness::IN
             }]
         );
-        assert_eq!(t.revents(3), 0, "no longer asked for");
+        assert_eq!(
+            t.revents(Slot::new(3)),
+            Readiness::EMPTY,
+            "no longer asked for"
+        );
         changes.clear();
         t.opened(3);
-        t.add(3, ready::OUT);
+        t.add(3, Readiness::OUT);
         t.diff(&mut changes);
         assert_consistent(&t);
         assert!(
-            matches!(changes.as_slice(), [Change::Add { fd: 3, events, .. }] if *events == ready::OUT),
+            matches!(changes.as_slice(), [Change::Add { fd: 3, events, .. }] if *events == Readiness::OUT),
             "{changes:?}"
         );
         assert_eq!(t.registered(), 2);
@@ -482,8 +488,8 @@ mod tests {
         // Closed by the hint after its add and not asked for again: nothing to add.
         let mut changes = Vec::new();
         t.begin_fill();
-        t.add(4, ready::IN | ready::OUT);
-        t.add(3, ready::OUT);
+        t.add(4, Readiness::IN | Readiness::OUT);
+        t.add(3, Readiness::OUT);
         t.closing(4, &mut changes);
         t.diff(&mut changes);
         assert_consistent(&t);
@@ -491,7 +497,7 @@ mod tests {
             changes,
             [Change::Delete {
                 fd: 4,
-                events: ready::IN
+                events: Readiness::IN
             }]
         );
         assert_eq!(t.registered(), 1);
@@ -500,10 +506,10 @@ mod tests {
     #[test]
     fn a_register_hint_inside_the_fill_still_forces_an_add() {
         let mut t = InterestTable::new();
-        fill(&mut t, &[(8, ready::IN)]);
+        fill(&mut t, &[(8, Readiness::IN)]);
         let mut changes = Vec::new();
         t.begin_fill();
-        t.add(8, ready::IN);
+        t.add(8, Readiness::IN);
         assert!(t.pending.is_empty());
         t.opened(8);
         t.diff(&mut changes);
@@ -517,11 +523,11 @@ mod tests {
     #[test]
     fn a_refused_change_is_retried_in_the_next_fill() {
         let mut t = InterestTable::new();
-        fill(&mut t, &[(6, ready::IN), (7, ready::IN)]);
+        fill(&mut t, &[(6, Readiness::IN), (7, Readiness::IN)]);
         t.change_failed(6);
         assert_consistent(&t);
         assert_eq!(t.registered(), 1);
-        let changes = fill(&mut t, &[(6, ready::IN), (7, ready::IN)]);
+        let changes = fill(&mut t, &[(6, Readiness::IN), (7, Readiness::IN)]);
         assert!(
             matches!(changes.as_slice(), [Change::Add { fd: 6, .. }]),
             "{changes:?}"
@@ -531,7 +537,7 @@ mod tests {
     #[test]
     fn any_ready_says_whether_some_answer_is_non_zero() {
         let mut t = InterestTable::new();
-        let changes = fill(&mut t, &[(9, ready::IN), (10, ready::OUT)]);
+        let changes = fill(&mut t, &[(9, Readiness::IN), (10, Readiness::OUT)]);
         let tokens: Vec<u64> = changes
             .iter()
             .map(|c| match *c {
@@ -541,17 +547,17 @@ mod tests {
             .collect();
         assert!(!t.any_ready());
         // HUP not asked for is masked: still nothing to answer.
-        t.set_ready(tokens[0], ready::HUP);
+        t.set_ready(tokens[0], Readiness::HUP);
         assert!(!t.any_ready());
-        assert_eq!(t.revents(9), 0);
-        t.set_ready(tokens[1], ready::OUT);
+        assert_eq!(t.revents(Slot::new(9)), Readiness::EMPTY);
+        t.set_ready(tokens[1], Readiness::OUT);
         assert!(t.any_ready());
-        assert_eq!(t.revents(10), ready::OUT);
+        assert_eq!(t.revents(Slot::new(10)), Readiness::OUT);
         // A new fill forgets it.
-        fill(&mut t, &[(9, ready::IN), (10, ready::OUT)]);
+        fill(&mut t, &[(9, Readiness::IN), (10, Readiness::OUT)]);
         assert!(!t.any_ready());
         // ERR is always an answer.
-        t.set_ready(tokens[0], ready::ERR);
+        t.set_ready(tokens[0], Readiness::ERR);
         assert!(t.any_ready());
     }
 
@@ -560,8 +566,8 @@ mod tests {
         let mut t = InterestTable::new();
         let mut changes = Vec::new();
         t.begin_fill();
-        assert_eq!(t.add(5, ready::IN), 5);
-        t.add(7, ready::IN | ready::OUT);
+        assert_eq!(t.add(5, Readiness::IN), Some(Slot::new(5)));
+        t.add(7, Readiness::IN | Readiness::OUT);
         t.diff(&mut changes);
         assert!(matches!(
             changes.as_slice(),
@@ -570,25 +576,25 @@ mod tests {
 
         changes.clear();
         t.begin_fill();
-        t.add(5, ready::IN);
-        t.add(7, ready::IN | ready::OUT);
+        t.add(5, Readiness::IN);
+        t.add(7, Readiness::IN | Readiness::OUT);
         t.diff(&mut changes);
         assert!(changes.is_empty(), "nothing changed: {changes:?}");
 
         changes.clear();
         t.begin_fill();
-        t.add(7, ready::IN);
+        t.add(7, Readiness::IN);
         t.diff(&mut changes);
         assert_eq!(changes.len(), 2, "{changes:?}");
         assert!(changes.contains(&Change::Delete {
             fd: 5,
-            events: ready::IN
+            events: Readiness::IN
         }));
         assert!(matches!(
             changes[1],
             Change::Modify {
                 fd: 7,
-                events: ready::IN,
+                events: Readiness::IN,
                 ..
             }
         ));
@@ -600,7 +606,7 @@ mod tests {
         let mut t = InterestTable::new();
         let mut changes = Vec::new();
         t.begin_fill();
-        t.add(3, ready::IN);
+        t.add(3, Readiness::IN);
         t.diff(&mut changes);
         let Change::Add { token: old, .. } = changes[0] else {
             panic!()
@@ -611,22 +617,30 @@ mod tests {
             changes,
             [Change::Delete {
                 fd: 3,
-                events: ready::IN
+                events: Readiness::IN
             }]
         );
         changes.clear();
         t.begin_fill();
-        t.add(3, ready::IN);
+        t.add(3, Readiness::IN);
         t.diff(&mut changes);
         let Change::Add { token: new, .. } = changes[0] else {
             panic!("{changes:?}")
         };
         assert_ne!(old, new);
-        t.set_ready(old, ready::IN);
-        assert_eq!(t.revents(3), 0, "an event of the old registration is stale");
+        t.set_ready(old, Readiness::IN);
+        assert_eq!(
+            t.revents(Slot::new(3)),
+            Readiness::EMPTY,
+            "an event of the old registration is stale"
+        );
         assert_eq!(t.counters.stale_events, 1);
-        t.set_ready(new, ready::IN | ready::HUP);
-        assert_eq!(t.revents(3), ready::IN, "HUP masked when not asked for");
+        t.set_ready(new, Readiness::IN | Readiness::HUP);
+        assert_eq!(
+            t.revents(Slot::new(3)),
+            Readiness::IN,
+            "HUP masked when not asked for"
+        );
     }
 
     #[test]
@@ -634,13 +648,13 @@ mod tests {
         let mut t = InterestTable::new();
         let mut changes = Vec::new();
         t.begin_fill();
-        t.add(4, ready::IN);
+        t.add(4, Readiness::IN);
         t.diff(&mut changes);
         changes.clear();
         // Closed without the unregister hint, then reopened with the register hint.
         t.opened(4);
         t.begin_fill();
-        t.add(4, ready::IN);
+        t.add(4, Readiness::IN);
         t.diff(&mut changes);
         assert!(
             matches!(changes.as_slice(), [Change::Add { fd: 4, .. }]),
@@ -653,21 +667,21 @@ mod tests {
         let mut t = InterestTable::new();
         let mut changes = Vec::new();
         t.begin_fill();
-        t.add(6, ready::OUT);
+        t.add(6, Readiness::OUT);
         t.diff(&mut changes);
         let Change::Add { token, .. } = changes[0] else {
             panic!()
         };
-        t.set_ready(token, ready::OUT | ready::ERR);
-        assert_eq!(t.revents(6), ready::OUT | ready::ERR);
+        t.set_ready(token, Readiness::OUT | Readiness::ERR);
+        assert_eq!(t.revents(Slot::new(6)), Readiness::OUT | Readiness::ERR);
         t.begin_fill();
-        t.add(6, ready::OUT);
+        t.add(6, Readiness::OUT);
         assert_eq!(
-            t.revents(6),
-            0,
+            t.revents(Slot::new(6)),
+            Readiness::EMPTY,
             "last iteration's readiness is not reported again"
         );
-        assert_eq!(t.revents(-1), 0);
-        assert_eq!(t.revents(100_000), 0);
+        assert_eq!(t.revents(Slot::new(u32::MAX)), Readiness::EMPTY);
+        assert_eq!(t.revents(Slot::new(100_000)), Readiness::EMPTY);
     }
 }

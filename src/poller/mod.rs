@@ -4,35 +4,35 @@
 //! Owns: the per-iteration fill set (what `slirp_pollfds_fill` asked for) and the answers
 //! `get_revents` gives back. Answers are poll(2)'s, whatever the backend (design rule 2).
 //! Backends: `poll` (the C helper's design, kept as the reference and measured baseline) and
-//! the persistent `epoll` (Linux), which keeps registrations in the kernel across iterations
-//! and submits only the difference. A `match` on a two-variant enum, no trait objects.
+//! the persistent ones, which keep registrations in the kernel across iterations and submit
+//! only the difference: one body (`persistent.rs`, with the interest table) over the kernel
+//! calls of `epoll` (Linux) or `kqueue` (FreeBSD, macOS). A `match` on an enum, no trait
+//! objects. Speaks its own readiness type; `crate::slirp` maps it to libslirp's bits.
 
 #[cfg(target_os = "linux")]
 mod epoll;
 pub mod interest;
-#[cfg(any(target_os = "freebsd", target_os = "macos"))]
+#[cfg(any(
+    target_os = "freebsd",
+    target_os = "macos",
+    all(target_os = "linux", feature = "kqueue-model")
+))]
 mod kqueue;
+#[cfg(all(target_os = "linux", feature = "kqueue-model"))]
+mod kqueue_model;
+#[cfg(any(target_os = "linux", target_os = "freebsd", target_os = "macos"))]
+mod persistent;
 mod poll;
+mod readiness;
+
+pub use readiness::{Readiness, Slot};
 
 use std::ffi::c_int;
 use std::io;
 use std::os::fd::RawFd;
 
-use crate::slirp::ffi::{
-    SLIRP_POLL_ERR, SLIRP_POLL_HUP, SLIRP_POLL_IN, SLIRP_POLL_OUT, SLIRP_POLL_PRI,
-};
-
-/// Readiness bits: libslirp's `SLIRP_POLL_*` plus `RDHUP` (peer shut down writing), which only
-/// the frontend socket is watched for.
-pub mod ready {
-    use super::*;
-    pub const IN: c_int = SLIRP_POLL_IN;
-    pub const OUT: c_int = SLIRP_POLL_OUT;
-    pub const PRI: c_int = SLIRP_POLL_PRI;
-    pub const ERR: c_int = SLIRP_POLL_ERR;
-    pub const HUP: c_int = SLIRP_POLL_HUP;
-    pub const RDHUP: c_int = 1 << 5;
-}
+#[cfg(any(target_os = "linux", target_os = "freebsd", target_os = "macos"))]
+use persistent::PersistentBackend;
 
 /// Which loop design waits for readiness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,12 +87,18 @@ pub enum Own {
     Frontend,
 }
 
+// One per process, built once and never moved on the hot path: the size of the largest
+// variant (the kqueue one, with its change and event lists inline) costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Backend {
     Poll(poll::PollBackend),
     #[cfg(target_os = "linux")]
-    Epoll(epoll::EpollBackend),
+    Epoll(PersistentBackend<epoll::EpollQueue>),
     #[cfg(any(target_os = "freebsd", target_os = "macos"))]
-    Kqueue(kqueue::KqueueBackend),
+    Kqueue(PersistentBackend<kqueue::KqueueQueue<kqueue::sys::KqueueFd>>),
+    /// The kqueue backend's code over the model of FreeBSD's kqueue (tests on Linux).
+    #[cfg(all(target_os = "linux", feature = "kqueue-model"))]
+    KqueueModel(PersistentBackend<kqueue::KqueueQueue<kqueue_model::KqueueModel>>),
 }
 
 pub struct Poller {
@@ -108,6 +114,8 @@ macro_rules! dispatch {
             Backend::Epoll($b) => $call,
             #[cfg(any(target_os = "freebsd", target_os = "macos"))]
             Backend::Kqueue($b) => $call,
+            #[cfg(all(target_os = "linux", feature = "kqueue-model"))]
+            Backend::KqueueModel($b) => $call,
         }
     };
 }
@@ -117,13 +125,28 @@ impl Poller {
         let backend = match kind {
             PollerKind::Poll => Backend::Poll(poll::PollBackend::new(wakeup, frontend)),
             #[cfg(target_os = "linux")]
-            PollerKind::Epoll => Backend::Epoll(epoll::EpollBackend::new(wakeup, frontend)?),
+            PollerKind::Epoll => Backend::Epoll(PersistentBackend::new(epoll::EpollQueue::new(
+                wakeup, frontend,
+            )?)),
             #[cfg(any(target_os = "freebsd", target_os = "macos"))]
-            PollerKind::Kqueue => Backend::Kqueue(kqueue::KqueueBackend::new(wakeup, frontend)?),
+            PollerKind::Kqueue => Backend::Kqueue(PersistentBackend::new(
+                kqueue::KqueueQueue::new(kqueue::sys::KqueueFd::new()?, wakeup, frontend),
+            )),
             #[allow(unreachable_patterns)]
             _ => return Err(io::Error::from(io::ErrorKind::Unsupported)),
         };
         Ok(Poller { backend })
+    }
+
+    /// The kqueue backend's code running over a model of FreeBSD's kqueue semantics
+    /// (`kqueue_model.rs`): for tests on Linux, where the real backend cannot run.
+    #[cfg(all(target_os = "linux", feature = "kqueue-model"))]
+    #[doc(hidden)]
+    pub fn kqueue_over_model(wakeup: RawFd, frontend: RawFd) -> Poller {
+        let queue = kqueue::KqueueQueue::new(kqueue_model::KqueueModel::new(), wakeup, frontend);
+        Poller {
+            backend: Backend::KqueueModel(PersistentBackend::new(queue)),
+        }
     }
 
     pub fn kind(&self) -> PollerKind {
@@ -133,6 +156,8 @@ impl Poller {
             Backend::Epoll(_) => PollerKind::Epoll,
             #[cfg(any(target_os = "freebsd", target_os = "macos"))]
             Backend::Kqueue(_) => PollerKind::Kqueue,
+            #[cfg(all(target_os = "linux", feature = "kqueue-model"))]
+            Backend::KqueueModel(_) => PollerKind::Kqueue,
         }
     }
 
@@ -144,6 +169,8 @@ impl Poller {
             Backend::Epoll(b) => Some(b.table().counters),
             #[cfg(any(target_os = "freebsd", target_os = "macos"))]
             Backend::Kqueue(b) => Some(b.table().counters),
+            #[cfg(all(target_os = "linux", feature = "kqueue-model"))]
+            Backend::KqueueModel(b) => Some(b.table().counters),
         }
     }
 
@@ -152,8 +179,9 @@ impl Poller {
         dispatch!(&mut self.backend, b => b.begin_fill())
     }
 
-    /// `add_poll`: watch `fd` for `events` this iteration; returns the index libslirp stores.
-    pub fn add(&mut self, fd: RawFd, events: c_int) -> c_int {
+    /// `add_poll`: watch `fd` for `events` this iteration; the slot libslirp keeps, `None`
+    /// for a descriptor that cannot be watched (negative).
+    pub fn add(&mut self, fd: RawFd, events: Readiness) -> Option<Slot> {
         dispatch!(&mut self.backend, b => b.add(fd, events))
     }
 
@@ -179,16 +207,18 @@ impl Poller {
             Backend::Epoll(b) => b.table().any_ready(),
             #[cfg(any(target_os = "freebsd", target_os = "macos"))]
             Backend::Kqueue(b) => b.table().any_ready(),
+            #[cfg(all(target_os = "linux", feature = "kqueue-model"))]
+            Backend::KqueueModel(b) => b.table().any_ready(),
         }
     }
 
-    /// `get_revents`: poll(2)'s answer for index `idx`, HUP masked when not asked for.
-    pub fn revents(&self, idx: c_int) -> c_int {
-        dispatch!(&self.backend, b => b.revents(idx))
+    /// `get_revents`: poll(2)'s answer for `slot`, HUP masked when not asked for.
+    pub fn revents(&self, slot: Slot) -> Readiness {
+        dispatch!(&self.backend, b => b.revents(slot))
     }
 
     /// Readiness of one of the helper's own descriptors this iteration.
-    pub fn own_revents(&self, which: Own) -> c_int {
+    pub fn own_revents(&self, which: Own) -> Readiness {
         dispatch!(&self.backend, b => b.own_revents(which))
     }
 

@@ -1,7 +1,7 @@
 //! The `poll(2)` backend: the array is rebuilt every iteration, exactly as the C helper does.
 //! Kept as the reference semantics and the measured baseline.
 
-use super::{ready, Own};
+use super::{Own, Readiness, Slot};
 use crate::sys::syscall;
 use std::ffi::c_int;
 use std::io;
@@ -20,53 +20,31 @@ pub struct PollBackend {
     fds: Vec<libc::pollfd>,
 }
 
-fn to_poll(events: c_int) -> libc::c_short {
-    let mut out = 0;
-    if events & ready::IN != 0 {
-        out |= libc::POLLIN;
-    }
-    if events & ready::OUT != 0 {
-        out |= libc::POLLOUT;
-    }
-    if events & ready::PRI != 0 {
-        out |= libc::POLLPRI;
-    }
-    if events & ready::ERR != 0 {
-        out |= libc::POLLERR;
-    }
-    if events & ready::HUP != 0 {
-        out |= libc::POLLHUP;
-    }
-    if events & ready::RDHUP != 0 {
-        out |= POLLRDHUP;
-    }
-    out
+/// poll(2)'s flag for each readiness bit (RDHUP is 0 where poll(2) has none).
+const FLAGS: [(Readiness, libc::c_short); 6] = [
+    (Readiness::IN, libc::POLLIN),
+    (Readiness::OUT, libc::POLLOUT),
+    (Readiness::PRI, libc::POLLPRI),
+    (Readiness::ERR, libc::POLLERR),
+    (Readiness::HUP, libc::POLLHUP),
+    (Readiness::RDHUP, POLLRDHUP),
+];
+
+fn to_poll(events: Readiness) -> libc::c_short {
+    FLAGS
+        .iter()
+        .filter(|(bit, _)| events.contains(*bit))
+        .fold(0, |out, (_, flag)| out | flag)
 }
 
-fn from_poll(revents: libc::c_short) -> c_int {
-    let mut out = 0;
-    if revents & libc::POLLIN != 0 {
-        out |= ready::IN;
-    }
-    if revents & libc::POLLOUT != 0 {
-        out |= ready::OUT;
-    }
-    if revents & libc::POLLPRI != 0 {
-        out |= ready::PRI;
-    }
-    if revents & libc::POLLERR != 0 {
-        out |= ready::ERR;
-    }
-    if revents & libc::POLLHUP != 0 {
-        out |= ready::HUP;
-    }
-    if POLLRDHUP != 0 && revents & POLLRDHUP != 0 {
-        out |= ready::RDHUP;
-    }
-    out
+fn from_poll(revents: libc::c_short) -> Readiness {
+    FLAGS
+        .iter()
+        .filter(|(_, flag)| revents & flag != 0)
+        .fold(Readiness::EMPTY, |out, (bit, _)| out | *bit)
 }
 
-fn pollfd(fd: RawFd, events: c_int) -> libc::pollfd {
+fn pollfd(fd: RawFd, events: Readiness) -> libc::pollfd {
     libc::pollfd {
         fd,
         events: to_poll(events),
@@ -77,8 +55,8 @@ fn pollfd(fd: RawFd, events: c_int) -> libc::pollfd {
 impl PollBackend {
     pub fn new(wakeup: RawFd, frontend: RawFd) -> PollBackend {
         let fds = vec![
-            pollfd(wakeup, ready::IN),
-            pollfd(frontend, ready::IN | ready::RDHUP),
+            pollfd(wakeup, Readiness::IN),
+            pollfd(frontend, Readiness::IN | Readiness::RDHUP),
         ];
         PollBackend { fds }
     }
@@ -90,12 +68,13 @@ impl PollBackend {
         }
     }
 
-    pub fn add(&mut self, fd: RawFd, events: c_int) -> c_int {
-        let Ok(idx) = c_int::try_from(self.fds.len()) else {
-            return -1;
-        };
+    pub fn add(&mut self, fd: RawFd, events: Readiness) -> Option<Slot> {
+        // libslirp keeps the index in an int.
+        let idx = u32::try_from(self.fds.len())
+            .ok()
+            .filter(|&i| c_int::try_from(i).is_ok())?;
         self.fds.push(pollfd(fd, events));
-        idx
+        Some(Slot::new(idx))
     }
 
     pub fn watch_frontend_writable(&mut self, on: bool) {
@@ -114,14 +93,14 @@ impl PollBackend {
         Ok(())
     }
 
-    pub fn revents(&self, idx: c_int) -> c_int {
+    pub fn revents(&self, slot: Slot) -> Readiness {
         // Indices below 2 are ours; libslirp only ever sees indices `add` returned.
-        let Some(entry) = usize::try_from(idx)
+        let Some(entry) = usize::try_from(slot.index())
             .ok()
             .filter(|&i| i > FRONTEND)
             .and_then(|i| self.fds.get(i))
         else {
-            return 0;
+            return Readiness::EMPTY;
         };
         let mut revents = entry.revents;
         // The kernel reports POLLHUP even when it was not asked for (as the C helper masks it).
@@ -136,7 +115,7 @@ impl PollBackend {
 
     pub fn closing(&mut self, _fd: RawFd) {}
 
-    pub fn own_revents(&self, which: Own) -> c_int {
+    pub fn own_revents(&self, which: Own) -> Readiness {
         let idx = match which {
             Own::Wakeup => WAKEUP,
             Own::Frontend => FRONTEND,
@@ -157,26 +136,31 @@ mod tests {
         let (pipe_r, pipe_w) = nix::unistd::pipe().unwrap();
         let mut p = PollBackend::new(wake_r.as_raw_fd(), front_a.as_raw_fd());
         p.begin_fill();
-        let read_idx = p.add(pipe_r.as_raw_fd(), ready::IN);
-        let write_idx = p.add(pipe_w.as_raw_fd(), ready::OUT);
-        assert_eq!((read_idx, write_idx), (2, 3));
+        let read_idx = p.add(pipe_r.as_raw_fd(), Readiness::IN).unwrap();
+        let write_idx = p.add(pipe_w.as_raw_fd(), Readiness::OUT).unwrap();
+        assert_eq!((read_idx, write_idx), (Slot::new(2), Slot::new(3)));
         p.wait(0).unwrap();
-        assert_eq!(p.revents(read_idx), 0);
-        assert_eq!(p.revents(write_idx), ready::OUT);
-        assert_eq!(p.own_revents(Own::Wakeup), 0);
-        assert_eq!(p.revents(0), 0, "our own slots are not libslirp's");
-        assert_eq!(p.revents(99), 0);
-        assert_eq!(p.revents(-1), 0);
+        assert_eq!(p.revents(read_idx), Readiness::EMPTY);
+        assert_eq!(p.revents(write_idx), Readiness::OUT);
+        assert_eq!(p.own_revents(Own::Wakeup), Readiness::EMPTY);
+        assert_eq!(
+            p.revents(Slot::new(0)),
+            Readiness::EMPTY,
+            "our own slots are not libslirp's"
+        );
+        assert_eq!(p.revents(Slot::new(99)), Readiness::EMPTY);
 
         drop(pipe_w);
         p.begin_fill();
-        let read_idx = p.add(pipe_r.as_raw_fd(), ready::IN);
+        let read_idx = p.add(pipe_r.as_raw_fd(), Readiness::IN).unwrap();
         p.wait(0).unwrap();
         // A pipe whose writer is gone polls as POLLHUP, which libslirp did not ask for.
-        assert_eq!(p.revents(read_idx), 0);
+        assert_eq!(p.revents(read_idx), Readiness::EMPTY);
         p.begin_fill();
-        let read_idx = p.add(pipe_r.as_raw_fd(), ready::IN | ready::HUP);
+        let read_idx = p
+            .add(pipe_r.as_raw_fd(), Readiness::IN | Readiness::HUP)
+            .unwrap();
         p.wait(0).unwrap();
-        assert_eq!(p.revents(read_idx), ready::HUP);
+        assert_eq!(p.revents(read_idx), Readiness::HUP);
     }
 }

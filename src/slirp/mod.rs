@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use timers::{TimerTarget, Timers};
 
 use crate::config::{HostFwdRule, Proto};
+use crate::poller::{Readiness, Slot};
 
 /// What the helper provides to libslirp. Each method runs inside a libslirp call.
 pub trait SlirpHost {
@@ -31,10 +32,11 @@ pub trait SlirpHost {
     fn send_packet(&mut self, frame: &[u8]) -> isize;
     /// libslirp reports guest misbehaviour.
     fn guest_error(&mut self, msg: &str);
-    /// `slirp_pollfds_fill`: watch `fd` for `events` (SLIRP_POLL_*); return its index.
-    fn add_poll(&mut self, fd: RawFd, events: c_int) -> c_int;
-    /// `slirp_pollfds_poll`: readiness (SLIRP_POLL_*) of the index `add_poll` returned.
-    fn get_revents(&mut self, idx: c_int) -> c_int;
+    /// `slirp_pollfds_fill`: watch `fd` for `events`; the slot libslirp keeps (`None`: the
+    /// fd cannot be watched).
+    fn add_poll(&mut self, fd: RawFd, events: Readiness) -> Option<Slot>;
+    /// `slirp_pollfds_poll`: readiness of a slot `add_poll` returned.
+    fn get_revents(&mut self, slot: Slot) -> Readiness;
     /// Hint: libslirp opened `fd`.
     fn register_poll_fd(&mut self, fd: RawFd);
     /// Hint: libslirp is about to close `fd`.
@@ -173,18 +175,52 @@ unsafe extern "C" fn cb_notify<H: SlirpHost>(opaque: *mut c_void) {
 
 unsafe extern "C" fn cb_init_completed(_slirp: *mut Slirp, _opaque: *mut c_void) {}
 
+/// libslirp's `SLIRP_POLL_*` bit for each of the poller's readiness bits. The only place that
+/// knows both: the poller speaks its own type, libslirp its ints. RDHUP has no libslirp bit
+/// (only the frontend socket is watched for it).
+const SLIRP_POLL_BITS: [(Readiness, c_int); 5] = [
+    (Readiness::IN, SLIRP_POLL_IN),
+    (Readiness::OUT, SLIRP_POLL_OUT),
+    (Readiness::PRI, SLIRP_POLL_PRI),
+    (Readiness::ERR, SLIRP_POLL_ERR),
+    (Readiness::HUP, SLIRP_POLL_HUP),
+];
+
+/// libslirp's `events` as the poller's readiness (unknown bits ignored).
+pub fn readiness_from_slirp(events: c_int) -> Readiness {
+    SLIRP_POLL_BITS
+        .iter()
+        .filter(|(_, bit)| events & bit != 0)
+        .fold(Readiness::EMPTY, |out, (r, _)| out | *r)
+}
+
+/// The poller's readiness as libslirp's `revents`.
+pub fn readiness_to_slirp(readiness: Readiness) -> c_int {
+    SLIRP_POLL_BITS
+        .iter()
+        .filter(|(r, _)| readiness.contains(*r))
+        .fold(0, |out, (_, bit)| out | bit)
+}
+
 unsafe extern "C" fn cb_add_poll<H: SlirpHost>(
     fd: c_int,
     events: c_int,
     opaque: *mut c_void,
 ) -> c_int {
+    let events = readiness_from_slirp(events);
+    // libslirp's convention: the index it stores, -1 when the fd is not watched.
+    let index = |slot: Option<Slot>| slot.and_then(|s| c_int::try_from(s.index()).ok());
     // SAFETY: `opaque` is our host pointer.
-    unsafe { with_host::<H, _>(opaque, -1, |h| h.add_poll(fd, events)) }
+    unsafe { with_host::<H, _>(opaque, -1, |h| index(h.add_poll(fd, events)).unwrap_or(-1)) }
 }
 
 unsafe extern "C" fn cb_get_revents<H: SlirpHost>(idx: c_int, opaque: *mut c_void) -> c_int {
+    // A negative index is one `add_poll` refused: nothing to report.
+    let Some(slot) = Slot::from_index(i64::from(idx)) else {
+        return 0;
+    };
     // SAFETY: `opaque` is our host pointer.
-    unsafe { with_host::<H, _>(opaque, 0, |h| h.get_revents(idx)) }
+    unsafe { with_host::<H, _>(opaque, 0, |h| readiness_to_slirp(h.get_revents(slot))) }
 }
 
 fn in_addr(addr: Ipv4Addr) -> libc::in_addr {
@@ -369,5 +405,26 @@ impl<H: SlirpHost> Drop for Stack<H> {
         unsafe { (self.api.cleanup)(self.slirp.as_ptr()) };
         // SAFETY: the pointer came from Box::leak in `new`, and libslirp no longer holds it.
         drop(unsafe { Box::from_raw(self.host.as_ptr()) });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_maps_to_libslirps_bits_one_for_one() {
+        for (r, bit) in SLIRP_POLL_BITS {
+            assert_eq!(readiness_to_slirp(r), bit);
+            assert_eq!(readiness_from_slirp(bit), r);
+        }
+        let all = SLIRP_POLL_IN | SLIRP_POLL_OUT | SLIRP_POLL_PRI | SLIRP_POLL_ERR | SLIRP_POLL_HUP;
+        assert_eq!(readiness_to_slirp(readiness_from_slirp(all)), all);
+        // RDHUP is the poller's own (the frontend's); libslirp never sees it.
+        assert_eq!(
+            readiness_to_slirp(Readiness::RDHUP | Readiness::IN),
+            SLIRP_POLL_IN
+        );
+        assert_eq!(readiness_from_slirp(1 << 12), Readiness::EMPTY);
     }
 }
