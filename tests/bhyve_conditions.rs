@@ -74,7 +74,9 @@ fn stats_and_exit_lines_go_to_syslog_not_to_bhyve() {
     bhyve.hang_up();
     assert_eq!(bhyve.expect_exit(STEP), 0);
     assert!(
-        syslog.wait_for("bhyve closed the connection", STEP).is_some(),
+        syslog
+            .wait_for("bhyve closed the connection", STEP)
+            .is_some(),
         "no exit line in syslog: {:?}",
         syslog.lines()
     );
