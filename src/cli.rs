@@ -111,7 +111,16 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             "-V" | "--version" => return Ok(Command::Version),
             "-S" => socket = Some(parse_fd(&value("-S")?)?),
             s if s.starts_with("-S") => socket = Some(parse_fd(&s[2..])?),
-            "--libslirp" => libslirp = Some(value("--libslirp")?),
+            "--libslirp" => {
+                let path = value("--libslirp")?;
+                // dlopen("") would hand back the helper's own binary.
+                if path.is_empty() {
+                    return Err(UsageError(String::from(
+                        "option --libslirp needs a path, not an empty string",
+                    )));
+                }
+                libslirp = Some(path);
+            }
             "--poller" => {
                 let name = value("--poller")?;
                 poller = Some(
@@ -182,6 +191,8 @@ mod tests {
             );
         }
         assert!(parse(args(&["-S", "3", "--coalesce"])).is_err());
+        let empty = parse(args(&["-S", "3", "--libslirp", ""])).unwrap_err();
+        assert!(empty.0.contains("--libslirp"), "{empty:?}");
     }
 
     #[test]

@@ -15,8 +15,14 @@ enum Sink {
 
 static SINK: OnceLock<Sink> = OnceLock::new();
 
-/// A datagram socket connected to the syslog daemon, for `emergency` (-1: none, use stderr).
-static EMERGENCY_SYSLOG: AtomicI32 = AtomicI32::new(-1);
+/// Our datagram socket connected to the syslog daemon (-1: none). Both `emit` and `emergency`
+/// write to it. We write RFC 3164 lines ourselves instead of calling libc's `syslog()`: glibc
+/// connects lazily and reconnects on its own, so its descriptor could land on a number the
+/// start-up shuffle then replaces with bhyve's socket (issue 16: log lines went to the guest).
+/// This one is opened by `init`, after the shuffle, so it can never be descriptor 3.
+static SYSLOG_FD: AtomicI32 = AtomicI32::new(-1);
+/// Our pid, for the syslog tag (read in a signal handler, so stored once).
+static PID: AtomicI32 = AtomicI32::new(0);
 
 /// The local syslog socket.
 #[cfg(target_os = "freebsd")]
@@ -24,15 +30,39 @@ const SYSLOG_SOCKET: &str = "/var/run/log";
 #[cfg(not(target_os = "freebsd"))]
 const SYSLOG_SOCKET: &str = "/dev/log";
 
-/// Pick the sink once, before the sandbox: syslog is opened now so it works inside it.
+/// Test hook: another syslog socket path (tests point it at a stand-in daemon). Not a user
+/// setting; the helper under bhyve always uses the system's socket.
+pub const SYSLOG_SOCKET_ENV: &str = "SLIRP_HELPER_SYSLOG_SOCKET";
+
+/// `LOG_DAEMON`, as the C helper's syslog lines.
+const FACILITY: i32 = 3 << 3;
+const TAG: &str = "bhyve-slirp-helper";
+
+/// Whether stderr goes nowhere (`/dev/null`, as under bhyve, or closed).
+fn stderr_goes_nowhere() -> bool {
+    crate::sys::fd_is_dev_null(2) || !crate::sys::fd_is_open(2)
+}
+
+/// A datagram socket connected to the syslog daemon (CLOEXEC), or `None` when there is none.
+fn connect_syslog() -> Option<std::os::unix::net::UnixDatagram> {
+    let path = std::env::var_os(SYSLOG_SOCKET_ENV)
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| SYSLOG_SOCKET.into());
+    let sock = std::os::unix::net::UnixDatagram::unbound().ok()?;
+    sock.connect(path).ok()?;
+    Some(sock)
+}
+
+/// Pick the sink once and open the syslog socket now, before the sandbox (which forbids new
+/// sockets and connect). Must be called only after bhyve's socket has been moved to
+/// descriptor 3 and descriptors 0..=2 point somewhere (`main`'s `adopt_socket`): then the
+/// socket opened here gets a number nothing will replace, and `closefrom` has already run.
 pub fn init() {
     SINK.get_or_init(|| {
-        if crate::sys::fd_is_dev_null(2) || !crate::sys::fd_is_open(2) {
-            crate::sys::syslog_open();
-            if let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() {
-                if sock.connect(SYSLOG_SOCKET).is_ok() {
-                    EMERGENCY_SYSLOG.store(sock.into_raw_fd(), Ordering::Relaxed);
-                }
+        PID.store(std::process::id() as i32, Ordering::Relaxed);
+        if stderr_goes_nowhere() {
+            if let Some(sock) = connect_syslog() {
+                SYSLOG_FD.store(sock.into_raw_fd(), Ordering::Relaxed);
             }
             Sink::Syslog
         } else {
@@ -41,12 +71,43 @@ pub fn init() {
     });
 }
 
-fn emit(priority: libc::c_int, msg: &str) {
-    match SINK.get().copied().unwrap_or(Sink::Stderr) {
-        Sink::Stderr => {
-            let _ = writeln!(std::io::stderr().lock(), "bhyve-slirp-helper: {msg}");
+/// One RFC 3164 line: `<PRI>TAG[PID]: MSG`. No timestamp: the daemon adds the time of receipt
+/// (RFC 3164 4.3.1), and formatting local time would need the time-zone files in the sandbox.
+fn syslog_line(severity: i32, msg: &str) -> String {
+    format!(
+        "<{}>{TAG}[{}]: {msg}",
+        FACILITY | severity,
+        std::process::id()
+    )
+}
+
+fn send_datagram(fd: RawFd, line: &[u8]) {
+    // SAFETY: `line` is readable for its length; a failed send (daemon gone) is ignored, as
+    // a lost log line must never stop the helper.
+    unsafe { libc::send(fd, line.as_ptr().cast(), line.len(), libc::MSG_DONTWAIT) };
+}
+
+fn emit(severity: i32, msg: &str) {
+    match SINK.get().copied() {
+        Some(Sink::Stderr) => {
+            let _ = writeln!(std::io::stderr().lock(), "{TAG}: {msg}");
         }
-        Sink::Syslog => crate::sys::syslog(priority, msg),
+        Some(Sink::Syslog) => {
+            let fd = SYSLOG_FD.load(Ordering::Relaxed);
+            if fd >= 0 {
+                send_datagram(fd, syslog_line(severity, msg).as_bytes());
+            }
+        }
+        // Before `init` (usage errors, a bad `-S`): the descriptor shuffle may not have run,
+        // so nothing opened here may stay open. A usage error must still reach the user.
+        None if stderr_goes_nowhere() => {
+            if let Some(sock) = connect_syslog() {
+                let _ = sock.send(syslog_line(severity, msg).as_bytes());
+            }
+        }
+        None => {
+            let _ = writeln!(std::io::stderr().lock(), "{TAG}: {msg}");
+        }
     }
 }
 
@@ -66,22 +127,30 @@ pub fn info(msg: &str) {
 /// `write` to stderr or one `send` to the syslog socket opened by `init`.
 pub fn emergency(msg: &[u8]) {
     const PREFIX: &[u8] = b"bhyve-slirp-helper: ";
-    // <12>: facility user, severity warning.
-    const SYSLOG_PREFIX: &[u8] = b"<12>bhyve-slirp-helper: ";
+    // <28>: facility daemon, severity warning.
+    const SYSLOG_PREFIX: &[u8] = b"<28>bhyve-slirp-helper[";
     let mut line = [0u8; 256];
-    let syslog: RawFd = EMERGENCY_SYSLOG.load(Ordering::Relaxed);
-    let prefix = if syslog >= 0 { SYSLOG_PREFIX } else { PREFIX };
-    let body = msg.len().min(line.len() - prefix.len() - 1);
-    line[..prefix.len()].copy_from_slice(prefix);
-    line[prefix.len()..prefix.len() + body].copy_from_slice(&msg[..body]);
-    let mut len = prefix.len() + body;
+    let syslog: RawFd = SYSLOG_FD.load(Ordering::Relaxed);
+    let mut len = 0;
+    let mut put = |bytes: &[u8], len: &mut usize| {
+        let n = bytes.len().min(line.len() - 1 - *len);
+        line[*len..*len + n].copy_from_slice(&bytes[..n]);
+        *len += n;
+    };
     if syslog >= 0 {
-        // SAFETY: `line` is readable for `len` bytes; send is async-signal-safe.
-        unsafe { libc::send(syslog, line.as_ptr().cast(), len, libc::MSG_DONTWAIT) };
+        put(SYSLOG_PREFIX, &mut len);
+        let mut pid = [0u8; 20];
+        let digits = format_decimal(i64::from(PID.load(Ordering::Relaxed)), &mut pid);
+        put(&pid[..digits], &mut len);
+        put(b"]: ", &mut len);
+        put(msg, &mut len);
+        send_datagram(syslog, &line[..len]);
     } else {
+        put(PREFIX, &mut len);
+        put(msg, &mut len);
         line[len] = b'\n';
         len += 1;
-        // SAFETY: as above; write is async-signal-safe.
+        // SAFETY: `line` is readable for `len` bytes; write is async-signal-safe.
         unsafe { libc::write(2, line.as_ptr().cast(), len) };
     }
 }

@@ -27,8 +27,9 @@ struct Fatal(u8, String);
 fn main() -> ExitCode {
     let command = match cli::parse(std::env::args_os().skip(1)) {
         Ok(command) => command,
+        // No `diag::init` before the descriptor shuffle: a log channel kept open now could be
+        // replaced by bhyve's socket. `diag` sends this one line through a channel it closes.
         Err(cli::UsageError(reason)) => {
-            diag::init();
             diag::error(&format!("{reason}\n{}", cli::USAGE));
             return ExitCode::from(1);
         }
@@ -42,20 +43,19 @@ fn main() -> ExitCode {
             println!("bhyve-slirp-helper {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Run(options) => {
-            diag::init();
-            match run(options) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(Fatal(code, msg)) => {
-                    diag::error(&msg);
-                    ExitCode::from(code)
-                }
+        Command::Run(options) => match run(options) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(Fatal(code, msg)) => {
+                diag::error(&msg);
+                ExitCode::from(code)
             }
-        }
+        },
     }
 }
 
-/// Check `-S`, move the socket to fd 3 and close everything else inherited from bhyve.
+/// Check `-S`, move the socket to fd 3, close everything else inherited from bhyve, and point
+/// the standard descriptors the socket vacated (or that were closed) at `/dev/null`. Only then
+/// may `diag::init` open its syslog socket: nothing but frames is ever written to fd 3.
 fn adopt_socket(fd: RawFd) -> Result<RawFd, Fatal> {
     let usage = |why: String| Fatal(1, format!("{why}\n{}", cli::USAGE));
     if !sys::fd_is_open(fd) {
@@ -68,9 +68,28 @@ fn adopt_socket(fd: RawFd) -> Result<RawFd, Fatal> {
         Ok(false) => return Err(usage(format!("invalid socket {fd}: not a socket"))),
         Err(e) => return Err(usage(format!("invalid socket {fd}: {e}"))),
     }
+    // A byte stream merges frames silently. SOCK_SEQPACKET is bhyve's; SOCK_DGRAM (QEMU's
+    // `-netdev socket`) keeps frame boundaries too.
+    match sys::socket_type(fd) {
+        Ok(libc::SOCK_STREAM) => {
+            return Err(usage(format!(
+                "invalid socket {fd}: a SOCK_STREAM socket, which does not keep frame \
+                 boundaries (use SOCK_SEQPACKET, as bhyve does, or SOCK_DGRAM)"
+            )))
+        }
+        Ok(_) => {}
+        Err(e) => return Err(usage(format!("invalid socket {fd}: SO_TYPE: {e}"))),
+    }
+    let vacant: Vec<RawFd> = (0..SOCKET_FD)
+        .filter(|&std_fd| std_fd == fd || !sys::fd_is_open(std_fd))
+        .collect();
     let sock = sys::move_fd(fd, SOCKET_FD)
         .map_err(|e| Fatal(1, format!("dup2(socket, {SOCKET_FD}): {e}")))?;
     sys::closefrom(SOCKET_FD + 1);
+    for std_fd in vacant {
+        sys::dev_null_at(std_fd)
+            .map_err(|e| Fatal(1, format!("/dev/null on descriptor {std_fd}: {e}")))?;
+    }
     sys::set_cloexec(sock, true).map_err(|e| Fatal(1, format!("fcntl(socket): {e}")))?;
     sys::set_nonblocking(sock, true).map_err(|e| Fatal(1, format!("fcntl(socket): {e}")))?;
     Ok(sock)
@@ -88,12 +107,23 @@ fn libslirp_path(options: &Options) -> String {
         .unwrap_or_else(|| DEFAULT_LIBSLIRP.to_string())
 }
 
-fn read_config(sock: RawFd) -> Result<BhyveConfig, Fatal> {
+/// The config, or `None` when SIGTERM/SIGINT arrived while waiting for it.
+fn read_config(sock: RawFd) -> Result<Option<BhyveConfig>, Fatal> {
     // SAFETY: `sock` is open and owned by this process for its whole life.
     let borrowed = unsafe { BorrowedFd::borrow_raw(sock) };
-    let nvlist = config::recv::recv_config(borrowed, CONFIG_TIMEOUT)
-        .map_err(|e| Fatal(1, format!("reading the configuration from bhyve: {e}")))?;
+    let nvlist =
+        match config::recv::recv_config_until(borrowed, CONFIG_TIMEOUT, &sys::SIGNALS.terminate) {
+            Ok(nvlist) => nvlist,
+            Err(config::RecvError::Stopped) => return Ok(None),
+            Err(e) => {
+                return Err(Fatal(
+                    1,
+                    format!("reading the configuration from bhyve: {e}"),
+                ))
+            }
+        };
     BhyveConfig::from_nvlist(&nvlist)
+        .map(Some)
         .map_err(|e| Fatal(e.exit_code() as u8, format!("configuration: {e}")))
 }
 
@@ -149,11 +179,15 @@ fn coalescing(options: &Options, config: &BhyveConfig, batch: usize) -> Result<b
 fn run(options: Options) -> Result<(), Fatal> {
     sys::install_signal_handlers().map_err(|e| Fatal(1, format!("sigaction: {e}")))?;
     let sock = adopt_socket(options.socket)?;
+    diag::init();
     if let Err(e) = sys::raise_nofile_limit() {
         diag::warn(&format!("cannot raise the descriptor limit: {e}"));
     }
 
-    let config = read_config(sock)?;
+    let Some(config) = read_config(sock)? else {
+        diag::info("terminated by signal while waiting for the configuration");
+        return Ok(());
+    };
     if let Some(vmname) = &config.vmname {
         sys::set_process_title(vmname);
     }

@@ -1,7 +1,7 @@
 //! Thin syscall wrappers the rest of the helper needs and `nix` does not offer in the shape we
 //! want. Every `unsafe` block of the process set-up lives here, each with its SAFETY line.
 //!
-//! Owns: raw fd hygiene (closefrom, CLOEXEC), signal dispositions, the process title, syslog.
+//! Owns: raw fd hygiene (closefrom, CLOEXEC), signal dispositions, the process title.
 //! Must never: allocate or log on a per-frame path.
 
 use std::ffi::CString;
@@ -255,28 +255,37 @@ pub fn fd_is_dev_null(fd: RawFd) -> bool {
     a.st_mode & libc::S_IFMT == libc::S_IFCHR && a.st_rdev == b.st_rdev
 }
 
-/// Open syslog now (LOG_NDELAY), so that it keeps working after the sandbox is entered.
-pub fn syslog_open() {
-    // SAFETY: the ident is a static NUL-terminated string that outlives the process's use of it.
-    unsafe {
-        libc::openlog(
-            c"bhyve-slirp-helper".as_ptr(),
-            libc::LOG_PID | libc::LOG_NDELAY,
-            libc::LOG_DAEMON,
-        )
-    };
+/// Point `target` (one of 0..=2) at `/dev/null`, as daemons do, so that a standard
+/// descriptor left vacant is never reused by something else (a pipe, a socket) that stray
+/// writes to stdout or stderr would then corrupt.
+pub fn dev_null_at(target: RawFd) -> io::Result<()> {
+    // SAFETY: a NUL-terminated literal path and plain flags.
+    let null = syscall!(open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC))?;
+    if null == target {
+        return set_cloexec(null, false);
+    }
+    let moved = syscall!(dup2(null, target));
+    let _ = syscall!(close(null));
+    moved.map(|_| ())
 }
 
-/// Send one line to syslog at `priority`.
-pub fn syslog(priority: libc::c_int, msg: &str) {
-    let Ok(msg) = CString::new(msg.replace('\0', " ")) else {
-        return;
-    };
-    // SAFETY: "%s" with one NUL-terminated string argument matches syslog's varargs contract.
-    unsafe { libc::syslog(priority, c"%s".as_ptr(), msg.as_ptr()) };
+/// The socket's type (`SO_TYPE`: SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET…).
+pub fn socket_type(fd: RawFd) -> io::Result<libc::c_int> {
+    let mut kind: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `kind` and `len` are valid for an int option.
+    syscall!(getsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_TYPE,
+        (&mut kind as *mut libc::c_int).cast(),
+        &mut len
+    ))?;
+    Ok(kind)
 }
 
 /// Set the process title to the VM's name, as the C helper's `setproctitle("%s", vmname)`.
+/// The caller passes it printable (bytes that are not UTF-8 escaped).
 pub fn set_process_title(title: &str) {
     let Ok(title) = CString::new(title.replace('\0', " ")) else {
         return;

@@ -504,7 +504,7 @@ fn recv_peer_closed_before_config() {
     assert!(matches!(err, RecvError::Closed { .. }), "{err}");
     assert!(err
         .to_string()
-        .contains("socket closed before configuration"));
+        .contains("bhyve hung up before the configuration was complete"));
 
     // Closed halfway through the body.
     let (helper, bhyve) = pair();

@@ -187,6 +187,22 @@ fn version_prints_version() {
 }
 
 #[test]
+fn empty_libslirp_path_is_refused_naming_the_option() {
+    // dlopen("") would load the helper's own binary and report "in : ...".
+    let mut bhyve = Bhyve::spawn(Spawn {
+        config: Some(restricted_config()),
+        args: vec!["--libslirp".into(), String::new()],
+        ..Spawn::default()
+    });
+    assert_eq!(bhyve.expect_exit(STEP), 1);
+    assert!(
+        bhyve.stderr().contains("--libslirp needs a path"),
+        "{}",
+        bhyve.stderr()
+    );
+}
+
+#[test]
 fn bad_libslirp_path_exits_1_naming_it() {
     let path = "/nonexistent/slirp-test-dir/libslirp.so.0";
     let mut bhyve = Bhyve::spawn(Spawn {

@@ -5,10 +5,14 @@
 #![cfg(target_os = "linux")]
 
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixDatagram;
 use std::os::unix::net::UnixStream;
 use std::process::Command;
 
 const ROLE: &str = "SANDBOX_TEST_ROLE";
+/// Set: the role runs as under bhyve, stderr on /dev/null and diagnostics to this syslog socket.
+const SYSLOG: &str = "SLIRP_HELPER_SYSLOG_SOCKET";
 
 /// What a probe saw: "ok" or the errno name.
 fn outcome<T>(r: std::io::Result<T>) -> String {
@@ -65,6 +69,15 @@ fn role_entry() {
     let (mode, probes) = role.split_once(':').unwrap();
     // Descriptors the probes need are made before entry, as the helper's are.
     let mut pair = UnixStream::pair().unwrap();
+    if std::env::var_os(SYSLOG).is_some() {
+        let null = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/null")
+            .unwrap();
+        // SAFETY: dup2 onto descriptor 2; `null` stays open for the call.
+        assert_eq!(unsafe { libc::dup2(null.as_raw_fd(), 2) }, 2);
+        slirp_helper::diag::init();
+    }
     slirp_helper::sandbox::confine(mode == "restricted").expect("entering the sandbox");
     let results: Vec<String> = probes
         .split(',')
@@ -76,7 +89,12 @@ fn role_entry() {
 
 /// Run `probes` in a sandboxed child: `probe=outcome` pairs and the child's stderr.
 fn run(mode: &str, probes: &str) -> (String, String) {
+    run_with(mode, probes, &[])
+}
+
+fn run_with(mode: &str, probes: &str, env: &[(&str, &str)]) -> (String, String) {
     let out = Command::new(std::env::current_exe().unwrap())
+        .envs(env.iter().copied())
         .args([
             "role_entry",
             "--exact",
@@ -139,4 +157,24 @@ fn open_mode_allows_outbound_sockets_and_resolv_conf_only() {
         let (results, stderr) = run("open", "resolv");
         assert_eq!(results, "resolv=ok", "{stderr}");
     }
+}
+
+#[test]
+fn refusals_reach_syslog_when_stderr_is_dev_null() {
+    let path = std::env::temp_dir().join(format!("slirp-sandbox-syslog-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let syslog = UnixDatagram::bind(&path).unwrap();
+    syslog
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let (results, stderr) = run_with("restricted", "exec", &[(SYSLOG, path.to_str().unwrap())]);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(results, "exec=EPERM");
+    assert!(stderr.is_empty(), "{stderr}");
+    let mut buf = [0u8; 512];
+    let n = syslog.recv(&mut buf).expect("a line on the syslog socket");
+    let line = String::from_utf8_lossy(&buf[..n]);
+    // <daemon (3) * 8 + warning (4)>, tag and pid, the refusal.
+    assert!(line.starts_with("<28>bhyve-slirp-helper["), "{line}");
+    assert!(line.contains("]: sandbox: refused system call"), "{line}");
 }

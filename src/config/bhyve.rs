@@ -20,7 +20,8 @@ pub const MTU_RANGE: std::ops::RangeInclusive<u64> = 68..=65520;
 /// What the helper takes from bhyve's config.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BhyveConfig {
-    /// `vmname` (STRING): process title only.
+    /// `vmname` (STRING): process title only. libnv strings are bytes and the C helper takes
+    /// any; kept printable here: UTF-8 as is, other bytes as `\xNN` (see [`printable`]).
     pub vmname: Option<String>,
     /// `open` (STRING, bool grammar); the helper is restricted when false.
     pub open: bool,
@@ -111,7 +112,7 @@ impl BhyveConfig {
             options: top_level_strings(nvl),
             ..BhyveConfig::default()
         };
-        config.vmname = config.string_option("vmname")?.map(str::to_owned);
+        config.vmname = config.vmname()?;
         config.open = match config.string_option("open")? {
             None => false,
             Some(v) => parse_bool(v).ok_or_else(|| ConfigError::NotBool {
@@ -145,6 +146,21 @@ impl BhyveConfig {
         Ok(Some(value))
     }
 
+    /// `vmname` printable. Any bytes are accepted (never refuse to start over a title); only
+    /// `%(` is refused, as for every known key.
+    fn vmname(&self) -> Result<Option<String>, ConfigError> {
+        let Some((_, raw)) = self.options.iter().find(|(k, _)| k == b"vmname") else {
+            return Ok(None);
+        };
+        if raw.windows(2).any(|w| w == b"%(") {
+            return Err(ConfigError::Expansion {
+                key: "vmname".to_owned(),
+                value: printable(raw),
+            });
+        }
+        Ok(Some(printable(raw)))
+    }
+
     /// Every top-level STRING pair (name, value) in wire order, unchecked.
     pub fn options(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.options
@@ -161,6 +177,18 @@ fn top_level_strings(nvl: &Nvlist) -> Vec<(Vec<u8>, Vec<u8>)> {
             _ => None,
         })
         .collect()
+}
+
+/// `bytes` as text: valid UTF-8 as it is, every other byte as `\xNN`.
+pub fn printable(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
 }
 
 /// bhyve's `get_config_bool` spellings.
@@ -303,11 +331,20 @@ mod tests {
 
     #[test]
     fn non_utf8_known_values_are_refused() {
-        let e = config(vec![("vmname", Value::String(vec![b'v', 0xff]))]).unwrap_err();
+        let e = config(vec![("open", Value::String(vec![b'v', 0xff]))]).unwrap_err();
         assert_eq!(e.exit_code(), 1);
-        assert!(e.to_string().contains("vmname=\"v\\xff\""), "{e}");
+        assert!(e.to_string().contains("open=\"v\\xff\""), "{e}");
         // Unknown keys may be anything.
         assert!(config(vec![("other", Value::String(vec![0xff]))]).is_ok());
+    }
+
+    #[test]
+    fn vmname_takes_any_bytes_shown_escaped() {
+        let raw = vec![b'v', 0xff, b'm', 0xc3, 0xa9, 0xe2, 0x82];
+        let c = config(vec![("vmname", Value::String(raw))]).unwrap();
+        assert_eq!(c.vmname.as_deref(), Some("v\\xffm\u{e9}\\xe2\\x82"));
+        let e = config(vec![("vmname", Value::String(b"\xff%(x)".to_vec()))]).unwrap_err();
+        assert!(e.to_string().starts_with("vmname=\"\\\\xff%(x)\""), "{e}");
     }
 
     #[test]

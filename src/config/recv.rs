@@ -1,7 +1,7 @@
 //! Reading the config nvlist from bhyve's socket by exact byte counts.
 //!
-//! INTERFACE CONTRACT: `recv_config(sock: BorrowedFd, timeout: Duration) -> Result<Nvlist, RecvError>`;
-//! `RecvError: Display`.
+//! INTERFACE CONTRACT: `recv_config(sock: BorrowedFd, timeout: Duration) -> Result<Nvlist, RecvError>`
+//! (and `recv_config_until`, which also gives up when a stop flag is raised); `RecvError: Display`.
 //!
 //! Owns: getting the header, body and descriptors of `nvlist_send`'s message off the socket.
 //! Must never read a byte past the configuration (on FreeBSD the first frame may share the
@@ -16,10 +16,10 @@
 use std::fmt;
 use std::io::IoSliceMut;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recv, recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
 
 use super::nvlist::{self, DecodeError, Header, Nvlist, HEADER_LEN};
@@ -32,6 +32,9 @@ pub const MAX_DESCRIPTORS: u64 = 1024;
 /// libnv's `fd_send` sends up to 127 descriptors per message, each in its own cmsghdr; room
 /// for 128 such headers also holds 500 descriptors packed into one (Linux merges them).
 const FDS_PER_MESSAGE: usize = 128;
+/// Longest single wait when a stop flag is watched: a signal that lands between the flag check
+/// and `poll` (so no EINTR) is seen this late at worst, not at the end of the timeout.
+const STOP_CHECK: Duration = Duration::from_millis(100);
 
 /// Which part of the message was being read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,8 +59,11 @@ impl fmt::Display for Stage {
 pub enum RecvError {
     /// The configuration was not complete within the timeout.
     Timeout { stage: Stage, timeout: Duration },
-    /// bhyve hung up before the configuration was complete.
+    /// bhyve hung up (closed its end, or shut down its sending side: either way no more bytes
+    /// can come) before the configuration was complete.
     Closed { stage: Stage },
+    /// The stop flag was raised (SIGTERM/SIGINT) while waiting.
+    Stopped,
     /// Linux: a record held more than the configuration's remaining bytes and the kernel cut it.
     Truncated { stage: Stage },
     /// Descriptors arrived with more control data than the buffer held; the kernel closed them.
@@ -83,8 +89,10 @@ impl fmt::Display for RecvError {
             ),
             RecvError::Closed { stage } => write!(
                 f,
-                "socket closed before configuration was complete (while reading the {stage})"
+                "bhyve hung up before the configuration was complete (closed or shut down its \
+                 end while the {stage} was being read)"
             ),
+            RecvError::Stopped => f.write_str("stopped while waiting for the configuration"),
             RecvError::Truncated { stage } => write!(
                 f,
                 "configuration {stage} arrived in a record longer than the configuration (MSG_TRUNC)"
@@ -94,7 +102,8 @@ impl fmt::Display for RecvError {
             }
             RecvError::TooLarge { size } => write!(
                 f,
-                "configuration header announces {size} bytes, more than the {MAX_CONFIG_LEN}-byte limit"
+                "configuration header announces a {size}-byte body: with the {HEADER_LEN}-byte \
+                 header that is more than the {MAX_CONFIG_LEN}-byte limit"
             ),
             RecvError::TooManyDescriptors { announced } => write!(
                 f,
@@ -120,12 +129,24 @@ impl std::error::Error for RecvError {}
 /// Receives one `nvlist_send` message: the 19-byte header, exactly `size` more bytes, then the
 /// announced descriptors (closed again once decoding is done: the helper uses none).
 pub fn recv_config(sock: BorrowedFd<'_>, timeout: Duration) -> Result<Nvlist, RecvError> {
+    static NEVER: AtomicBool = AtomicBool::new(false);
+    recv_config_until(sock, timeout, &NEVER)
+}
+
+/// [`recv_config`] that also gives up with [`RecvError::Stopped`] once `stop` is true (the
+/// helper's SIGTERM/SIGINT flag: the wait must not outlive a request to exit).
+pub fn recv_config_until(
+    sock: BorrowedFd<'_>,
+    timeout: Duration,
+    stop: &AtomicBool,
+) -> Result<Nvlist, RecvError> {
     let mut rx = ConfigReader {
         sock,
         // None: a timeout too large to represent, i.e. wait for ever.
         deadline: Instant::now().checked_add(timeout),
         timeout,
         hangup: false,
+        stop,
     };
     let (header, mut buf) = rx.header()?;
     let total = checked_total(&header)?;
@@ -154,6 +175,7 @@ struct ConfigReader<'fd> {
     timeout: Duration,
     /// The last poll saw the peer hang up.
     hangup: bool,
+    stop: &'fd AtomicBool,
 }
 
 impl ConfigReader<'_> {
@@ -289,7 +311,17 @@ impl ConfigReader<'_> {
 
     /// Waits until the socket is readable (or hung up), up to the deadline.
     fn wait_readable(&mut self, stage: Stage) -> Result<(), RecvError> {
+        // POLLRDHUP: a peer that shut down its sending side (`shutdown(SHUT_WR)`) has hung up
+        // for the config's purpose, but only POLLIN (with 0-byte reads) and POLLRDHUP show it;
+        // POLLHUP comes only once both directions are shut. Linux and FreeBSD both report it.
+        #[cfg(any(target_os = "linux", target_os = "freebsd"))]
+        const HANGUP: libc::c_short = libc::POLLHUP | libc::POLLRDHUP;
+        #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+        const HANGUP: libc::c_short = libc::POLLHUP;
         loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Err(RecvError::Stopped);
+            }
             let left = match self.deadline {
                 Some(deadline) => deadline.saturating_duration_since(Instant::now()),
                 None => Duration::MAX,
@@ -301,32 +333,35 @@ impl ConfigReader<'_> {
                 });
             }
             // Round up so a sub-millisecond rest does not turn into a busy loop.
-            let ms = left.as_micros().div_ceil(1000);
-            let wait = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
-            let mut pfd = [PollFd::new(self.sock, PollFlags::POLLIN)];
-            match poll(&mut pfd, wait) {
-                Err(Errno::EINTR) | Ok(0) => continue,
-                Err(errno) => {
-                    return Err(RecvError::Io {
-                        call: "poll",
-                        errno,
-                    })
-                }
-                Ok(_) => {}
+            let ms = left.min(STOP_CHECK).as_micros().div_ceil(1000);
+            let wait = libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX);
+            let mut pfd = libc::pollfd {
+                fd: self.sock.as_raw_fd(),
+                events: libc::POLLIN | HANGUP,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, exclusively borrowed for the duration of the call.
+            match unsafe { libc::poll(&mut pfd, 1, wait) } {
+                0 => continue,
+                -1 => match Errno::last() {
+                    Errno::EINTR => continue,
+                    errno => {
+                        return Err(RecvError::Io {
+                            call: "poll",
+                            errno,
+                        })
+                    }
+                },
+                _ => {}
             }
-            // nix reports None for bits it does not know; something happened all the same,
-            // so let the read find out what.
-            let revents = pfd[0].revents().unwrap_or(PollFlags::POLLIN);
-            if revents.contains(PollFlags::POLLNVAL) {
+            if pfd.revents & libc::POLLNVAL != 0 {
                 return Err(RecvError::Io {
                     call: "poll",
                     errno: Errno::EBADF,
                 });
             }
-            // POLLHUP (not POLLRDHUP, which nix cannot report): both systems set it once the
-            // peer has closed its end, which is what bhyve's teardown does.
-            self.hangup = revents.contains(PollFlags::POLLHUP);
-            if !revents.is_empty() {
+            self.hangup = pfd.revents & HANGUP != 0;
+            if pfd.revents != 0 {
                 return Ok(());
             }
         }
@@ -431,11 +466,13 @@ mod tests {
         let closed = RecvError::Closed { stage: Stage::Body };
         assert!(closed
             .to_string()
-            .starts_with("socket closed before configuration"));
+            .starts_with("bhyve hung up before the configuration was complete"));
         assert!(closed.to_string().contains("body"));
         let big = RecvError::TooLarge { size: 1 << 40 }.to_string();
         assert!(
-            big.contains("1099511627776") && big.contains("16777216"),
+            big.contains("1099511627776-byte body")
+                && big.contains("19-byte header")
+                && big.contains("16777216-byte limit"),
             "{big}"
         );
     }

@@ -18,7 +18,8 @@ const DRAIN_BUDGET: usize = 1024;
 pub enum RxStatus {
     /// Nothing more to read now (or the budget was used).
     Drained,
-    /// bhyve is gone: EOF with the peer shut down, or ECONNRESET.
+    /// bhyve is gone: EOF with the peer shut down, ECONNRESET, or ECONNREFUSED (a SOCK_DGRAM
+    /// peer that went away: the error a connected datagram socket reports on the next read).
     Hangup,
 }
 
@@ -141,7 +142,12 @@ impl FrameRx {
             let n = match self.read_batch() {
                 Ok(0) => return Ok(RxStatus::Drained),
                 Ok(n) => n,
-                Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => {
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ECONNRESET) | Some(libc::ECONNREFUSED)
+                    ) =>
+                {
                     return Ok(RxStatus::Hangup)
                 }
                 Err(e) => return Err(e),

@@ -37,7 +37,7 @@ pub struct FrameTx {
     batched: bool,
     /// Bytes queued and guest bytes handed to libslirp since the last flush.
     work_since_flush: usize,
-    /// The peer is gone (EPIPE/ECONNRESET): the loop ends.
+    /// The peer is gone (EPIPE/ECONNRESET/ENOTCONN/ECONNREFUSED): the loop ends.
     peer_gone: bool,
     pub counters: TxCounters,
 }
@@ -195,7 +195,12 @@ impl FrameTx {
                         self.counters.eagain += 1;
                         break;
                     }
-                    Some(libc::EPIPE) | Some(libc::ECONNRESET) | Some(libc::ENOTCONN) => {
+                    // ECONNREFUSED: a SOCK_DGRAM peer (QEMU's `-netdev socket`) is gone; a
+                    // connected datagram socket has no other hangup to report.
+                    Some(libc::EPIPE)
+                    | Some(libc::ECONNRESET)
+                    | Some(libc::ENOTCONN)
+                    | Some(libc::ECONNREFUSED) => {
                         self.peer_gone = true;
                         self.drop_queue();
                     }
@@ -286,5 +291,26 @@ mod tests {
             assert!(!tx.has_pending());
         }
         assert_eq!(received(&peer), 3);
+    }
+
+    #[test]
+    fn a_refused_datagram_send_means_the_peer_is_gone() {
+        // A UDP socket connected to a port nobody holds (127.0.0.1 only): the kernel's ICMP
+        // "port unreachable" comes back as ECONNREFUSED on a later send. Without treating it
+        // as a hangup the helper lives on as an orphan holding its forwards.
+        let gone = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let helper = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        helper.connect(gone.local_addr().unwrap()).unwrap();
+        drop(gone);
+        helper.set_nonblocking(true).unwrap();
+        let mut tx = FrameTx::new(helper.as_raw_fd(), FrameLimit::from_mtui(Some(1500)), 1);
+        for _ in 0..50 {
+            tx.queue(&[0x33; 60]);
+            if tx.peer_gone() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(tx.peer_gone(), "errors counted: {}", tx.counters.errors);
     }
 }

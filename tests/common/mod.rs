@@ -86,6 +86,12 @@ impl ConfigBuilder {
         self
     }
 
+    /// The VM name as raw bytes (libnv strings are bytes, not necessarily UTF-8).
+    pub fn vmname_bytes(mut self, name: &[u8]) -> Self {
+        self.vmname = Some(name.to_vec());
+        self
+    }
+
     /// A NUMBER pair (`mtui`).
     pub fn number(mut self, key: &str, value: u64) -> Self {
         self.nv.push(key, Value::Number(value));
@@ -184,6 +190,12 @@ pub struct Spawn {
     pub args: Vec<String>,
     /// RLIMIT_NOFILE, soft and hard, for the helper (so that it cannot raise it).
     pub nofile: Option<u64>,
+    /// stderr on `/dev/null`, as bhyve starts the helper (diagnostics then go to syslog).
+    pub stderr_null: bool,
+    /// The descriptor number the helper's socket has in the child (and `-S` names), e.g. 2.
+    pub socket_fd: Option<RawFd>,
+    /// Our end and the helper's end, instead of a SOCK_SEQPACKET socketpair (both CLOEXEC).
+    pub sockets: Option<(OwnedFd, OwnedFd)>,
 }
 
 /// The test in bhyve's role: one end of the socketpair and the helper process on the other.
@@ -208,21 +220,28 @@ impl Bhyve {
         // Both ends CLOEXEC, so that helpers spawned concurrently by other tests of this
         // process never inherit them (a leaked end would hide a hangup); the child clears the
         // flag on its own end only, between fork and exec.
-        let (ours, theirs) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-        )
-        .expect("socketpair");
+        let (ours, theirs) = opts.sockets.unwrap_or_else(|| {
+            socketpair(
+                AddressFamily::Unix,
+                SockType::SeqPacket,
+                None,
+                SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            )
+            .expect("socketpair")
+        });
         let child_fd = theirs.as_raw_fd();
+        let socket_fd = opts.socket_fd;
         let mut cmd = Command::new(HELPER);
         cmd.arg("-S")
-            .arg(child_fd.to_string())
+            .arg(socket_fd.unwrap_or(child_fd).to_string())
             .args(&opts.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stderr(if opts.stderr_null {
+                Stdio::null()
+            } else {
+                Stdio::piped()
+            });
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
@@ -249,6 +268,13 @@ impl Bhyve {
                         return Err(io::Error::last_os_error());
                     }
                 }
+                if let Some(target) = socket_fd {
+                    // dup2 leaves the copy without CLOEXEC; the original closes at exec.
+                    if libc::dup2(child_fd, target) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    return Ok(());
+                }
                 let flags = libc::fcntl(child_fd, libc::F_GETFD);
                 if flags < 0 || libc::fcntl(child_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0
                 {
@@ -259,7 +285,10 @@ impl Bhyve {
         }
         let mut child = cmd.spawn().expect("spawn bhyve-slirp-helper");
         drop(theirs);
-        let stderr = Captured::new(child.stderr.take().unwrap());
+        let stderr = match child.stderr.take() {
+            Some(pipe) => Captured::new(pipe),
+            None => Captured::new(io::empty()),
+        };
         let stdout = Captured::new(child.stdout.take().unwrap());
         let bhyve = Bhyve {
             sock: Some(ours),
@@ -389,6 +418,24 @@ impl Bhyve {
         false
     }
 
+    /// Every record the helper sent within `timeout` (waiting up to it for the first, then
+    /// taking what is queued).
+    pub fn records(&self, timeout: Duration) -> Vec<Vec<u8>> {
+        let mut all = Vec::new();
+        let mut wait = timeout;
+        while let Some(rec) = self.recv_frame(wait) {
+            all.push(rec);
+            wait = Duration::from_millis(50);
+        }
+        all
+    }
+
+    /// `shutdown(SHUT_WR)` on bhyve's end: a half-close, the socket stays open.
+    pub fn shutdown_write(&self) {
+        nix::sys::socket::shutdown(self.fd(), nix::sys::socket::Shutdown::Write)
+            .expect("shutdown(SHUT_WR)");
+    }
+
     /// Closes bhyve's end of the socket (bhyve exiting).
     pub fn hang_up(&mut self) {
         self.sock = None;
@@ -513,6 +560,69 @@ pub fn parse_stats(text: &str) -> Option<HashMap<String, u64>> {
             })
             .collect(),
     )
+}
+
+/// A stand-in for the syslog daemon: a datagram socket at a fresh path, named to the helper
+/// through its test hook `SLIRP_HELPER_SYSLOG_SOCKET`.
+pub struct SyslogStandIn {
+    sock: std::os::unix::net::UnixDatagram,
+    path: std::path::PathBuf,
+    lines: Mutex<Vec<String>>,
+}
+
+impl SyslogStandIn {
+    pub fn new() -> SyslogStandIn {
+        static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("slirp-syslog-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).expect("bind the syslog socket");
+        // The helper drops to `nobody` after connecting; connecting happens as root.
+        sock.set_nonblocking(true).unwrap();
+        SyslogStandIn {
+            sock,
+            path,
+            lines: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The environment entry that points the helper at this socket.
+    pub fn env(&self) -> (String, String) {
+        (
+            "SLIRP_HELPER_SYSLOG_SOCKET".to_string(),
+            self.path.to_string_lossy().into_owned(),
+        )
+    }
+
+    /// Every line received so far.
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines = self.lines.lock().unwrap();
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = self.sock.recv(&mut buf) {
+            lines.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        lines.clone()
+    }
+
+    /// Waits (bounded) for a line containing `pat`; the line.
+    pub fn wait_for(&self, pat: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.lines().into_iter().find(|l| l.contains(pat)) {
+                return Some(line);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for SyslogStandIn {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// Result of running the helper to completion without a socket of ours.
