@@ -5,12 +5,11 @@
 //! moves frames between the tap and the helper's socket.
 //!
 //! Modules, one owner each: `options` (argv), `os` (raw syscalls), `netns` (the namespace),
-//! `tap` (the device), `helper` (the child and its config), `batch` + `pump` (the data path),
+//! `tap` (the device), `helper` (the child and its config), `pump` (the data path, over the helper library's `FrameBatch`),
 //! `supervise` (signals and waiting), `guest` (addresses, DHCP), `session` (lifetime and
 //! teardown), `job` (the default job), `bench` (the pump alone).
 #![cfg(target_os = "linux")]
 
-mod batch;
 pub mod bench;
 pub mod guest;
 pub mod helper;

@@ -1,6 +1,6 @@
 //! Linux syscalls the frontend needs beyond `nix`: entering a namespace, creating the tap,
-//! bhyve's socketpair, pidfds. Every `unsafe` of the frontend outside the pump's batch arrays
-//! lives here, each block with its SAFETY line.
+//! bhyve's socketpair, pidfds. Every `unsafe` of the frontend lives here (the pump's batch
+//! arrays are the helper library's `FrameBatch`), each block with its SAFETY line.
 //!
 //! Owns: raw descriptors until they are wrapped in `OwnedFd`. Must never: change the calling
 //! thread's namespace except in [`enter_netns`] (called only from a dedicated thread).
