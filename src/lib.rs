@@ -11,8 +11,6 @@ pub mod config;
 pub mod diag;
 pub mod event_loop;
 pub mod frames;
-pub mod frontend;
-pub mod loadgen;
 pub mod poller;
 pub mod reasm;
 pub mod sandbox;

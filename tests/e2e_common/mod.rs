@@ -14,8 +14,20 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub const ROLE_ENV: &str = "E2E_GUEST_ROLE";
-pub const FRONTEND: &str = env!("CARGO_BIN_EXE_slirp-frontend");
 pub const HELPER: &str = env!("CARGO_BIN_EXE_bhyve-slirp-helper");
+
+/// The `slirp-frontend` binary: the workspace's other crate, built into the same directory
+/// as the helper (`cargo build --release` or `cargo test` at the root builds both; cargo
+/// gives a test only its own package's binaries by name).
+pub fn frontend_bin() -> std::path::PathBuf {
+    let bin = std::path::Path::new(HELPER).with_file_name("slirp-frontend");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build the workspace first (cargo build --release at the root)",
+        bin.display()
+    );
+    bin
+}
 
 /// True when the test may run; prints why not otherwise.
 pub fn root_or_skip(test: &str) -> bool {
@@ -36,7 +48,7 @@ pub fn root_or_skip(test: &str) -> bool {
 
 /// The frontend with `args`, the guest side being this test binary in role `role`.
 pub fn frontend_with_role(args: &[&str], role: &str) -> Command {
-    let mut cmd = Command::new(FRONTEND);
+    let mut cmd = Command::new(frontend_bin());
     cmd.args(["--helper", HELPER]).args(args);
     let me = std::env::current_exe().expect("test binary path");
     cmd.arg("--")
@@ -54,7 +66,7 @@ pub fn frontend_with_role(args: &[&str], role: &str) -> Command {
 
 /// The frontend with `args` (and the helper built with these tests).
 pub fn frontend(args: &[&str]) -> Command {
-    let mut cmd = Command::new(FRONTEND);
+    let mut cmd = Command::new(frontend_bin());
     cmd.args(["--helper", HELPER]).args(args);
     cmd
 }

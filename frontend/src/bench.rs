@@ -13,7 +13,7 @@ use super::options::Options;
 use super::session::{Backend, Failure, Session};
 use super::supervise::Supervisor;
 use super::{os, pump};
-use crate::frames::FrameBatch;
+use slirp_helper::frames::FrameBatch;
 use std::io;
 use std::net::UdpSocket;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -56,7 +56,7 @@ pub fn run(opts: &Options, sup: Supervisor, secs: u32) -> u8 {
     };
     // The sink stands in for a helper that enlarges its buffers too.
     if opts.sockbuf > 0 {
-        if let Err(e) = crate::sys::set_socket_buffers(theirs.as_raw_fd(), opts.sockbuf) {
+        if let Err(e) = slirp_helper::sys::set_socket_buffers(theirs.as_raw_fd(), opts.sockbuf) {
             return super::report(Err(Failure::setup("socket buffers", e)), None);
         }
     }

@@ -6,10 +6,10 @@
 //! Must never: block on either side (a full side drops the frame and counts it, as bhyve
 //! drops when the helper's buffer is full), or allocate per frame.
 
-use crate::frames::FrameBatch;
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
+use slirp_helper::frames::FrameBatch;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
