@@ -2,7 +2,7 @@
 //! its namespace, and "guest roles" — this test binary re-run inside the namespace with
 //! `E2E_GUEST_ROLE` set, so the in-guest side is plain Rust.
 //!
-//! Rules: root only (skipped with a printed reason otherwise); traffic only to 127.0.0.0/8
+//! Rules: root only (reported as skipped, with the reason, otherwise: `skip`); traffic only to 127.0.0.0/8
 //! or into the frontend's namespace (which has no default route); every client and loop
 //! bounded in count and time; processes stopped only by the pid we started.
 #![allow(dead_code)]
@@ -12,6 +12,10 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+#[path = "../common/skip.rs"]
+pub mod skip;
+use skip::skip;
 
 pub const ROLE_ENV: &str = "E2E_GUEST_ROLE";
 pub const HELPER: &str = env!("CARGO_BIN_EXE_bhyve-slirp-helper");
@@ -29,17 +33,20 @@ pub fn frontend_bin() -> std::path::PathBuf {
     bin
 }
 
-/// True when the test may run; prints why not otherwise.
+/// True when the test may run; reports it as skipped, with the reason, otherwise.
 pub fn root_or_skip(test: &str) -> bool {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIP {test}: needs root (network namespaces, tap devices)");
+        skip(test, "needs root (network namespaces, tap devices)");
         return false;
     }
     for tool in ["ip", "busybox"] {
         if Command::new(tool).arg("-V").output().is_err()
             && Command::new(tool).arg("--help").output().is_err()
         {
-            eprintln!("SKIP {test}: {tool} not found");
+            skip(
+                test,
+                &format!("{tool} not found (bash scripts/setup.sh installs it)"),
+            );
             return false;
         }
     }
