@@ -34,11 +34,14 @@ pub struct Received<'a> {
 
 impl Received<'_> {
     /// Longer than a slot: Linux cut it (MSG_TRUNC) and the rest is lost.
+    #[inline]
     pub fn truncated(&self) -> bool {
         self.flags & libc::MSG_TRUNC != 0
     }
 }
 
+// The small per-frame methods are `#[inline]`: the frontend's pump calls them for every frame
+// from another crate of the workspace.
 impl FrameBatch {
     /// `count` (at least 1) slots of `slot` bytes each.
     pub fn new(count: usize, slot: usize) -> FrameBatch {
@@ -67,11 +70,13 @@ impl FrameBatch {
     }
 
     /// Number of slots.
+    #[inline]
     pub fn capacity(&self) -> usize {
         self.hdrs.len()
     }
 
     /// Bytes per slot.
+    #[inline]
     pub fn slot_size(&self) -> usize {
         self.slot
     }
@@ -99,6 +104,7 @@ impl FrameBatch {
     }
 
     /// Message `i` of the last `recv`/`recv_one`.
+    #[inline]
     pub fn record(&self, i: usize) -> Received<'_> {
         let hdr = &self.hdrs[i];
         let len = msg_len(hdr).min(self.slot);
@@ -110,6 +116,7 @@ impl FrameBatch {
     }
 
     /// The next free slot to fill (e.g. by a tap read), or `None` when the batch is full.
+    #[inline]
     pub fn next_slot(&mut self) -> Option<&mut [u8]> {
         let i = self.filled;
         if i == self.hdrs.len() {
@@ -119,12 +126,14 @@ impl FrameBatch {
     }
 
     /// The slot `next_slot` returned now holds a frame of `len` bytes.
+    #[inline]
     pub fn commit(&mut self, len: usize) {
         self.lens[self.filled] = len.min(self.slot);
         self.filled += 1;
     }
 
     /// Slots filled since the last `send`.
+    #[inline]
     pub fn filled(&self) -> usize {
         self.filled
     }
