@@ -12,8 +12,6 @@ pub mod diag;
 pub mod event_loop;
 pub mod flow_budget;
 pub mod frames;
-pub mod frontend;
-pub mod loadgen;
 pub mod poller;
 pub mod reasm;
 pub mod sandbox;

@@ -87,9 +87,12 @@ fn storm(kind: &str) {
         Ok(udp) => udp,
         Err(e) => {
             // Another port would keep libslirp's UDP sockets for 240 s: nothing to measure.
-            eprintln!(
-                "SKIP storm_of_short_flows_{kind}: cannot bind 127.0.0.1:53 for the UDP echo \
-                 ({e}); is a local resolver listening there?"
+            e2e_common::skip::skip(
+                &format!("storm_of_short_flows_{kind}"),
+                &format!(
+                    "cannot bind 127.0.0.1:53 for the UDP echo ({e}); is a local resolver \
+                     listening there?"
+                ),
             );
             return;
         }

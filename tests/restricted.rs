@@ -9,6 +9,7 @@
 
 mod common;
 
+use common::skip::skip;
 use common::*;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
 use std::time::{Duration, Instant};
@@ -121,7 +122,10 @@ fn restricted_icmp_echo_is_answered_only_for_slirp_addresses() {
     assert!(bhyve.raw_ping(HOST_IP, 32, STEP), "10.0.2.2 unanswered");
     assert!(bhyve.raw_ping(DNS_IP, 32, STEP), "10.0.2.3 unanswered");
     if !is_root() {
-        eprintln!("SKIP part: echo to {ELSEWHERE} needs root (private network namespace)");
+        skip(
+            "restricted_icmp_echo_is_answered_only_for_slirp_addresses",
+            &format!("its echo to {ELSEWHERE} needs root (private network namespace)"),
+        );
         return;
     }
     assert!(
@@ -133,7 +137,10 @@ fn restricted_icmp_echo_is_answered_only_for_slirp_addresses() {
 #[test]
 fn restricted_traffic_elsewhere_is_refused() {
     if !is_root() {
-        eprintln!("SKIP: needs root to run the helper in a private network namespace");
+        skip(
+            "restricted_traffic_elsewhere_is_refused",
+            "needs root to run the helper in a private network namespace",
+        );
         return;
     }
     let bhyve = start(false, true);

@@ -9,6 +9,7 @@ mod mmsg;
 mod rx;
 mod tx;
 
+pub use mmsg::{FrameBatch, Received};
 pub use rx::{FrameRx, RxStatus};
 pub use tx::FrameTx;
 

@@ -2,7 +2,7 @@
 //! slots, each big enough for a whole frame, and handed to libslirp in order. With a batch of
 //! 1 this is the C helper's one `recvmsg` per frame.
 
-use super::{mmsg, FrameLimit, ETHER_HDR};
+use super::{mmsg, FrameBatch, FrameLimit, ETHER_HDR};
 use crate::diag;
 use crate::stats::RxCounters;
 use crate::sys::syscall;
@@ -26,11 +26,8 @@ pub enum RxStatus {
 pub struct FrameRx {
     fd: RawFd,
     limit: FrameLimit,
-    slot: usize,
-    /// `batch` slots of `slot` bytes, allocated once.
-    bufs: Vec<u8>,
-    iovs: Vec<libc::iovec>,
-    hdrs: Vec<libc::mmsghdr>,
+    /// `batch` slots of `limit.rx_slot()` bytes, allocated once.
+    slots: FrameBatch,
     /// False after `recvmmsg` turned out to be unavailable (or for a batch of 1).
     batched: bool,
     /// FreeBSD: the record in progress was longer than a slot; skip until its end (MSG_EOR).
@@ -69,51 +66,23 @@ impl FrameRx {
     /// A ring of `batch` slots (at least 1).
     pub fn new(fd: RawFd, limit: FrameLimit, batch: usize) -> FrameRx {
         let batch = batch.max(1);
-        let slot = limit.rx_slot();
         FrameRx {
             fd,
             limit,
-            slot,
-            bufs: vec![0; slot * batch],
-            iovs: vec![
-                libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0
-                };
-                batch
-            ],
-            hdrs: vec![mmsg::empty_header(); batch],
+            slots: FrameBatch::new(batch, limit.rx_slot()),
             batched: batch > 1,
             skipping_record: false,
             counters: RxCounters::default(),
         }
     }
 
-    /// Point every header at its slot (the ring never reallocates, but the headers carry the
-    /// kernel's answers and must be reset before each call).
-    fn arm(&mut self, count: usize) {
-        for i in 0..count {
-            self.iovs[i] = libc::iovec {
-                iov_base: self.bufs[i * self.slot..].as_mut_ptr().cast(),
-                iov_len: self.slot,
-            };
-            mmsg::set_iov(&mut self.hdrs[i], &mut self.iovs[i]);
-        }
-    }
-
     /// One read syscall: how many slots hold a message (0: the socket is empty).
     fn read_batch(&mut self) -> io::Result<usize> {
-        let count = if self.batched { self.hdrs.len() } else { 1 };
-        self.arm(count);
         self.counters.syscalls += 1;
         let result = if self.batched {
-            mmsg::recv_batch(self.fd, &mut self.hdrs[..count])
+            self.slots.recv(self.fd, self.slots.capacity())
         } else {
-            mmsg::recv_one(self.fd, &mut self.hdrs[0]).map(|(n, flags)| {
-                self.hdrs[0].msg_len = n as _;
-                self.hdrs[0].msg_hdr.msg_flags = flags;
-                1
-            })
+            self.slots.recv_one(self.fd)
         };
         match result {
             Ok(n) => Ok(n),
@@ -155,8 +124,10 @@ impl FrameRx {
             self.counters.batches += 1;
             read += n;
             for i in 0..n {
-                let len = mmsg::msg_len(&self.hdrs[i]);
-                let flags = self.hdrs[i].msg_hdr.msg_flags;
+                let (len, flags) = {
+                    let record = self.slots.record(i);
+                    (record.bytes.len(), record.flags)
+                };
                 if len == 0 && !self.skipping_record {
                     if peer_shut_down(self.fd) {
                         return Ok(RxStatus::Hangup);
@@ -173,12 +144,11 @@ impl FrameRx {
                 }
                 self.counters.frames += 1;
                 self.counters.bytes += len as u64;
-                let start = i * self.slot;
-                deliver(&self.bufs[start..start + len]);
+                deliver(self.slots.record(i).bytes);
             }
             // A short batch means the socket was empty a moment ago: wait for readiness again
             // rather than spend a syscall on EAGAIN. (Batch 1 reads until EAGAIN, as C did.)
-            if self.batched && n < self.hdrs.len() {
+            if self.batched && n < self.slots.capacity() {
                 return Ok(RxStatus::Drained);
             }
         }

@@ -2,7 +2,7 @@
 //! its namespace, and "guest roles" — this test binary re-run inside the namespace with
 //! `E2E_GUEST_ROLE` set, so the in-guest side is plain Rust.
 //!
-//! Rules: root only (skipped with a printed reason otherwise); traffic only to 127.0.0.0/8
+//! Rules: root only (reported as skipped, with the reason, otherwise: `skip`); traffic only to 127.0.0.0/8
 //! or into the frontend's namespace (which has no default route); every client and loop
 //! bounded in count and time; processes stopped only by the pid we started.
 #![allow(dead_code)]
@@ -13,21 +13,40 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../common/skip.rs"]
+pub mod skip;
+use skip::skip;
+
 pub const ROLE_ENV: &str = "E2E_GUEST_ROLE";
-pub const FRONTEND: &str = env!("CARGO_BIN_EXE_slirp-frontend");
 pub const HELPER: &str = env!("CARGO_BIN_EXE_bhyve-slirp-helper");
 
-/// True when the test may run; prints why not otherwise.
+/// The `slirp-frontend` binary: the workspace's other crate, built into the same directory
+/// as the helper (`cargo build --release` or `cargo test` at the root builds both; cargo
+/// gives a test only its own package's binaries by name).
+pub fn frontend_bin() -> std::path::PathBuf {
+    let bin = std::path::Path::new(HELPER).with_file_name("slirp-frontend");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build the workspace first (cargo build --release at the root)",
+        bin.display()
+    );
+    bin
+}
+
+/// True when the test may run; reports it as skipped, with the reason, otherwise.
 pub fn root_or_skip(test: &str) -> bool {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIP {test}: needs root (network namespaces, tap devices)");
+        skip(test, "needs root (network namespaces, tap devices)");
         return false;
     }
     for tool in ["ip", "busybox"] {
         if Command::new(tool).arg("-V").output().is_err()
             && Command::new(tool).arg("--help").output().is_err()
         {
-            eprintln!("SKIP {test}: {tool} not found");
+            skip(
+                test,
+                &format!("{tool} not found (bash scripts/setup.sh installs it)"),
+            );
             return false;
         }
     }
@@ -36,7 +55,7 @@ pub fn root_or_skip(test: &str) -> bool {
 
 /// The frontend with `args`, the guest side being this test binary in role `role`.
 pub fn frontend_with_role(args: &[&str], role: &str) -> Command {
-    let mut cmd = Command::new(FRONTEND);
+    let mut cmd = Command::new(frontend_bin());
     cmd.args(["--helper", HELPER]).args(args);
     let me = std::env::current_exe().expect("test binary path");
     cmd.arg("--")
@@ -54,7 +73,7 @@ pub fn frontend_with_role(args: &[&str], role: &str) -> Command {
 
 /// The frontend with `args` (and the helper built with these tests).
 pub fn frontend(args: &[&str]) -> Command {
-    let mut cmd = Command::new(FRONTEND);
+    let mut cmd = Command::new(frontend_bin());
     cmd.args(["--helper", HELPER]).args(args);
     cmd
 }

@@ -119,7 +119,7 @@ impl Session {
         };
         if opts.sockbuf > 0 {
             use std::os::fd::AsRawFd;
-            crate::sys::set_socket_buffers(sock.as_raw_fd(), opts.sockbuf)
+            slirp_helper::sys::set_socket_buffers(sock.as_raw_fd(), opts.sockbuf)
                 .map_err(|e| Failure::setup("socket buffers", e))?;
         }
         s.pump = Some(

@@ -1,8 +1,8 @@
-//! `slirp-frontend`: plays bhyve's role on Linux (see `slirp_helper::frontend`).
+//! `slirp-frontend`: plays bhyve's role on Linux (see the `slirp_frontend` library).
 
 #[cfg(target_os = "linux")]
 fn main() -> std::process::ExitCode {
-    slirp_helper::frontend::main(std::env::args_os().skip(1))
+    slirp_frontend::main(std::env::args_os().skip(1))
 }
 
 #[cfg(not(target_os = "linux"))]

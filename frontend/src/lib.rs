@@ -1,16 +1,18 @@
-//! `slirp-frontend`: bhyve's role on Linux, for testing and measuring the helper.
+//! `slirp-frontend`: bhyve's role on Linux, for testing and measuring the helper, and
+//! `slirp-loadgen` (module `loadgen`), the compiled load of the end-to-end benchmarks. Test
+//! and benchmark tools: their own crate of the workspace, never installed with the helper.
 //!
 //! The guest is the Linux kernel inside a network namespace, behind a tap device; the helper
 //! is spawned exactly as bhyve spawns it (socketpair, `-S <fd>`, config nvlist), and a pump
 //! moves frames between the tap and the helper's socket.
 //!
 //! Modules, one owner each: `options` (argv), `os` (raw syscalls), `netns` (the namespace),
-//! `tap` (the device), `helper` (the child and its config), `batch` + `pump` (the data path),
-//! `supervise` (signals and waiting), `guest` (addresses, DHCP), `session` (lifetime and
-//! teardown), `job` (the default job), `bench` (the pump alone).
+//! `tap` (the device), `helper` (the child and its config), `pump` (the data path, over the
+//! helper library's `FrameBatch`), `supervise` (signals and waiting), `guest` (addresses,
+//! DHCP), `session` (lifetime and teardown), `job` (the default job), `bench` (the pump
+//! alone), `loadgen` (`slirp-loadgen`).
 #![cfg(target_os = "linux")]
 
-mod batch;
 pub mod bench;
 pub mod guest;
 pub mod helper;
@@ -22,6 +24,8 @@ pub mod pump;
 pub mod session;
 pub mod supervise;
 mod tap;
+
+pub mod loadgen;
 
 use options::{Options, Parsed};
 use session::{Backend, Failure, Session, Teardown};

@@ -1,11 +1,24 @@
 //! Linux syscalls the frontend needs beyond `nix`: entering a namespace, creating the tap,
-//! bhyve's socketpair, pidfds. Every `unsafe` of the frontend outside the pump's batch arrays
-//! lives here, each block with its SAFETY line.
+//! bhyve's socketpair, pidfds. Every `unsafe` of the frontend lives here (the pump's batch
+//! arrays are the helper library's `FrameBatch`), each block with its SAFETY line.
 //!
 //! Owns: raw descriptors until they are wrapped in `OwnedFd`. Must never: change the calling
 //! thread's namespace except in [`enter_netns`] (called only from a dedicated thread).
 
-use crate::sys::syscall;
+/// Turn a libc return value into `io::Result`, reading errno on -1. The frontend's own copy
+/// of the helper's macro: the product library does not export its syscall plumbing.
+macro_rules! syscall {
+    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
+        // SAFETY: the caller passes arguments valid for this libc call (see each use).
+        #[allow(unused_unsafe)]
+        let res = unsafe { libc::$fn($($arg),*) };
+        if res == -1 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(res)
+        }
+    }};
+}
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

@@ -7,7 +7,7 @@
 //! host's 127.0.0.1), or keep the helper's end of the socket open in this process.
 
 use super::os;
-use crate::config::nvlist::{encode, ByteOrder, Nvlist, Value};
+use slirp_helper::config::nvlist::{encode, ByteOrder, Nvlist, Value};
 use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -154,7 +154,7 @@ impl Drop for Helper {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::nvlist::decode;
+    use slirp_helper::config::nvlist::decode;
 
     #[test]
     fn config_has_bhyves_keys_in_bhyves_order() {

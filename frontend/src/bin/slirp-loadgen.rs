@@ -1,8 +1,8 @@
-//! `slirp-loadgen`: load for the end-to-end benchmarks (see `slirp_helper::loadgen`).
+//! `slirp-loadgen`: load for the end-to-end benchmarks (see `slirp_frontend::loadgen`).
 
 #[cfg(target_os = "linux")]
 fn main() -> std::process::ExitCode {
-    slirp_helper::loadgen::main(std::env::args_os().skip(1))
+    slirp_frontend::loadgen::main(std::env::args_os().skip(1))
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -6,12 +6,12 @@
 //! Must never: block on either side (a full side drops the frame and counts it, as bhyve
 //! drops when the helper's buffer is full), or allocate per frame.
 
-use super::batch::{FrameBatch, Record};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
+use slirp_helper::frames::FrameBatch;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -19,6 +19,11 @@ use std::thread::JoinHandle;
 pub const BATCH: usize = 64;
 /// Batches moved per readiness event before the other side gets its turn.
 const BUDGET: usize = 16;
+
+/// Flags of every send to the helper: never block (a full peer drops the frame, as bhyve
+/// does), end the record (one frame per record), and no SIGPIPE when the helper is gone
+/// (EPIPE instead).
+const SEND_FLAGS: libc::c_int = libc::MSG_DONTWAIT | libc::MSG_EOR | libc::MSG_NOSIGNAL;
 
 const TAP: u64 = 0;
 const SOCK: u64 = 1;
@@ -155,6 +160,31 @@ impl Drop for Pump {
     }
 }
 
+/// `recvmmsg` as many records as `batch` holds, without blocking. `Ok(0)`: nothing to read.
+pub(crate) fn recv_frames(batch: &mut FrameBatch, sock: RawFd) -> io::Result<usize> {
+    match batch.recv(sock, batch.capacity()) {
+        Err(e)
+            if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted =>
+        {
+            Ok(0)
+        }
+        result => result,
+    }
+}
+
+/// `sendmmsg` the filled frames of `batch`, one record each, without blocking, and empty the
+/// batch: how many went; the rest are dropped (the caller counts them).
+pub(crate) fn send_frames(batch: &mut FrameBatch, sock: RawFd) -> io::Result<usize> {
+    match batch.send(sock, SEND_FLAGS) {
+        Err(e)
+            if e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::ENOBUFS) =>
+        {
+            Ok(0)
+        }
+        result => result,
+    }
+}
+
 struct Worker {
     tap: OwnedFd,
     sock: OwnedFd,
@@ -252,7 +282,7 @@ impl Worker {
             }
             let filled = self.to_sock.filled();
             if filled > 0 {
-                match self.to_sock.send(self.sock.as_raw_fd()) {
+                match send_frames(&mut self.to_sock, self.sock.as_raw_fd()) {
                     Ok(sent) => {
                         self.c.sock_tx_frames += sent as u64;
                         self.c.sock_full_drops += (filled - sent) as u64;
@@ -272,7 +302,7 @@ impl Worker {
     /// `hup`, the helper has closed its end: whatever it sent before is delivered first.
     fn sock_to_tap(&mut self, hup: bool) -> io::Result<Flow> {
         for _ in 0..BUDGET {
-            let n = match self.from_sock.recv(self.sock.as_raw_fd()) {
+            let n = match recv_frames(&mut self.from_sock, self.sock.as_raw_fd()) {
                 Ok(n) => n,
                 Err(e) if gone(&e) => return Ok(Flow::Hangup),
                 Err(e) => return Err(io::Error::new(e.kind(), format!("recvmmsg: {e}"))),
@@ -281,19 +311,20 @@ impl Worker {
                 return Ok(if hup { Flow::Hangup } else { Flow::Continue });
             }
             for i in 0..n {
-                let frame = match self.from_sock.record(i) {
-                    Record::Truncated => {
-                        self.c.sock_truncated += 1;
-                        continue;
-                    }
+                let record = self.from_sock.record(i);
+                if record.truncated() {
+                    self.c.sock_truncated += 1;
+                    continue;
+                }
+                let frame = match record.bytes {
                     // A 0-byte read is EOF only when the peer has shut down; a live helper
                     // may also send an empty record (SOCK_SEQPACKET).
-                    Record::Frame([]) if hup => return Ok(Flow::Hangup),
-                    Record::Frame([]) => {
+                    [] if hup => return Ok(Flow::Hangup),
+                    [] => {
                         self.c.sock_empty += 1;
                         continue;
                     }
-                    Record::Frame(frame) => frame,
+                    frame => frame,
                 };
                 self.c.sock_rx_frames += 1;
                 self.c.sock_rx_bytes += frame.len() as u64;
