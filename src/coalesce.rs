@@ -88,10 +88,11 @@ impl<'a> Segment<'a> {
         let headers = Headers::parse(frame)?;
         let Headers { ip, tcp, .. } = headers;
         let flags = tcp.flags();
-        if !ip.checksum_valid()
-            || tcp.reserved_bits() != 0
+        // The header checksum last: pure ACKs (most non-candidates) are refused before it.
+        if tcp.reserved_bits() != 0
             || tcp.payload().is_empty()
             || (flags != flags::ACK && flags != flags::ACK | flags::PSH)
+            || !ip.checksum_valid()
         {
             return None;
         }

@@ -18,15 +18,23 @@ pub fn fold(mut sum: u64) -> u16 {
 /// high half of a word padded with zero (RFC 1071).
 #[inline]
 pub fn sum_words(bytes: &[u8]) -> u16 {
-    let mut sum: u64 = 0;
-    let mut words = bytes.chunks_exact(2);
-    for w in &mut words {
-        sum += u64::from(u16::from_be_bytes([w[0], w[1]]));
+    // A u32 accumulator holds 65537 words of 0xffff without overflowing; headers (the hot
+    // case: every guest frame) are far below, and it is measurably faster than a u64 one.
+    // Longer inputs are summed in such chunks.
+    const CHUNK: usize = 2 * 65536;
+    let mut total: u64 = 0;
+    for chunk in bytes.chunks(CHUNK) {
+        let mut sum: u32 = 0;
+        let mut words = chunk.chunks_exact(2);
+        for w in &mut words {
+            sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+        }
+        if let [last] = words.remainder() {
+            sum += u32::from(*last) << 8;
+        }
+        total += u64::from(sum);
     }
-    if let [last] = words.remainder() {
-        sum += u64::from(*last) << 8;
-    }
-    fold(sum)
+    fold(total)
 }
 
 /// The Internet checksum of `bytes`: what goes in a checksum field, and 0 when `bytes` is a
