@@ -37,47 +37,88 @@
 //!   waits for nothing but the reads of its own batch, and nothing else reaches libslirp in
 //!   between (every frame that does not extend flushes first).
 
-use crate::frames::ETHER_HDR;
-use crate::reasm::internet_checksum;
 use crate::stats::CoalesceCounters;
+use crate::wire::checksum::{ones_add, ones_sub};
+use crate::wire::ethernet::{self, EthernetFrame};
+use crate::wire::ipv4::{self, Ipv4Header, Ipv4HeaderMut};
+use crate::wire::protocol;
+use crate::wire::tcp::{flags, TcpHeader, TcpHeaderMut};
 
-/// IPv4 header without options: the only header a candidate has.
-const IPV4_HDR: usize = 20;
-/// Largest IPv4 datagram: the total-length field is 16 bits.
-const MAX_DATAGRAM: usize = 65535;
 /// The held frame's buffer: an Ethernet header and the largest datagram.
-pub const BUFFER_BYTES: usize = ETHER_HDR + MAX_DATAGRAM;
-const TCP_HDR_MIN: usize = 20;
-const PROTO_TCP: u8 = 6;
-/// IPv4 flags/fragment-offset field: "more fragments" and the offset.
-const MF_AND_OFFSET: u16 = 0x3fff;
-const TCP_PSH: u8 = 0x08;
-const TCP_ACK: u8 = 0x10;
+pub const BUFFER_BYTES: usize = ethernet::HEADER_LEN + ipv4::MAX_DATAGRAM;
 
-/// Where things are in an Ethernet frame carrying an option-less IPv4 header.
-const IP: usize = ETHER_HDR;
-const TCP: usize = ETHER_HDR + IPV4_HDR;
-
-/// A candidate frame, as far as merging needs it.
+/// A frame's headers, as far as merging needs them.
 #[derive(Debug, Clone, Copy)]
-struct Segment {
-    /// IPv4 total length (the frame may be longer: Ethernet padding).
-    ip_len: usize,
-    tcp_hdr_len: usize,
-    seq: u32,
-    flags: u8,
+struct Headers<'a> {
+    eth: EthernetFrame<'a>,
+    ip: Ipv4Header<'a>,
+    tcp: TcpHeader<'a>,
+}
+
+impl<'a> Headers<'a> {
+    /// Untagged IPv4 without options, not a fragment, carrying a whole TCP header (lengths
+    /// only: no checksum is looked at).
+    #[inline]
+    fn parse(frame: &'a [u8]) -> Option<Headers<'a>> {
+        let eth = EthernetFrame::parse(frame).ok()?;
+        if eth.ethertype() != ethernet::ETHERTYPE_IPV4 {
+            return None;
+        }
+        let ip = Ipv4Header::parse(eth.payload()).ok()?;
+        if ip.header_len() != ipv4::HEADER_LEN || ip.is_fragment() || ip.protocol() != protocol::TCP
+        {
+            return None;
+        }
+        let tcp = TcpHeader::parse(ip.payload()).ok()?;
+        Some(Headers { eth, ip, tcp })
+    }
+}
+
+/// A candidate frame (the candidate rules of the module comment).
+#[derive(Debug, Clone, Copy)]
+struct Segment<'a> {
+    headers: Headers<'a>,
     /// The one's-complement sum of the payload, as the sender computed it.
     data_sum: u16,
 }
 
-impl Segment {
-    fn payload_len(&self) -> usize {
-        self.ip_len - IPV4_HDR - self.tcp_hdr_len
+impl<'a> Segment<'a> {
+    #[inline]
+    fn parse(frame: &'a [u8]) -> Option<Segment<'a>> {
+        let headers = Headers::parse(frame)?;
+        let Headers { ip, tcp, .. } = headers;
+        let flags = tcp.flags();
+        // The header checksum last: pure ACKs (most non-candidates) are refused before it.
+        if tcp.reserved_bits() != 0
+            || tcp.payload().is_empty()
+            || (flags != flags::ACK && flags != flags::ACK | flags::PSH)
+            || !ip.checksum_valid()
+        {
+            return None;
+        }
+        // The sender's checksum covers pseudo-header + header + data: take the first two out.
+        // The TCP length is below the 65535 of an IPv4 total length.
+        let covered = !tcp.checksum();
+        let pseudo = ip.pseudo_header_sum(ip.payload().len() as u16);
+        let data_sum = ones_sub(ones_sub(covered, pseudo), tcp.header_sum());
+        Some(Segment { headers, data_sum })
+    }
+
+    /// IPv4 total length (the frame may be longer: Ethernet padding).
+    #[inline]
+    fn ip_len(&self) -> usize {
+        self.headers.ip.total_len()
+    }
+
+    #[inline]
+    fn payload(&self) -> &'a [u8] {
+        self.headers.tcp.payload()
     }
 
     /// Whether a merge may go on after this segment.
+    #[inline]
     fn may_be_followed(&self) -> bool {
-        self.flags & TCP_PSH == 0 && self.payload_len() % 2 == 0
+        self.headers.tcp.flags() & flags::PSH == 0 && self.payload().len() % 2 == 0
     }
 }
 
@@ -94,13 +135,13 @@ struct Held {
     /// Flags of the last segment merged.
     last_flags: u8,
     segments: u64,
-    /// One's-complement sum (unfolded) of the merged payload's data sums.
-    data_sum: u32,
+    /// One's-complement sum of the merged payload's data sums.
+    data_sum: u16,
 }
 
 impl Held {
     fn payload_len(&self) -> usize {
-        self.ip_len - IPV4_HDR - self.tcp_hdr_len
+        self.ip_len - ipv4::HEADER_LEN - self.tcp_hdr_len
     }
 }
 
@@ -111,80 +152,6 @@ pub struct Coalescer {
     buf: Box<[u8]>,
     held: Option<Held>,
     pub counters: CoalesceCounters,
-}
-
-/// Folds a 32-bit one's-complement accumulator to 16 bits.
-fn fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
-}
-
-/// The one's-complement sum (unfolded) of big-endian 16-bit words; `bytes` has even length.
-fn word_sum(bytes: &[u8]) -> u32 {
-    bytes
-        .chunks_exact(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum()
-}
-
-/// The TCP pseudo-header's sum for `frame`'s addresses and a TCP length of `tcp_len`.
-fn pseudo_header_sum(frame: &[u8], tcp_len: usize) -> u32 {
-    // tcp_len < 65536: it is an IPv4 total length minus the header.
-    word_sum(&frame[IP + 12..IP + 20]) + u32::from(PROTO_TCP) + tcp_len as u32
-}
-
-/// The sum of a TCP header with its checksum field left out.
-fn tcp_header_sum(frame: &[u8], tcp_hdr_len: usize) -> u32 {
-    word_sum(&frame[TCP..TCP + 16]) + word_sum(&frame[TCP + 18..TCP + tcp_hdr_len])
-}
-
-fn be16(bytes: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([bytes[at], bytes[at + 1]])
-}
-
-fn be32(bytes: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
-}
-
-/// `Some` when `frame` may take part in a merge (the candidate rules of the module comment).
-fn candidate(frame: &[u8]) -> Option<Segment> {
-    if frame.len() < TCP + TCP_HDR_MIN || frame[12..14] != [0x08, 0x00] || frame[IP] != 0x45 {
-        return None;
-    }
-    let ip_len = usize::from(be16(frame, IP + 2));
-    if ip_len > frame.len() - ETHER_HDR
-        || be16(frame, IP + 6) & MF_AND_OFFSET != 0
-        || frame[IP + 9] != PROTO_TCP
-        || internet_checksum(&frame[IP..TCP]) != 0
-    {
-        return None;
-    }
-    // Data offset in the high nibble, reserved bits (and the AE/NS bit) in the low one.
-    let offset_byte = frame[TCP + 12];
-    let tcp_hdr_len = usize::from(offset_byte >> 4) * 4;
-    let flags = frame[TCP + 13];
-    if offset_byte & 0x0f != 0
-        || tcp_hdr_len < TCP_HDR_MIN
-        || IPV4_HDR + tcp_hdr_len >= ip_len
-        || (flags != TCP_ACK && flags != TCP_ACK | TCP_PSH)
-    {
-        return None;
-    }
-    let tcp_len = ip_len - IPV4_HDR;
-    // The sender's checksum covers pseudo-header + header + data: take the first two out.
-    let covered = !be16(frame, TCP + 16);
-    let pseudo = fold(pseudo_header_sum(frame, tcp_len));
-    let header = fold(tcp_header_sum(frame, tcp_hdr_len));
-    let data_sum = fold(u32::from(covered) + u32::from(!pseudo) + u32::from(!header));
-    Some(Segment {
-        ip_len,
-        tcp_hdr_len,
-        seq: be32(frame, TCP + 4),
-        flags,
-        data_sum,
-    })
 }
 
 impl Coalescer {
@@ -213,10 +180,10 @@ impl Coalescer {
             deliver(frame);
             return;
         }
-        let segment = candidate(frame);
+        let segment = Segment::parse(frame);
         if let (Some(held), Some(segment)) = (self.held, segment) {
-            if self.extends(&held, frame, &segment) {
-                self.append(held, frame, segment);
+            if self.extends(&held, &segment) {
+                self.append(held, &segment);
                 if !segment.may_be_followed() {
                     self.flush(deliver);
                 }
@@ -230,56 +197,64 @@ impl Coalescer {
             // and a 64 KiB copy saved per frame).
             Some(segment)
                 if segment.may_be_followed()
-                    && segment.ip_len + segment.payload_len() <= MAX_DATAGRAM
+                    && segment.ip_len() + segment.payload().len() <= ipv4::MAX_DATAGRAM
                     && frame.len() <= self.buf.len() =>
             {
                 self.buf[..frame.len()].copy_from_slice(frame);
+                let tcp = segment.headers.tcp;
                 self.held = Some(Held {
                     first_frame_len: frame.len(),
-                    ip_len: segment.ip_len,
-                    tcp_hdr_len: segment.tcp_hdr_len,
-                    next_seq: segment.seq.wrapping_add(segment.payload_len() as u32),
-                    last_flags: segment.flags,
+                    ip_len: segment.ip_len(),
+                    tcp_hdr_len: tcp.header_len(),
+                    next_seq: tcp.seq().wrapping_add(segment.payload().len() as u32),
+                    last_flags: tcp.flags(),
                     segments: 1,
-                    data_sum: u32::from(segment.data_sum),
+                    data_sum: segment.data_sum,
                 });
             }
             _ => deliver(frame),
         }
     }
 
-    /// Whether `frame` (a candidate) continues the held merge (the extension rules).
-    fn extends(&self, held: &Held, frame: &[u8], segment: &Segment) -> bool {
-        let first = &self.buf;
-        let same = |from: usize, to: usize| frame[from..to] == first[from..to];
-        held.last_flags & TCP_PSH == 0
+    /// Whether `segment` continues the held merge (the extension rules).
+    fn extends(&self, held: &Held, segment: &Segment<'_>) -> bool {
+        // The first frame's headers are intact in the buffer (payloads are appended after its
+        // datagram, and its total length is rewritten only by `flush`).
+        let Some(first) = Headers::parse(&self.buf[..held.first_frame_len]) else {
+            return false;
+        };
+        let Headers { eth, ip, tcp } = segment.headers;
+        held.last_flags & flags::PSH == 0
             && held.payload_len() % 2 == 0
-            && segment.seq == held.next_seq
-            && segment.tcp_hdr_len == held.tcp_hdr_len
-            && held.ip_len + segment.payload_len() <= MAX_DATAGRAM
-            // Ethernet header; IPv4 version/IHL and TOS; flags (DF), TTL, protocol; addresses.
-            && same(0, IP + 2)
-            && same(IP + 6, IP + 10)
-            && same(IP + 12, IP + 20)
-            // TCP ports; ack, data offset; window; urgent pointer and options.
-            && same(TCP, TCP + 4)
-            && same(TCP + 8, TCP + 13)
-            && same(TCP + 14, TCP + 16)
-            && same(TCP + 18, TCP + held.tcp_hdr_len)
+            && tcp.seq() == held.next_seq
+            && tcp.header_len() == held.tcp_hdr_len
+            && held.ip_len + segment.payload().len() <= ipv4::MAX_DATAGRAM
+            && eth.header() == first.eth.header()
+            // Version and IHL are 4 and 5 in both (candidates); the protocol is TCP.
+            && ip.tos() == first.ip.tos()
+            && ip.flags_and_offset() == first.ip.flags_and_offset()
+            && ip.ttl() == first.ip.ttl()
+            && ip.src() == first.ip.src()
+            && ip.dst() == first.ip.dst()
+            // Data offset (equal above) and reserved bits (0 in candidates) need no check.
+            && tcp.src_port() == first.tcp.src_port()
+            && tcp.dst_port() == first.tcp.dst_port()
+            && tcp.ack() == first.tcp.ack()
+            && tcp.window() == first.tcp.window()
+            && tcp.urgent_pointer() == first.tcp.urgent_pointer()
+            && tcp.options() == first.tcp.options()
     }
 
-    fn append(&mut self, mut held: Held, frame: &[u8], segment: Segment) {
-        let from = TCP + segment.tcp_hdr_len;
-        let payload = &frame[from..ETHER_HDR + segment.ip_len];
-        let at = ETHER_HDR + held.ip_len;
+    fn append(&mut self, mut held: Held, segment: &Segment<'_>) {
+        let payload = segment.payload();
+        let at = ethernet::HEADER_LEN + held.ip_len;
         self.buf[at..at + payload.len()].copy_from_slice(payload);
         held.ip_len += payload.len();
         held.next_seq = held.next_seq.wrapping_add(payload.len() as u32);
-        held.last_flags = segment.flags;
+        held.last_flags = segment.headers.tcp.flags();
         held.segments += 1;
         // The held payload's length is even, so this segment's words line up with the sum's.
-        held.data_sum += u32::from(segment.data_sum);
-        held.data_sum = u32::from(fold(held.data_sum));
+        held.data_sum = ones_add(held.data_sum, segment.data_sum);
         self.held = Some(held);
     }
 
@@ -293,21 +268,26 @@ impl Coalescer {
             return;
         }
         let ip_len = held.ip_len;
-        let frame = &mut self.buf[..ETHER_HDR + ip_len];
+        let frame = &mut self.buf[..ethernet::HEADER_LEN + ip_len];
+        let (_, datagram) = frame.split_at_mut(ethernet::HEADER_LEN);
+        let (ip, segment) = datagram.split_at_mut(ipv4::HEADER_LEN);
+        let (Ok(mut ip), Ok(mut tcp)) = (Ipv4HeaderMut::new(ip), TcpHeaderMut::new(segment)) else {
+            // Not reached: the held frame is a candidate (IHL 5, a whole TCP header). Hand
+            // on nothing rather than a packet with stale lengths.
+            debug_assert!(false, "held frame lost its headers");
+            return;
+        };
         // ip_len ≤ MAX_DATAGRAM: checked on every extension.
-        frame[IP + 2..IP + 4].copy_from_slice(&(ip_len as u16).to_be_bytes());
-        frame[IP + 10..IP + 12].fill(0);
-        let ip_sum = internet_checksum(&frame[IP..TCP]);
-        frame[IP + 10..IP + 12].copy_from_slice(&ip_sum.to_be_bytes());
-        frame[TCP + 13] = held.last_flags;
-        let tcp_len = ip_len - IPV4_HDR;
-        let sum = pseudo_header_sum(frame, tcp_len)
-            + tcp_header_sum(frame, held.tcp_hdr_len)
-            + held.data_sum;
-        frame[TCP + 16..TCP + 18].copy_from_slice(&(!fold(sum)).to_be_bytes());
+        ip.set_total_len(ip_len as u16);
+        ip.fill_checksum();
+        tcp.set_flags(held.last_flags);
+        let tcp_len = (ip_len - ipv4::HEADER_LEN) as u16;
+        let pseudo = ipv4::pseudo_header_sum(ip.src(), ip.dst(), protocol::TCP, tcp_len);
+        let sum = ones_add(ones_add(pseudo, tcp.header_sum()), held.data_sum);
+        tcp.set_checksum(!sum);
         self.counters.frames += 1;
         self.counters.segments += held.segments;
-        deliver(frame);
+        deliver(&self.buf[..ethernet::HEADER_LEN + ip_len]);
     }
 
     /// Whether a frame is held (the event loop flushes before the batch ends).

@@ -20,3 +20,4 @@ pub mod stats;
 pub mod sys;
 #[cfg(test)]
 mod test_rng;
+pub mod wire;

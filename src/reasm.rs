@@ -45,28 +45,22 @@
 //!   when nothing is held; the event loop calls it once per iteration and lowers its wait to
 //!   the next expiry.
 
-use crate::frames::ETHER_HDR;
 use crate::stats::ReasmCounters;
+use crate::wire::ethernet::{self, EthernetFrame};
+use crate::wire::ipv4::{self, Ipv4Header, Ipv4Repr};
 
-/// The IPv4 header without options: the header of every reassembled datagram.
-const IPV4_HDR: usize = 20;
-/// Largest IPv4 datagram: the total-length field is 16 bits.
-const MAX_DATAGRAM: usize = 65535;
-/// Largest payload of a reassembled datagram (its header is 20 bytes).
-pub const MAX_PAYLOAD: usize = MAX_DATAGRAM - IPV4_HDR;
+/// Largest payload of a reassembled datagram (its header is option-less: 20 bytes).
+pub const MAX_PAYLOAD: usize = ipv4::MAX_DATAGRAM - ipv4::HEADER_LEN;
 /// Arena page: big enough that a datagram of MTU-sized fragments fills its pages, small
 /// enough that a one-fragment junk train costs 1 KiB.
 const PAGE: usize = 1024;
 /// Fragment offsets count in 8-byte units; one bit per unit in a page's map.
-const UNIT: usize = 8;
+const UNIT: usize = ipv4::FRAGMENT_UNIT;
 const PAGE_UNITS: usize = PAGE / UNIT;
 const PAGE_MAP_WORDS: usize = PAGE_UNITS / 64;
 /// Pages that cover the largest payload.
 const PAGES_PER_DATAGRAM: usize = MAX_PAYLOAD.div_ceil(PAGE);
 const NO_PAGE: u32 = u32::MAX;
-/// Flags/fragment-offset field: "more fragments" and the offset in 8-byte units.
-const MF: u16 = 0x2000;
-const OFFSET_MASK: u16 = 0x1fff;
 
 /// How much reassembly may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,9 +168,10 @@ struct Train {
     max_end: usize,
     /// Payload length, known once the last fragment (MF clear) arrived; 0 before.
     total: usize,
-    /// From the first fragment (offset 0).
-    eth: [u8; ETHER_HDR],
-    ip: [u8; IPV4_HDR],
+    /// From the first fragment (offset 0): its Ethernet header, and what the reassembled
+    /// IPv4 header keeps of its header.
+    eth: [u8; ethernet::HEADER_LEN],
+    ip: Ipv4Repr,
 }
 
 impl Train {
@@ -195,8 +190,15 @@ impl Train {
         units_received: 0,
         max_end: 0,
         total: 0,
-        eth: [0; ETHER_HDR],
-        ip: [0; IPV4_HDR],
+        eth: [0; ethernet::HEADER_LEN],
+        ip: Ipv4Repr {
+            tos: 0,
+            id: 0,
+            ttl: 0,
+            protocol: 0,
+            src: [0; 4],
+            dst: [0; 4],
+        },
     };
 }
 
@@ -207,9 +209,9 @@ struct Fragment<'a> {
     offset: usize,
     more: bool,
     payload: &'a [u8],
+    /// Its Ethernet header.
     eth: &'a [u8],
-    /// The fixed 20 bytes of its IPv4 header.
-    ip: &'a [u8],
+    ip: Ipv4Repr,
 }
 
 enum Class<'a> {
@@ -218,58 +220,34 @@ enum Class<'a> {
     Fragment(Fragment<'a>),
 }
 
-/// The Internet checksum of `bytes` (0 when a header with its checksum field is intact).
-pub fn internet_checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    let mut chunks = bytes.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 fn classify(frame: &[u8]) -> Class<'_> {
     // Too short to carry the flags field: libslirp drops it (shorter than an IPv4 header).
-    if frame.len() < ETHER_HDR + 8 || frame[12..14] != [0x08, 0x00] {
+    let Ok(eth) = EthernetFrame::parse(frame) else {
         return Class::NotFragment;
-    }
-    let ip = &frame[ETHER_HDR..];
-    let flags_offset = u16::from_be_bytes([ip[6], ip[7]]);
-    if flags_offset & (MF | OFFSET_MASK) == 0 {
+    };
+    if eth.ethertype() != ethernet::ETHERTYPE_IPV4 || !ipv4::claims_fragment(eth.payload()) {
         return Class::NotFragment;
     }
     // From here the header claims a fragment: reassembled or dropped, never passed on.
-    if ip.len() < IPV4_HDR || ip[0] >> 4 != 4 {
-        return Class::Malformed;
-    }
-    let header_len = usize::from(ip[0] & 0x0f) * 4;
-    let total_len = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
     // The frame may be longer than the datagram (Ethernet padding), never shorter.
-    if header_len < IPV4_HDR
-        || total_len < header_len
-        || total_len > ip.len()
-        || internet_checksum(&ip[..header_len]) != 0
-    {
+    let Ok(ip) = Ipv4Header::parse(eth.payload()) else {
+        return Class::Malformed;
+    };
+    if !ip.checksum_valid() {
         return Class::Malformed;
     }
     Class::Fragment(Fragment {
         key: Key {
-            src: [ip[12], ip[13], ip[14], ip[15]],
-            dst: [ip[16], ip[17], ip[18], ip[19]],
-            protocol: ip[9],
-            id: u16::from_be_bytes([ip[4], ip[5]]),
+            src: ip.src(),
+            dst: ip.dst(),
+            protocol: ip.protocol(),
+            id: ip.id(),
         },
-        offset: usize::from(flags_offset & OFFSET_MASK) * UNIT,
-        more: flags_offset & MF != 0,
-        payload: &ip[header_len..total_len],
-        eth: &frame[..ETHER_HDR],
-        ip: &ip[..IPV4_HDR],
+        offset: ip.fragment_offset(),
+        more: ip.more_fragments(),
+        payload: ip.payload(),
+        eth: eth.header(),
+        ip: ip.repr(),
     })
 }
 
@@ -316,7 +294,7 @@ impl Ipv4Reassembler {
             arena: vec![0; pages * PAGE],
             unit_maps: vec![[0; PAGE_MAP_WORDS]; pages],
             free_pages: (0..pages as u32).rev().collect(),
-            out: vec![0; ETHER_HDR + MAX_DATAGRAM],
+            out: vec![0; ethernet::HEADER_LEN + ipv4::MAX_DATAGRAM],
             counters: ReasmCounters::default(),
         }
     }
@@ -620,7 +598,7 @@ impl Ipv4Reassembler {
         }
         if start == 0 {
             train.eth.copy_from_slice(frag.eth);
-            train.ip.copy_from_slice(frag.ip);
+            train.ip = frag.ip;
         }
     }
 
@@ -628,17 +606,15 @@ impl Ipv4Reassembler {
     fn assemble(&mut self, idx: usize) -> usize {
         let train = &self.trains[idx];
         let total = train.total;
-        let frame_len = ETHER_HDR + IPV4_HDR + total;
-        self.out[..ETHER_HDR].copy_from_slice(&train.eth);
-        let ip = &mut self.out[ETHER_HDR..ETHER_HDR + IPV4_HDR];
-        ip.copy_from_slice(&train.ip);
-        ip[0] = 0x45; // version 4, no options
-        ip[2..4].copy_from_slice(&((IPV4_HDR + total) as u16).to_be_bytes());
-        ip[6..8].copy_from_slice(&[0, 0]); // no flags, offset 0
-        ip[10..12].copy_from_slice(&[0, 0]);
-        let sum = internet_checksum(ip);
-        ip[10..12].copy_from_slice(&sum.to_be_bytes());
-        let mut at = ETHER_HDR + IPV4_HDR;
+        let headers = ethernet::HEADER_LEN + ipv4::HEADER_LEN;
+        let frame_len = headers + total;
+        self.out[..ethernet::HEADER_LEN].copy_from_slice(&train.eth);
+        // A range of exactly HEADER_LEN bytes: the conversion cannot fail.
+        if let Ok(ip) = (&mut self.out[ethernet::HEADER_LEN..headers]).try_into() {
+            // total ≤ MAX_PAYLOAD: checked on every fragment.
+            train.ip.emit(ip, (ipv4::HEADER_LEN + total) as u16);
+        }
+        let mut at = headers;
         for chunk in ByPage::new(0, total) {
             let page = train.pages[chunk.page] as usize;
             let base = page * PAGE;
@@ -694,6 +670,13 @@ impl Iterator for ByPage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::checksum::internet_checksum;
+
+    // The tests build and check frames byte by byte, independently of `wire`.
+    const ETHER_HDR: usize = 14;
+    const IPV4_HDR: usize = 20;
+    const MAX_DATAGRAM: usize = 65535;
+    const MF: u16 = 0x2000;
 
     const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
     const GW_MAC: [u8; 6] = [0x52, 0x55, 0x0a, 0x00, 0x02, 0x02];

@@ -18,7 +18,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use libfuzzer_sys::fuzz_target;
-use slirp_helper::reasm::{internet_checksum, Ipv4Reassembler, ReasmLimits, Verdict, MAX_PAYLOAD};
+use slirp_helper::reasm::{Ipv4Reassembler, ReasmLimits, Verdict, MAX_PAYLOAD};
+use slirp_helper::wire::checksum::internet_checksum;
 
 struct Counting;
 

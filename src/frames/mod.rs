@@ -13,8 +13,8 @@ pub use mmsg::{FrameBatch, Received};
 pub use rx::{FrameRx, RxStatus};
 pub use tx::FrameTx;
 
-/// Bytes of an Ethernet header (no FCS on this socket).
-pub const ETHER_HDR: usize = 14;
+/// Bytes of an Ethernet header (no FCS on this socket): the one `wire` defines.
+pub const ETHER_HDR: usize = crate::wire::ethernet::HEADER_LEN;
 /// An 802.1Q tag a guest may add on top of its MTU.
 pub const VLAN_TAG: usize = 4;
 /// Frames per batch unless told otherwise (`--batch`, `batch=`): see `benches/frames.rs`.
