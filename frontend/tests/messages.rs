@@ -173,12 +173,40 @@ fn frontend_shows_the_helpers_exit_counters_only_with_verbose() {
     let verbose = run(FRONTEND, &["-v", "--helper", helper, "--", "true"]);
     assert_eq!(verbose.status.code(), Some(0), "{}", show(&verbose));
     let err = String::from_utf8_lossy(&verbose.stderr);
+    let exit_line = err
+        .lines()
+        .find_map(|l| l.strip_prefix("bhyve-slirp-helper: bhyve closed the connection; "))
+        .unwrap_or_else(|| panic!("no exit counters with -v\n{}", show(&verbose)));
     assert!(
-        err.lines().any(|l| l
-            .starts_with("bhyve-slirp-helper: bhyve closed the connection; rx_frames=")
-            && l.contains(" iterations=")),
-        "{}",
-        show(&verbose)
+        exit_line.starts_with("rx_frames=") && exit_line.contains(" iterations="),
+        "{exit_line}"
+    );
+    readme_documents_exactly(exit_line);
+}
+
+/// README.md's "Counters" table has one row per field of the helper's real counters line
+/// (`epoll`, the Linux default, prints every field), and no row for a field it lacks.
+fn readme_documents_exactly(line: &str) {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("\n## Counters\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("a '## Counters' section in README.md");
+    let mut documented: Vec<&str> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `")?.split('`').next())
+        .collect();
+    let mut printed: Vec<&str> = line
+        .split_whitespace()
+        .filter_map(|kv| kv.split('=').next())
+        .collect();
+    documented.sort_unstable();
+    printed.sort_unstable();
+    assert_eq!(
+        documented, printed,
+        "README's Counters table vs the line:\n{line}"
     );
 }
 
