@@ -30,7 +30,8 @@ exits with its status; without, runs the default job (DHCP, host service, hostfw
 options:
   --netns NAME          use the existing namespace /run/netns/NAME (default: create one)
   --tap NAME            tap device name inside the namespace (default tap0)
-  --mtu N               guest MTU, 68..65520 (default 1500; 576 or more with --dhcp)
+  --mtu N               guest MTU, 68..65520 (default 1500); 576 or more for DHCP
+                        (--dhcp, and the default job, which uses it)
   --open                open mode (the helper's default is restricted)
   --hostfwd RULES       bhyve grammar, e.g. 'tcp:127.0.0.1:8080-:80;udp::5353-:53' (repeatable)
   --vmname NAME         vmname sent to the helper (default slirpfe-<pid>)
@@ -209,9 +210,16 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, UsageEr
     if o.pump_bench.is_some() && !o.command.is_empty() {
         return Err(UsageError("--pump-bench takes no command".into()));
     }
-    if o.dhcp && o.mtu < MIN_DHCP_MTU {
+    // The default job (no command, no benchmark) always takes a DHCP lease.
+    let default_job = o.command.is_empty() && o.pump_bench.is_none();
+    if (o.dhcp || default_job) && o.mtu < MIN_DHCP_MTU {
+        let what = if o.dhcp {
+            "--dhcp"
+        } else {
+            "the default job (DHCP)"
+        };
         return Err(UsageError(format!(
-            "--dhcp needs --mtu {MIN_DHCP_MTU} or more (DHCP cannot work at --mtu {}: its \
+            "{what} needs --mtu {MIN_DHCP_MTU} or more (DHCP cannot work at --mtu {}: its \
              replies are {MIN_DHCP_MTU}-byte datagrams)",
             o.mtu
         )));
@@ -251,6 +259,7 @@ mod tests {
     #[test]
     fn mtu_range_is_checked() {
         assert!(run(&["--mtu", "65520"]).is_ok());
+        assert!(run(&["--mtu", "68", "--", "true"]).is_ok());
         assert!(run(&["--mtu", "65521"]).is_err());
         assert!(run(&["--mtu", "67"]).is_err());
         assert!(run(&["--mtu"]).is_err());
@@ -259,7 +268,13 @@ mod tests {
     #[test]
     fn dhcp_needs_576_in_either_order() {
         assert!(run(&["--dhcp", "--mtu", "576"]).is_ok());
-        assert!(run(&["--mtu", "68"]).is_ok());
+        assert!(run(&["--mtu", "68", "--", "true"]).is_ok());
+        assert!(run(&["--mtu", "68", "--pump-bench"]).is_ok());
+        let job = run(&["--mtu", "68"]).unwrap_err();
+        assert!(
+            job.0.starts_with("the default job (DHCP) needs --mtu 576"),
+            "{job}"
+        );
         let e = run(&["--mtu", "575", "--dhcp"]).unwrap_err();
         assert!(e.0.contains("--dhcp needs --mtu 576"), "{e}");
         assert!(run(&["--dhcp", "--mtu", "500"]).is_err());

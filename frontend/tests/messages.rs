@@ -106,9 +106,22 @@ fn frontend_refuses_dhcp_below_576_with_the_reason() {
             show(&out)
         );
     }
+    // The issue's example: the default job takes a DHCP lease.
+    let job = run(FRONTEND, &["--mtu", "68"]);
+    assert_eq!(job.status.code(), Some(2), "{}", show(&job));
+    assert_eq!(
+        stderr_lines(&job),
+        [
+            "slirp-frontend: the default job (DHCP) needs --mtu 576 or more (DHCP cannot work \
+             at --mtu 68: its replies are 576-byte datagrams) (see slirp-frontend --help)"
+        ],
+        "{}",
+        show(&job)
+    );
     let help = run(FRONTEND, &["--help"]);
     let text = String::from_utf8_lossy(&help.stdout);
     assert!(text.contains("needs --mtu 576 or more"), "{text}");
+    assert!(text.contains("576 or more for DHCP"), "{text}");
 }
 
 #[test]
