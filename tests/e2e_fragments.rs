@@ -99,7 +99,7 @@ fn large_udp_datagrams_fragmented_by_the_guest_arrive_whole() {
     let sizes: Vec<String> = SIZES.iter().map(ToString::to_string).collect();
     let role = format!("udp-big 10.0.2.2:{port} {}", sizes.join(" "));
     let out = run(
-        frontend_with_role(&["--open", "--mtu", "1500"], &role),
+        frontend_with_role(&["-v", "--open", "--mtu", "1500"], &role),
         Duration::from_secs(90),
     );
     server.join().unwrap();
@@ -122,7 +122,8 @@ fn large_udp_datagrams_fragmented_by_the_guest_arrive_whole() {
         "{}",
         text(&out)
     );
-    // The helper's exit stats: the guest did fragment, and the helper reassembled.
+    // The helper's exit stats (printed with -v): the guest did fragment, and the helper
+    // reassembled.
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stat = |key: &str| -> u64 {
         stderr

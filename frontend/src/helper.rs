@@ -3,17 +3,19 @@
 //! the configuration as one libnv nvlist with bhyve's keys in bhyve's order.
 //!
 //! Owns: the config message, the child process and its lifetime (stopped by pid, never by
-//! name). Must never: start the helper anywhere but in the host namespace (it reaches the
-//! host's 127.0.0.1), or keep the helper's end of the socket open in this process.
+//! name), and the helper's stderr, forwarded to ours line by line. Must never: start the
+//! helper anywhere but in the host namespace (it reaches the host's 127.0.0.1), or keep the
+//! helper's end of the socket open in this process.
 
 use super::os;
 use slirp_helper::config::nvlist::{encode, ByteOrder, Nvlist, Value};
 use std::ffi::OsString;
-use std::io;
+use std::io::{self, BufRead, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// The settings bhyve's device config node would hold for `-s N,virtio-net,slirp,...`.
@@ -57,28 +59,88 @@ pub fn default_path() -> io::Result<PathBuf> {
 /// A running helper and our end of its socket.
 pub struct Helper {
     child: Child,
+    /// The thread forwarding the helper's stderr; joined once the helper is reaped, so that
+    /// everything the helper said is out before the frontend says why it stopped.
+    log: Option<JoinHandle<()>>,
+}
+
+/// What ends the helper's exit line, `<why it ended>; rx_frames=… …` (the helper's `main`).
+const COUNTERS: &str = "; rx_frames=";
+/// The ends of a helper run that are no news: the frontend hung up, or a signal stopped it.
+const NORMAL_ENDS: [&str; 2] = ["bhyve closed the connection", "terminated by signal"];
+
+/// What of one helper stderr line reaches the user. The counters at exit are ~1000
+/// characters on every run: only shown with `-v` (`exit_counters`). Without it, a normal end
+/// is not shown at all and an error keeps its message without the counters. The counters
+/// line the helper prints on SIGUSR1 starts with `rx_frames=` and always goes through: the
+/// user asked for it.
+pub fn shown_line(line: &str, exit_counters: bool) -> Option<&str> {
+    if exit_counters {
+        return Some(line);
+    }
+    match line.find(COUNTERS) {
+        Some(at) if NORMAL_ENDS.iter().any(|end| line[..at].ends_with(end)) => None,
+        Some(at) => Some(&line[..at]),
+        None => Some(line),
+    }
+}
+
+/// Copy the helper's stderr to ours through [`shown_line`] until the helper's end closes.
+fn forward_log(from: ChildStderr, exit_counters: bool) -> io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("helper-log".into())
+        .spawn(move || {
+            let mut from = io::BufReader::new(from);
+            let mut raw = Vec::new();
+            loop {
+                raw.clear();
+                match from.read_until(b'\n', &mut raw) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                let text = String::from_utf8_lossy(&raw);
+                let line = text.trim_end_matches('\n');
+                if let Some(shown) = shown_line(line, exit_counters) {
+                    // Nowhere to report a failed write to our own stderr.
+                    let _ = writeln!(io::stderr().lock(), "{shown}");
+                }
+            }
+        })
 }
 
 /// Start `path -S <fd> [extra...]` with the config sent, returning the helper and the
-/// frontend's end of the socket (non-blocking, CLOEXEC).
-pub fn spawn(path: &Path, extra: &[OsString], cfg: &HelperConfig) -> io::Result<(Helper, OwnedFd)> {
+/// frontend's end of the socket (non-blocking, CLOEXEC). `exit_counters`: let the helper's
+/// counters at exit through to our stderr (see [`shown_line`]).
+pub fn spawn(
+    path: &Path,
+    extra: &[OsString],
+    cfg: &HelperConfig,
+    exit_counters: bool,
+) -> io::Result<(Helper, OwnedFd)> {
     let (ours, theirs) =
         os::seqpacket_pair().map_err(|e| io::Error::new(e.kind(), format!("socketpair: {e}")))?;
     let fd = theirs.as_raw_fd();
     let mut cmd = Command::new(path);
     cmd.arg("-S").arg(fd.to_string()).args(extra);
+    cmd.stderr(Stdio::piped());
     // SAFETY: the closure runs in the forked child before exec and only makes one
     // async-signal-safe fcntl call on a descriptor that exists in the child.
     unsafe {
         cmd.pre_exec(move || os::inherit_fd(fd));
     }
-    let child = cmd.spawn().map_err(|e| {
+    let mut child = cmd.spawn().map_err(|e| {
         io::Error::new(e.kind(), format!("starting helper {}: {e}", path.display()))
     })?;
     // bhyve's spawn closes bhyve's copy of the helper's end: the helper must be its only owner
     // so that either side sees the other's exit as a hangup.
     drop(theirs);
-    let helper = Helper { child };
+    let log = child
+        .stderr
+        .take()
+        .map(|from| forward_log(from, exit_counters))
+        .transpose();
+    let mut helper = Helper { child, log: None };
+    helper.log = log.map_err(|e| io::Error::new(e.kind(), format!("helper-log thread: {e}")))?;
     let msg = config_message(cfg);
     // One record, as nvlist_send's single write; the socket is empty, so it cannot block.
     let sent = nix::sys::socket::send(
@@ -121,23 +183,39 @@ impl Helper {
     /// Wait up to `grace` for the helper to exit on its own (it does once its socket hangs
     /// up), then SIGKILL it by pid as bhyve does, and reap it.
     pub fn finish(mut self, grace: Duration) -> io::Result<ExitStatus> {
-        let deadline = Instant::now() + grace;
+        let status = match self.wait_exit(grace)? {
+            Some(status) => status,
+            None => {
+                let _ = self.child.kill();
+                self.child.wait()?
+            }
+        };
+        self.join_log();
+        Ok(status)
+    }
+
+    /// The exit status if the helper exits within `limit` (reaped, and all it printed is
+    /// out); `None` while it is still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> io::Result<Option<ExitStatus>> {
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
+                self.join_log();
+                return Ok(Some(status));
             }
             if Instant::now() >= deadline {
-                break;
+                return Ok(None);
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let _ = self.child.kill();
-        self.child.wait()
     }
 
-    /// The exit status if the helper has already exited (reaps it).
-    pub fn try_status(&mut self) -> io::Result<Option<ExitStatus>> {
-        self.child.try_wait()
+    /// Wait for the log thread: the helper is reaped, so its stderr is at EOF (it starts no
+    /// processes that could hold the pipe open).
+    fn join_log(&mut self) {
+        if let Some(log) = self.log.take() {
+            let _ = log.join();
+        }
     }
 }
 
@@ -148,6 +226,7 @@ impl Drop for Helper {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        self.join_log();
     }
 }
 
@@ -172,6 +251,29 @@ mod tests {
         assert_eq!(names, expected);
         assert_eq!(nv.pairs()[2].1, Value::String(b"1500".to_vec()));
         assert_eq!(nv.pairs()[6].1, Value::Number(1500));
+    }
+
+    const EXIT: &str = "bhyve-slirp-helper: bhyve closed the connection; rx_frames=1 rx_bytes=60";
+
+    #[test]
+    fn exit_counters_only_with_verbose() {
+        assert_eq!(shown_line(EXIT, true), Some(EXIT));
+        assert_eq!(shown_line(EXIT, false), None);
+        let signalled = "bhyve-slirp-helper: terminated by signal; rx_frames=0";
+        assert_eq!(shown_line(signalled, false), None);
+    }
+
+    #[test]
+    fn errors_keep_their_message_and_sigusr1_lines_go_through() {
+        let fatal = "bhyve-slirp-helper: poll: Bad file descriptor; rx_frames=0 tx_frames=0";
+        assert_eq!(
+            shown_line(fatal, false),
+            Some("bhyve-slirp-helper: poll: Bad file descriptor")
+        );
+        let asked = "bhyve-slirp-helper: rx_frames=5 rx_bytes=300";
+        assert_eq!(shown_line(asked, false), Some(asked));
+        let config = "bhyve-slirp-helper: configuration: mtu \"x\": not a number";
+        assert_eq!(shown_line(config, false), Some(config));
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            err(&format!("{e}\n{}", options::USAGE));
+            err(&format!("{e} (see slirp-frontend --help)"));
             return ExitCode::from(2);
         }
     };

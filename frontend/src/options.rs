@@ -10,6 +10,10 @@ use std::path::PathBuf;
 pub const MIN_MTU: u32 = 68;
 /// Largest MTU: libslirp's `if_mtu` limit minus one, and what bhyve allows.
 pub const MAX_MTU: u32 = 65520;
+/// Smallest MTU DHCP works at: libslirp's DHCP replies are 576-byte IP datagrams (a 312-byte
+/// options field, the least RFC 2131 lets a client assume), so below it the guest never gets
+/// a lease and the user only sees udhcpc retrying.
+pub const MIN_DHCP_MTU: u32 = 576;
 
 /// The frontend's socket buffers. Linux's default (wmem_default, ~208 KiB) holds three
 /// 64 KiB frames: at MTU 65520 the pump then drops most guest frames while the helper is
@@ -26,18 +30,21 @@ exits with its status; without, runs the default job (DHCP, host service, hostfw
 options:
   --netns NAME          use the existing namespace /run/netns/NAME (default: create one)
   --tap NAME            tap device name inside the namespace (default tap0)
-  --mtu N               guest MTU, 68..65520 (default 1500)
+  --mtu N               guest MTU, 68..65520 (default 1500); 576 or more for DHCP
+                        (--dhcp, and the default job, which uses it)
   --open                open mode (the helper's default is restricted)
   --hostfwd RULES       bhyve grammar, e.g. 'tcp:127.0.0.1:8080-:80;udp::5353-:53' (repeatable)
   --vmname NAME         vmname sent to the helper (default slirpfe-<pid>)
-  --dhcp                configure the guest by DHCP (busybox udhcpc) instead of 10.0.2.15/24
+  --dhcp                configure the guest by DHCP (busybox udhcpc) instead of 10.0.2.15/24;
+                        needs --mtu 576 or more (DHCP does not work below)
   --default-route       add a default route via 10.0.2.2 (never added otherwise)
   --helper PATH         helper binary (default: bhyve-slirp-helper next to this program)
   --helper-arg ARG      extra argument for the helper (repeatable)
   --sockbuf BYTES       SO_SNDBUF/SO_RCVBUF of the frontend's socket end (default 4 MiB;
                         0 keeps the kernel default, as bhyve does)
   --pump-bench [SECS]   measure the tap<->socket pump alone, the helper replaced by a sink
-  -v, --verbose         say what is being done
+  -v, --verbose         say what is being done, and print the helper's counters line
+                        when it exits (SIGUSR1 to the helper prints it at any time)
   -h, --help            this text
 ";
 
@@ -93,7 +100,7 @@ pub enum Parsed {
     Help,
 }
 
-/// A command line that cannot be run: the reason, to print with [`USAGE`].
+/// A command line that cannot be run: the reason, printed as one line that points to `--help`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageError(pub String);
 
@@ -203,6 +210,20 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, UsageEr
     if o.pump_bench.is_some() && !o.command.is_empty() {
         return Err(UsageError("--pump-bench takes no command".into()));
     }
+    // The default job (no command, no benchmark) always takes a DHCP lease.
+    let default_job = o.command.is_empty() && o.pump_bench.is_none();
+    if (o.dhcp || default_job) && o.mtu < MIN_DHCP_MTU {
+        let what = if o.dhcp {
+            "--dhcp"
+        } else {
+            "the default job (DHCP)"
+        };
+        return Err(UsageError(format!(
+            "{what} needs --mtu {MIN_DHCP_MTU} or more (DHCP cannot work at --mtu {}: its \
+             replies are {MIN_DHCP_MTU}-byte datagrams)",
+            o.mtu
+        )));
+    }
     Ok(Parsed::Run(o))
 }
 
@@ -238,9 +259,25 @@ mod tests {
     #[test]
     fn mtu_range_is_checked() {
         assert!(run(&["--mtu", "65520"]).is_ok());
+        assert!(run(&["--mtu", "68", "--", "true"]).is_ok());
         assert!(run(&["--mtu", "65521"]).is_err());
         assert!(run(&["--mtu", "67"]).is_err());
         assert!(run(&["--mtu"]).is_err());
+    }
+
+    #[test]
+    fn dhcp_needs_576_in_either_order() {
+        assert!(run(&["--dhcp", "--mtu", "576"]).is_ok());
+        assert!(run(&["--mtu", "68", "--", "true"]).is_ok());
+        assert!(run(&["--mtu", "68", "--pump-bench"]).is_ok());
+        let job = run(&["--mtu", "68"]).unwrap_err();
+        assert!(
+            job.0.starts_with("the default job (DHCP) needs --mtu 576"),
+            "{job}"
+        );
+        let e = run(&["--mtu", "575", "--dhcp"]).unwrap_err();
+        assert!(e.0.contains("--dhcp needs --mtu 576"), "{e}");
+        assert!(run(&["--dhcp", "--mtu", "500"]).is_err());
     }
 
     #[test]

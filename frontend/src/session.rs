@@ -22,6 +22,8 @@ use std::time::Duration;
 
 /// How long the helper gets to exit on its own after the hangup before SIGKILL.
 const HELPER_GRACE: Duration = Duration::from_secs(3);
+/// How long a helper whose socket hung up during set-up gets to become reapable.
+const HELPER_SETTLE: Duration = Duration::from_secs(1);
 
 /// Why the frontend could not finish its job.
 #[derive(Debug)]
@@ -35,6 +37,15 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// What went wrong, in words (for a detail under `-v`).
+    pub fn describe(&self) -> String {
+        match self {
+            Failure::Setup(msg) => msg.clone(),
+            Failure::HelperGone => "the helper went away".into(),
+            Failure::Signal(sig) => format!("stopped by {}", sig.as_str()),
+        }
+    }
+
     pub fn setup(context: &str, e: impl std::fmt::Display) -> Failure {
         Failure::Setup(format!("{context}: {e}"))
     }
@@ -141,19 +152,48 @@ impl Session {
     }
 
     /// A set-up step that failed because the helper died (its socket hung up, the pump
-    /// stopped, the tap went away) is reported as the helper's death, the real cause.
+    /// stopped, the tap went away) is reported as the helper's death, the real cause, after
+    /// the helper's own message: one error, not a consequence such as `ip`'s "Cannot find
+    /// device" (that detail only with `-v`). A signal stays a signal.
     fn blame_helper(&mut self, failure: Failure) -> Failure {
+        if matches!(failure, Failure::Signal(_)) {
+            return failure;
+        }
+        // The pump sees the hangup while the dying helper is still being torn down by the
+        // kernel: give it a moment to become reapable. Not when the helper still serves.
+        let settle = if self.pump_ended() {
+            HELPER_SETTLE
+        } else {
+            Duration::ZERO
+        };
+        let verbose = self.verbose;
         let Some(helper) = self.helper.as_mut() else {
             return failure;
         };
-        match (helper.try_status(), failure) {
-            (Ok(Some(status)), Failure::Setup(msg)) => Failure::Setup(format!(
-                "the helper (pid {}) {} during set-up ({msg})",
-                helper.pid(),
-                helper::describe(status)
-            )),
-            (_, failure) => failure,
+        match helper.wait_exit(settle) {
+            Ok(Some(status)) => {
+                let mut msg = format!(
+                    "the helper (pid {}) {} during set-up",
+                    helper.pid(),
+                    helper::describe(status)
+                );
+                if verbose {
+                    msg.push_str(&format!(" (then: {})", failure.describe()));
+                }
+                Failure::Setup(msg)
+            }
+            _ => failure,
         }
+    }
+
+    /// Whether the pump thread has ended on its own (the helper hung up, or a pump failure).
+    fn pump_ended(&self) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let Some(pump) = self.pump.as_ref() else {
+            return false;
+        };
+        let mut fds = [PollFd::new(pump.ended_fd(), PollFlags::POLLIN)];
+        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
     }
 
     fn say(&self, msg: &str) {
@@ -176,7 +216,7 @@ impl Session {
                 .clone()
                 .unwrap_or_else(|| format!("slirpfe-{}", std::process::id())),
         };
-        let (helper, sock) = helper::spawn(&path, &opts.helper_args, &cfg)
+        let (helper, sock) = helper::spawn(&path, &opts.helper_args, &cfg, opts.verbose)
             .map_err(|e| Failure::setup("helper", e))?;
         // Always printed: tests and users need the pid to watch the helper.
         eprintln!(

@@ -18,13 +18,16 @@ use std::time::Duration;
 pub const USAGE: &str = "\
 usage: slirp-loadgen COMMAND --secs S [options]
 
-Load for perf/run.sh. Every command ends by itself after S seconds (1..3600).
+Load for perf/run.sh. Every command ends by itself after S seconds (1..3600); rr-client
+measures S seconds after its connect and warm-up.
 
 commands:
   rr-server   --listen ADDR:PORT     echo every byte back, one thread per connection
-  rr-client   --connect ADDR:PORT    1-byte round trips on one TCP_NODELAY connection; prints
-              [--warmup-ms MS]       'rr transactions=.. secs=.. per_sec=.. p50_us=.. p99_us=..'
-                                     (the first MS milliseconds, default 200, are not counted)
+  rr-client   --connect ADDR:PORT    1-byte round trips on one TCP_NODELAY connection for
+              [--warmup-ms MS]       MS milliseconds (default 200, not counted), then S
+                                     seconds measured; prints 'rr transactions=.. secs=..
+                                     per_sec=.. p50_us=.. p99_us=..'; exit status 1 when no
+                                     round trip completed in the measured seconds
   hold-server --listen ADDR:PORT     accept connections and keep them open, never reading
   hold N      --connect ADDR:PORT    open N idle connections (at most 256 connecting at once,
               [--connect-secs C]     for at most C seconds, default 60), print
@@ -56,9 +59,13 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invocation {
     pub command: Command,
-    /// How long the process may live.
+    /// `--secs`: how long the process lives; for `rr-client`, how long it measures (after
+    /// its connect and warm-up).
     pub lifetime: Duration,
 }
+
+/// The commands, as typed.
+const COMMANDS: [&str; 4] = ["rr-server", "rr-client", "hold-server", "hold"];
 
 /// Largest N for `hold`: beyond the benchmark's 10000 with room, below any sane fd limit.
 const MAX_HOLD: usize = 100_000;
@@ -80,6 +87,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Option<Invocati
     };
     if cmd == "-h" || cmd == "--help" {
         return Ok(None);
+    }
+    if !COMMANDS.contains(&cmd.as_str()) {
+        return Err(format!(
+            "unknown command {cmd:?}: one of {}",
+            COMMANDS.join(", ")
+        ));
     }
     let mut rest = &args[1..];
     let mut n = None;
@@ -136,7 +149,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Option<Invocati
             connect: addr,
             connect_limit: Duration::from_secs(connect_secs.min(secs)),
         },
-        other => return Err(format!("unknown command {other:?}")),
+        other => unreachable!("{other:?} is checked against COMMANDS above"),
     };
     Ok(Some(Invocation {
         command,
@@ -158,6 +171,14 @@ pub fn run(inv: Invocation) -> io::Result<()> {
         Command::RrServer { listen } => rr::serve(listen, inv.lifetime),
         Command::RrClient { connect, warmup } => {
             let report = rr::client(connect, warmup, inv.lifetime)?;
+            if report.transactions == 0 {
+                // A line of 0 RR/s would read as a result (perf/run.sh records the `rr` line);
+                // it is a stalled path.
+                return Err(io::Error::other(format!(
+                    "no round trip to {connect} completed in the {} s measured",
+                    inv.lifetime.as_secs()
+                )));
+            }
             println!("{report}");
             Ok(())
         }
@@ -179,7 +200,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("slirp-loadgen: {e}\n{USAGE}");
+            eprintln!("slirp-loadgen: {e} (see slirp-loadgen --help)");
             return ExitCode::from(2);
         }
     };
@@ -222,7 +243,13 @@ mod tests {
         assert!(p(&["rr-server", "--connect", "127.0.0.1:1", "--secs", "1"]).is_err());
         assert!(p(&["rr-client", "--connect", "127.0.0.1:1", "--secs", "0"]).is_err());
         assert!(p(&["hold", "0", "--connect", "127.0.0.1:1", "--secs", "1"]).is_err());
-        assert!(p(&["flood", "--connect", "127.0.0.1:1", "--secs", "1"]).is_err());
+        let unknown = p(&["flood", "--connect", "127.0.0.1:1", "--secs", "1"]).unwrap_err();
+        assert!(
+            unknown.starts_with("unknown command \"flood\""),
+            "{unknown}"
+        );
+        let bare = p(&["bogus"]).unwrap_err();
+        assert!(bare.starts_with("unknown command \"bogus\""), "{bare}");
         assert!(p(&["--help"]).unwrap().is_none());
     }
 }
