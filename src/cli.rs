@@ -32,8 +32,11 @@ device configuration (a libnv nvlist), then exchanges Ethernet frames.
   -V, --version       this helper's version, and libslirp's (loaded as
                       for a run)
 
-Exit status: 0 when bhyve hangs up, 1 on bad usage, configuration, or
-libslirp, 4 on a bad boolean for 'open'.
+--poller, --batch and --coalesce can also come as bhyve keys of the same
+name (-s 2,virtio-net,slirp,poller=poll); the option wins.
+
+Exit status: 0 when bhyve hangs up or on SIGTERM/SIGINT, 1 on bad usage,
+configuration, or libslirp, 4 on a bad boolean for 'open'.
 ";
 
 /// Environment override of the libslirp path.

@@ -29,9 +29,12 @@ impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LoadError::Open { path, err } => {
+                // dlerror() starts with the path itself: say it once.
+                let why = err.to_string();
+                let why = why.strip_prefix(&format!("{path}: ")).unwrap_or(&why);
                 write!(
                     f,
-                    "unable to open {path}: {err} (install libslirp >= 4.7.0)"
+                    "unable to open {path}: {why} (install libslirp >= 4.7.0)"
                 )
             }
             LoadError::Symbol { path, symbol, err } => {
@@ -108,5 +111,26 @@ impl SlirpApi {
         unsafe { CStr::from_ptr(ptr) }
             .to_string_lossy()
             .into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_library_is_named_once() {
+        let path = "/nonexistent/slirp-test-dir/libslirp.so.0";
+        let Err(e) = SlirpApi::load(path) else {
+            panic!("{path} loaded");
+        };
+        let text = e.to_string();
+        assert_eq!(text.matches(path).count(), 1, "{text}");
+        assert!(
+            text.starts_with(&format!("unable to open {path}: ")),
+            "{text}"
+        );
+        assert!(text.ends_with(" (install libslirp >= 4.7.0)"), "{text}");
+        assert!(std::error::Error::source(&e).is_some());
     }
 }
