@@ -1,11 +1,14 @@
 //! The command line, compatible with the C helper: `-S <fd>` (getopt style), plus `--help`,
 //! `--version` and the helper's own options.
 
+use crate::config::value::{self, Expected, ValueError};
 use crate::poller::PollerKind;
 use std::ffi::OsString;
+use std::fmt;
 use std::os::fd::RawFd;
 
-pub const USAGE: &str = "usage: bhyve-slirp-helper -S <socket>";
+/// Printed after a usage error: the synopsis, and where the rest is.
+pub const USAGE: &str = "usage: bhyve-slirp-helper -S <socket> [options] (see --help)";
 
 pub const HELP: &str = "\
 usage: bhyve-slirp-helper -S <socket> [options]
@@ -26,10 +29,14 @@ device configuration (a libnv nvlist), then exchanges Ethernet frames.
                       into one packet before libslirp (default: on when
                       the batch is above 1)
   -h, --help          this text
-  -V, --version       the version
+  -V, --version       this helper's version, and libslirp's (loaded as
+                      for a run)
 
-Exit status: 0 when bhyve hangs up, 1 on bad usage, configuration, or
-libslirp, 4 on a bad boolean for 'open'.
+--poller, --batch and --coalesce can also come as bhyve keys of the same
+name (-s 2,virtio-net,slirp,poller=poll); the option wins.
+
+Exit status: 0 when bhyve hangs up or on SIGTERM/SIGINT, 1 on bad usage,
+configuration, or libslirp, 4 on a bad boolean for 'open'.
 ";
 
 /// Environment override of the libslirp path.
@@ -40,7 +47,11 @@ pub const LIBSLIRP_ENV: &str = "SLIRP_HELPER_LIBSLIRP";
 pub enum Command {
     Run(Options),
     Help,
-    Version,
+    /// Print the versions; libslirp is found as for a run (`--libslirp`, then the
+    /// environment, then the default).
+    Version {
+        libslirp: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,38 +66,84 @@ pub struct Options {
     pub coalesce: Option<bool>,
 }
 
-/// A usage error: printed after the usage line; exit 1.
+/// A command line that cannot be run: one line, then [`USAGE`]; exit 1.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UsageError(pub String);
+pub enum UsageError {
+    /// An argument that is not UTF-8 (shown escaped).
+    NotUtf8(String),
+    /// An option given last, without its value.
+    MissingValue(&'static str),
+    /// An argument that is no option of ours.
+    Unexpected(String),
+    /// No `-S <socket>`.
+    MissingSocket,
+    /// An option's value that it does not take.
+    Value(ValueError),
+}
 
-fn parse_fd(text: &str) -> Result<RawFd, UsageError> {
-    let valid = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
-    match text.parse::<RawFd>() {
-        Ok(fd) if valid => Ok(fd),
-        _ => Err(UsageError(format!(
-            "invalid socket '{text}': not a descriptor number"
-        ))),
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UsageError::NotUtf8(arg) => write!(f, "argument '{arg}' is not UTF-8"),
+            UsageError::MissingValue(option) => write!(f, "{option}: missing value"),
+            UsageError::Unexpected(arg) => {
+                write!(f, "unexpected argument '{}'", arg.escape_debug())
+            }
+            UsageError::MissingSocket => f.write_str("-S: missing (the socket to bhyve)"),
+            UsageError::Value(e) => e.fmt(f),
+        }
     }
+}
+
+impl std::error::Error for UsageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            UsageError::Value(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<ValueError> for UsageError {
+    fn from(e: ValueError) -> UsageError {
+        UsageError::Value(e)
+    }
+}
+
+/// `-S`'s descriptor number.
+fn parse_fd(text: &str) -> Result<RawFd, ValueError> {
+    let max = RawFd::MAX as u64;
+    value::parse_number("-S", text, 0, max)
+        .map(|fd| fd as RawFd)
+        .map_err(|_| ValueError::new("-S", text, Expected::Descriptor))
 }
 
 /// Largest batch: beyond this the rings only cost memory (measured in `benches/frames.rs`).
 pub const MAX_BATCH: usize = 256;
 
-/// A batch size: 1..=MAX_BATCH.
-pub fn parse_batch(text: &str) -> Result<usize, UsageError> {
-    match text.parse::<usize>() {
-        Ok(n) if (1..=MAX_BATCH).contains(&n) && text.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
-        _ => Err(UsageError(format!(
-            "invalid batch '{text}': a number from 1 to {MAX_BATCH}"
-        ))),
-    }
+/// Frames per socket syscall, 1..=[`MAX_BATCH`]: `--batch` or the `batch` key.
+pub fn parse_batch(setting: &'static str, text: &str) -> Result<usize, ValueError> {
+    value::parse_number(setting, text, 1, MAX_BATCH as u64).map(|n| n as usize)
 }
 
-/// An on/off switch, in bhyve's boolean spellings (`on`/`off`, `true`/`false`, `yes`/`no`,
-/// `1`/`0`, any case).
-pub fn parse_switch(text: &str) -> Result<bool, UsageError> {
-    crate::config::bhyve::parse_bool(text)
-        .ok_or_else(|| UsageError(format!("invalid switch '{text}': on or off")))
+/// An on/off switch in bhyve's boolean spellings: `--coalesce` or the `coalesce` key.
+pub fn parse_switch(setting: &'static str, text: &str) -> Result<bool, ValueError> {
+    value::parse_switch(setting, text)
+}
+
+/// The pollers this system has, the C helper's loop first.
+pub const POLLERS: &[&str] = if cfg!(target_os = "linux") {
+    &["poll", "epoll"]
+} else if cfg!(any(target_os = "freebsd", target_os = "macos")) {
+    &["poll", "kqueue"]
+} else {
+    &["poll"]
+};
+
+/// A readiness backend this system has: `--poller` or the `poller` key.
+pub fn parse_poller(setting: &'static str, text: &str) -> Result<PollerKind, ValueError> {
+    let name = value::parse_name(setting, text, POLLERS)?;
+    PollerKind::parse(name).ok_or_else(|| ValueError::new(setting, text, Expected::OneOf(POLLERS)))
 }
 
 /// Parse the arguments after the program name.
@@ -96,44 +153,42 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
     let mut poller = None;
     let mut batch = None;
     let mut coalesce = None;
+    let mut version = false;
     let mut args = args.into_iter().map(|a| {
         a.into_string()
-            .map_err(|a| UsageError(format!("argument {a:?} is not UTF-8")))
+            .map_err(|a| UsageError::NotUtf8(a.as_encoded_bytes().escape_ascii().to_string()))
     });
     while let Some(arg) = args.next() {
         let arg = arg?;
-        let mut value = |name: &str| match args.next() {
+        let mut value = |name: &'static str| match args.next() {
             Some(v) => v,
-            None => Err(UsageError(format!("option {name} needs a value"))),
+            None => Err(UsageError::MissingValue(name)),
         };
         match arg.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
-            "-V" | "--version" => return Ok(Command::Version),
+            "-V" | "--version" => version = true,
             "-S" => socket = Some(parse_fd(&value("-S")?)?),
             s if s.starts_with("-S") => socket = Some(parse_fd(&s[2..])?),
             "--libslirp" => {
                 let path = value("--libslirp")?;
                 // dlopen("") would hand back the helper's own binary.
                 if path.is_empty() {
-                    return Err(UsageError(String::from(
-                        "option --libslirp needs a path, not an empty string",
-                    )));
+                    return Err(ValueError::new("--libslirp", &path, Expected::Path).into());
                 }
                 libslirp = Some(path);
             }
             "--poller" => {
-                let name = value("--poller")?;
-                poller = Some(
-                    PollerKind::parse(&name)
-                        .ok_or_else(|| UsageError(format!("unknown poller '{name}'")))?,
-                );
+                poller = Some(parse_poller("--poller", &value("--poller")?)?);
             }
-            "--batch" => batch = Some(parse_batch(&value("--batch")?)?),
-            "--coalesce" => coalesce = Some(parse_switch(&value("--coalesce")?)?),
-            other => return Err(UsageError(format!("unexpected argument '{other}'"))),
+            "--batch" => batch = Some(parse_batch("--batch", &value("--batch")?)?),
+            "--coalesce" => coalesce = Some(parse_switch("--coalesce", &value("--coalesce")?)?),
+            other => return Err(UsageError::Unexpected(other.to_owned())),
         }
     }
-    let socket = socket.ok_or_else(|| UsageError(String::from("missing -S <socket>")))?;
+    if version {
+        return Ok(Command::Version { libslirp });
+    }
+    let socket = socket.ok_or(UsageError::MissingSocket)?;
     Ok(Command::Run(Options {
         socket,
         libslirp,
@@ -163,7 +218,16 @@ mod tests {
         assert_eq!(parse(args(&["-S", "3"])), Ok(expect.clone()));
         assert_eq!(parse(args(&["-S3"])), Ok(expect));
         assert_eq!(parse(args(&["--help"])), Ok(Command::Help));
-        assert_eq!(parse(args(&["-V"])), Ok(Command::Version));
+        assert_eq!(
+            parse(args(&["-V"])),
+            Ok(Command::Version { libslirp: None })
+        );
+        assert_eq!(
+            parse(args(&["--libslirp", "/x.so", "--version"])),
+            Ok(Command::Version {
+                libslirp: Some("/x.so".into())
+            })
+        );
     }
 
     #[test]
@@ -192,7 +256,58 @@ mod tests {
         }
         assert!(parse(args(&["-S", "3", "--coalesce"])).is_err());
         let empty = parse(args(&["-S", "3", "--libslirp", ""])).unwrap_err();
-        assert!(empty.0.contains("--libslirp"), "{empty:?}");
+        assert_eq!(empty.to_string(), "--libslirp: '' is not a path");
+    }
+
+    /// Exact text of each mistake; the key path of the same mistakes is checked in `main`'s
+    /// caller (`tests/lifecycle.rs`) and `config::value`.
+    #[test]
+    fn every_usage_error_names_its_option_and_the_valid_values() {
+        let cases: &[(&[&str], &str)] = &[
+            (&[], "-S: missing (the socket to bhyve)"),
+            (&["-S"], "-S: missing value"),
+            (&["-S", "x"], "-S: 'x' is not a descriptor number"),
+            (&["-S-1"], "-S: '-1' is not a descriptor number"),
+            (&["-X"], "unexpected argument '-X'"),
+            (&["-S", "3", "--batch"], "--batch: missing value"),
+            (
+                &["-S", "3", "--batch", "0"],
+                "--batch: '0' is not a number from 1 to 256",
+            ),
+            (
+                &["-S", "3", "--coalesce", "maybe"],
+                "--coalesce: 'maybe' is not a boolean (use on/off, true/false, yes/no or 1/0)",
+            ),
+            (
+                &["-S", "3", "--libslirp", ""],
+                "--libslirp: '' is not a path",
+            ),
+        ];
+        for (list, want) in cases {
+            let got = parse(args(list)).unwrap_err();
+            assert_eq!(got.to_string(), *want, "{list:?}");
+        }
+        #[cfg(target_os = "linux")]
+        assert_eq!(
+            parse(args(&["-S", "3", "--poller", "kqueue"]))
+                .unwrap_err()
+                .to_string(),
+            "--poller: 'kqueue' is not available here (use poll or epoll)"
+        );
+        use std::os::unix::ffi::OsStrExt;
+        let raw = std::ffi::OsStr::from_bytes(b"a\xff").to_owned();
+        assert_eq!(
+            parse(vec![raw]).unwrap_err().to_string(),
+            "argument 'a\\xff' is not UTF-8"
+        );
+    }
+
+    #[test]
+    fn a_bad_value_keeps_its_cause() {
+        let e = parse(args(&["-S", "3", "--batch", "x"])).unwrap_err();
+        let source = std::error::Error::source(&e).expect("a source");
+        let value = source.downcast_ref::<ValueError>().expect("a ValueError");
+        assert_eq!((value.setting, value.value.as_str()), ("--batch", "x"));
     }
 
     #[test]

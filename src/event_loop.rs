@@ -159,6 +159,15 @@ impl std::fmt::Display for LoopError {
     }
 }
 
+impl std::error::Error for LoopError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LoopError::Io { err, .. } => Some(err),
+            LoopError::CallbackPanicked => None,
+        }
+    }
+}
+
 /// The counters line for a stats dump.
 pub fn stats_line(
     stack: &mut Stack<Host>,
@@ -175,6 +184,7 @@ pub fn stats_line(
         host.budget.held(),
         &host.budget.counters,
     ));
+    line.push_str(&format!(" sandbox_refused={}", crate::sandbox::refused()));
     line.push_str(" poller=");
     line.push_str(host.poller.kind().name());
     if let Some(c) = host.poller.interest_counters() {

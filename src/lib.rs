@@ -9,6 +9,7 @@ pub mod cli;
 pub mod coalesce;
 pub mod config;
 pub mod diag;
+pub mod error;
 pub mod event_loop;
 pub mod flow_budget;
 pub mod frames;

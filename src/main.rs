@@ -1,10 +1,11 @@
 //! `bhyve-slirp-helper -S <fd>`: start-up in the C helper's order (design note 7), then the
-//! loop. Exit status: 0 on hangup or SIGTERM, 1 on bad usage/config/libslirp, 4 on a bad
-//! boolean for `open`.
+//! loop. Exit status: 0 on hangup or SIGTERM, else [`HelperError::exit_code`] (1 on bad
+//! usage/config/libslirp, 4 on a bad boolean for `open`).
 
 use slirp_helper::cli::{self, Command, Options};
 use slirp_helper::coalesce::Coalescer;
-use slirp_helper::config::{self, BhyveConfig};
+use slirp_helper::config::{self, BhyveConfig, ConfigError, ValueError};
+use slirp_helper::error::{HelperError, SocketError, SocketProblem};
 use slirp_helper::event_loop::{self, Exit, Host};
 use slirp_helper::frames::{FrameLimit, FrameRx, DEFAULT_BATCH};
 use slirp_helper::poller::PollerKind;
@@ -21,84 +22,90 @@ const SOCKET_FD: RawFd = 3;
 /// bhyve sends the config right after spawning the helper; waiting longer means it never will.
 const CONFIG_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A start-up failure: what to say and the exit status.
-struct Fatal(u8, String);
-
 fn main() -> ExitCode {
     let command = match cli::parse(std::env::args_os().skip(1)) {
         Ok(command) => command,
-        // No `diag::init` before the descriptor shuffle: a log channel kept open now could be
-        // replaced by bhyve's socket. `diag` sends this one line through a channel it closes.
-        Err(cli::UsageError(reason)) => {
-            diag::error(&format!("{reason}\n{}", cli::USAGE));
-            return ExitCode::from(1);
-        }
+        Err(e) => return fail(&HelperError::Usage(e)),
     };
     match command {
         Command::Help => {
             print!("{}", cli::HELP);
             ExitCode::SUCCESS
         }
-        Command::Version => {
-            println!("bhyve-slirp-helper {}", env!("CARGO_PKG_VERSION"));
+        Command::Version { libslirp } => {
+            print!("{}", version_text(libslirp.as_deref()));
             ExitCode::SUCCESS
         }
         Command::Run(options) => match run(options) {
             Ok(()) => ExitCode::SUCCESS,
-            Err(Fatal(code, msg)) => {
-                diag::error(&msg);
-                ExitCode::from(code)
-            }
+            Err(e) => fail(&e),
         },
+    }
+}
+
+/// Say why and end with the error's status. Before `diag::init` (a usage error, a bad `-S`)
+/// `diag` sends the line through a channel it closes again: a log channel kept open then could
+/// be replaced by bhyve's socket.
+fn fail(e: &HelperError) -> ExitCode {
+    if e.shows_usage() {
+        diag::error(&format!("{e}\n{}", cli::USAGE));
+    } else {
+        diag::error(&e.to_string());
+    }
+    ExitCode::from(e.exit_code())
+}
+
+/// `--version`: ours, then libslirp's as a run would load it (or why it cannot be loaded).
+fn version_text(libslirp: Option<&str>) -> String {
+    let path = libslirp_path(libslirp);
+    let ours = concat!("bhyve-slirp-helper ", env!("CARGO_PKG_VERSION"));
+    match SlirpApi::load(&path) {
+        Ok(api) => format!("{ours}\nlibslirp {} ({path})\n", api.version()),
+        Err(e) => format!("{ours}\nlibslirp not loaded: {e}\n"),
     }
 }
 
 /// Check `-S`, move the socket to fd 3, close everything else inherited from bhyve, and point
 /// the standard descriptors the socket vacated (or that were closed) at `/dev/null`. Only then
 /// may `diag::init` open its syslog socket: nothing but frames is ever written to fd 3.
-fn adopt_socket(fd: RawFd) -> Result<RawFd, Fatal> {
-    let usage = |why: String| Fatal(1, format!("{why}\n{}", cli::USAGE));
+fn adopt_socket(fd: RawFd) -> Result<RawFd, HelperError> {
+    let refuse = |problem| HelperError::from(SocketError { fd, problem });
     if !sys::fd_is_open(fd) {
-        return Err(usage(format!(
-            "invalid socket {fd}: not an open descriptor"
-        )));
+        return Err(refuse(SocketProblem::NotOpen));
     }
     match sys::fd_is_socket(fd) {
         Ok(true) => {}
-        Ok(false) => return Err(usage(format!("invalid socket {fd}: not a socket"))),
-        Err(e) => return Err(usage(format!("invalid socket {fd}: {e}"))),
+        Ok(false) => return Err(refuse(SocketProblem::NotSocket)),
+        Err(err) => return Err(refuse(SocketProblem::Query { call: "fstat", err })),
     }
-    // A byte stream merges frames silently. SOCK_SEQPACKET is bhyve's; SOCK_DGRAM (QEMU's
-    // `-netdev socket`) keeps frame boundaries too.
     match sys::socket_type(fd) {
-        Ok(libc::SOCK_STREAM) => {
-            return Err(usage(format!(
-                "invalid socket {fd}: a SOCK_STREAM socket, which does not keep frame \
-                 boundaries (use SOCK_SEQPACKET, as bhyve does, or SOCK_DGRAM)"
-            )))
-        }
+        Ok(libc::SOCK_STREAM) => return Err(refuse(SocketProblem::Stream)),
         Ok(_) => {}
-        Err(e) => return Err(usage(format!("invalid socket {fd}: SO_TYPE: {e}"))),
+        Err(err) => {
+            return Err(refuse(SocketProblem::Query {
+                call: "getsockopt(SO_TYPE)",
+                err,
+            }))
+        }
     }
     let vacant: Vec<RawFd> = (0..SOCKET_FD)
         .filter(|&std_fd| std_fd == fd || !sys::fd_is_open(std_fd))
         .collect();
-    let sock = sys::move_fd(fd, SOCKET_FD)
-        .map_err(|e| Fatal(1, format!("dup2(socket, {SOCKET_FD}): {e}")))?;
+    let setup = |call| move |err| HelperError::Setup { call, err };
+    let sock = sys::move_fd(fd, SOCKET_FD).map_err(setup("dup2(socket, 3)"))?;
     sys::closefrom(SOCKET_FD + 1);
     for std_fd in vacant {
-        sys::dev_null_at(std_fd)
-            .map_err(|e| Fatal(1, format!("/dev/null on descriptor {std_fd}: {e}")))?;
+        sys::dev_null_at(std_fd).map_err(|err| HelperError::DevNull { fd: std_fd, err })?;
     }
-    sys::set_cloexec(sock, true).map_err(|e| Fatal(1, format!("fcntl(socket): {e}")))?;
-    sys::set_nonblocking(sock, true).map_err(|e| Fatal(1, format!("fcntl(socket): {e}")))?;
+    sys::set_cloexec(sock, true).map_err(setup("fcntl(socket, FD_CLOEXEC)"))?;
+    sys::set_nonblocking(sock, true).map_err(setup("fcntl(socket, O_NONBLOCK)"))?;
     Ok(sock)
 }
 
-fn libslirp_path(options: &Options) -> String {
-    options
-        .libslirp
-        .clone()
+/// `--libslirp`, else `$SLIRP_HELPER_LIBSLIRP` when not empty, else the soname.
+fn libslirp_path(option: Option<&str>) -> String {
+    option
+        .map(str::to_owned)
         .or_else(|| {
             std::env::var(cli::LIBSLIRP_ENV)
                 .ok()
@@ -108,76 +115,70 @@ fn libslirp_path(options: &Options) -> String {
 }
 
 /// The config, or `None` when SIGTERM/SIGINT arrived while waiting for it.
-fn read_config(sock: RawFd) -> Result<Option<BhyveConfig>, Fatal> {
+fn read_config(sock: RawFd) -> Result<Option<BhyveConfig>, HelperError> {
     // SAFETY: `sock` is open and owned by this process for its whole life.
     let borrowed = unsafe { BorrowedFd::borrow_raw(sock) };
     let nvlist =
         match config::recv::recv_config_until(borrowed, CONFIG_TIMEOUT, &sys::SIGNALS.terminate) {
             Ok(nvlist) => nvlist,
             Err(config::RecvError::Stopped) => return Ok(None),
-            Err(e) => {
-                return Err(Fatal(
-                    1,
-                    format!("reading the configuration from bhyve: {e}"),
-                ))
-            }
+            Err(e) => return Err(e.into()),
         };
-    BhyveConfig::from_nvlist(&nvlist)
-        .map(Some)
-        .map_err(|e| Fatal(e.exit_code() as u8, format!("configuration: {e}")))
+    Ok(Some(BhyveConfig::from_nvlist(&nvlist)?))
 }
 
 /// A tunable: the command line wins, else bhyve's config key of the same name
-/// (`-s 2,virtio-net,slirp,poller=poll,batch=1`), else `default`.
+/// (`-s 2,virtio-net,slirp,poller=poll,batch=1`), else `default`. The key goes through the
+/// option's parser, so a mistake reads the same both ways.
 fn tunable<T>(
     from_cli: Option<T>,
     config: &BhyveConfig,
-    key: &str,
-    parse: impl FnOnce(&str) -> Result<T, String>,
+    key: &'static str,
+    parse: impl FnOnce(&'static str, &str) -> Result<T, ValueError>,
     default: impl FnOnce() -> T,
-) -> Result<T, Fatal> {
+) -> Result<T, HelperError> {
     if let Some(value) = from_cli {
         return Ok(value);
     }
-    let text = config
-        .string_option(key)
-        .map_err(|e| Fatal(e.exit_code() as u8, format!("configuration: {e}")))?;
-    match text {
+    match config.string_option(key)? {
         None => Ok(default()),
-        Some(text) => parse(text).map_err(|why| Fatal(1, format!("configuration: {key}: {why}"))),
+        Some(text) => Ok(parse(key, text).map_err(ConfigError::Tunable)?),
     }
 }
 
-fn poller_kind(options: &Options, config: &BhyveConfig) -> Result<PollerKind, Fatal> {
-    let parse = |name: &str| {
-        PollerKind::parse(name).ok_or_else(|| {
-            let best = PollerKind::platform_default().name();
-            format!("'{name}' is not available here (use poll or {best})")
-        })
-    };
+fn poller_kind(options: &Options, config: &BhyveConfig) -> Result<PollerKind, HelperError> {
     tunable(
         options.poller,
         config,
         "poller",
-        parse,
+        cli::parse_poller,
         PollerKind::platform_default,
     )
 }
 
-fn batch_size(options: &Options, config: &BhyveConfig) -> Result<usize, Fatal> {
-    let parse = |text: &str| cli::parse_batch(text).map_err(|cli::UsageError(why)| why);
-    tunable(options.batch, config, "batch", parse, || DEFAULT_BATCH)
+fn batch_size(options: &Options, config: &BhyveConfig) -> Result<usize, HelperError> {
+    tunable(options.batch, config, "batch", cli::parse_batch, || {
+        DEFAULT_BATCH
+    })
 }
 
 /// Merging guest TCP segments needs a batch to merge from: with `--batch 1` (the C helper's
 /// design) it is off unless asked for.
-fn coalescing(options: &Options, config: &BhyveConfig, batch: usize) -> Result<bool, Fatal> {
-    let parse = |text: &str| cli::parse_switch(text).map_err(|cli::UsageError(why)| why);
-    tunable(options.coalesce, config, "coalesce", parse, || batch > 1)
+fn coalescing(options: &Options, config: &BhyveConfig, batch: usize) -> Result<bool, HelperError> {
+    tunable(
+        options.coalesce,
+        config,
+        "coalesce",
+        cli::parse_switch,
+        || batch > 1,
+    )
 }
 
-fn run(options: Options) -> Result<(), Fatal> {
-    sys::install_signal_handlers().map_err(|e| Fatal(1, format!("sigaction: {e}")))?;
+fn run(options: Options) -> Result<(), HelperError> {
+    sys::install_signal_handlers().map_err(|err| HelperError::Setup {
+        call: "sigaction",
+        err,
+    })?;
     let sock = adopt_socket(options.socket)?;
     diag::init();
     if let Err(e) = sys::raise_nofile_limit() {
@@ -192,8 +193,8 @@ fn run(options: Options) -> Result<(), Fatal> {
         sys::set_process_title(vmname);
     }
 
-    let path = libslirp_path(&options);
-    let api = SlirpApi::load(&path).map_err(|e| Fatal(1, e.to_string()))?;
+    let path = libslirp_path(options.libslirp.as_deref());
+    let api = SlirpApi::load(&path)?;
 
     let limit = FrameLimit::from_mtui(config.mtui);
     let kind = poller_kind(&options, &config)?;
@@ -209,8 +210,7 @@ fn run(options: Options) -> Result<(), Fatal> {
             ));
         }
     }
-    let host = Host::new(kind, sock, limit, batch)
-        .map_err(|e| Fatal(1, format!("creating the poller: {e}")))?;
+    let host = Host::new(kind, sock, limit, batch).map_err(HelperError::Poller)?;
     let restricted = !config.open;
     let mut stack = Stack::new(
         api,
@@ -220,15 +220,24 @@ fn run(options: Options) -> Result<(), Fatal> {
         },
         host,
     )
-    .map_err(|e| Fatal(1, format!("libslirp: {e}")))?;
-    for rule in &config.hostfwd {
+    .map_err(HelperError::SlirpNew)?;
+    diag::info(&format!(
+        "bhyve-slirp-helper {} with libslirp {} ({path})",
+        env!("CARGO_PKG_VERSION"),
+        stack.version()
+    ));
+    for (i, rule) in config.hostfwd.iter().enumerate() {
         stack
             .add_hostfwd(rule)
-            .map_err(|e| Fatal(1, format!("unable to add hostfwd rule '{rule}': {e}")))?;
+            .map_err(|err| HelperError::HostFwd {
+                index: i + 1,
+                rule: *rule,
+                err,
+            })?;
     }
 
-    sandbox::drop_privileges().map_err(|e| Fatal(1, e.to_string()))?;
-    sandbox::confine(restricted).map_err(|e| Fatal(1, e.to_string()))?;
+    sandbox::drop_privileges()?;
+    sandbox::confine(restricted)?;
 
     let mut rx = FrameRx::new(sock, limit, batch);
     let mut reasm = Ipv4Reassembler::new(ReasmLimits::default());
@@ -240,7 +249,7 @@ fn run(options: Options) -> Result<(), Fatal> {
     match exit {
         Ok(Exit::Hangup) => diag::info(&format!("bhyve closed the connection; {stats}")),
         Ok(Exit::Terminated) => diag::info(&format!("terminated by signal; {stats}")),
-        Err(e) => return Err(Fatal(1, format!("{e}; {stats}"))),
+        Err(err) => return Err(HelperError::Loop { err, stats }),
     }
     Ok(())
 }

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use common::*;
 
 const USAGE: &str = "usage: bhyve-slirp-helper -S <socket>";
+/// The whole usage line after a usage error: short, pointing to the rest.
+const USAGE_LINE: &str = "usage: bhyve-slirp-helper -S <socket> [options] (see --help)";
 const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata/nvlist");
 
 #[test]
@@ -119,9 +121,17 @@ fn sigterm_exits_0() {
         "stderr:\n{}",
         bhyve.stderr()
     );
+    let stats = bhyve.stats();
     assert!(
-        bhyve.stats().is_some(),
+        stats.is_some(),
         "no stats line at exit; stderr:\n{}",
+        bhyve.stderr()
+    );
+    // What the sandbox refused is counted in the line (nothing, for a guest that only ARPs).
+    assert_eq!(
+        stats.unwrap().get("sandbox_refused"),
+        Some(&0),
+        "stderr:\n{}",
         bhyve.stderr()
     );
 }
@@ -175,14 +185,149 @@ fn help_exits_0_with_usage() {
 }
 
 #[test]
-fn version_prints_version() {
+fn version_prints_ours_and_libslirps() {
     let run = run_helper(&["--version"], STEP);
     assert_eq!(run.code(), Some(0), "stderr:\n{}", run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "stdout:\n{}", run.stdout);
+    assert_eq!(
+        lines[0],
+        concat!("bhyve-slirp-helper ", env!("CARGO_PKG_VERSION"))
+    );
+    // The default soname, as a run loads it; the version is libslirp's own string.
+    let libslirp = lines[1]
+        .strip_prefix("libslirp ")
+        .and_then(|rest| rest.strip_suffix(" (libslirp.so.0)"))
+        .unwrap_or_else(|| panic!("second line: {}", lines[1]));
     assert!(
-        run.stdout.contains(env!("CARGO_PKG_VERSION")),
-        "--version stdout lacks {}:\n{}",
+        libslirp.split('.').all(|n| n.parse::<u32>().is_ok()),
+        "libslirp version {libslirp:?}"
+    );
+}
+
+#[test]
+fn version_says_when_libslirp_cannot_be_loaded_and_still_exits_0() {
+    let path = "/nonexistent/slirp-test-dir/libslirp.so.0";
+    let run = run_helper(&["--libslirp", path, "--version"], STEP);
+    assert_eq!(run.code(), Some(0), "stderr:\n{}", run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "stdout:\n{}", run.stdout);
+    assert_eq!(
+        lines[0],
+        concat!("bhyve-slirp-helper ", env!("CARGO_PKG_VERSION"))
+    );
+    assert!(
+        lines[1].starts_with(&format!("libslirp not loaded: unable to open {path}: ")),
+        "{}",
+        lines[1]
+    );
+}
+
+#[test]
+fn start_up_logs_both_versions() {
+    let bhyve = Bhyve::start(&restricted_config());
+    assert!(bhyve.resolve(HOST_IP, STEP).is_some(), "{}", bhyve.stderr());
+    let want = concat!(
+        "bhyve-slirp-helper: bhyve-slirp-helper ",
         env!("CARGO_PKG_VERSION"),
-        run.stdout
+        " with libslirp "
+    );
+    let stderr = bhyve.stderr();
+    let line = stderr.lines().find(|l| l.starts_with(want));
+    assert!(
+        line.is_some_and(|l| l.ends_with(" (libslirp.so.0)")),
+        "no version line; stderr:\n{stderr}"
+    );
+}
+
+/// `args` exit 1 with exactly `line` and the short usage line on stderr.
+fn assert_usage_line(args: &[&str], line: &str) {
+    let run = run_helper(args, STEP);
+    assert_eq!(
+        run.code(),
+        Some(1),
+        "args {args:?}; stderr:\n{}",
+        run.stderr
+    );
+    assert_eq!(
+        run.stderr,
+        format!("bhyve-slirp-helper: {line}\n{USAGE_LINE}\n"),
+        "args {args:?}"
+    );
+}
+
+#[test]
+fn usage_errors_name_the_option_and_the_valid_values() {
+    assert_usage_line(&[], "-S: missing (the socket to bhyve)");
+    assert_usage_line(&["-S"], "-S: missing value");
+    assert_usage_line(&["-S", "x"], "-S: 'x' is not a descriptor number");
+    // run_helper closes descriptor 999 in the child.
+    assert_usage_line(&["-S", "999"], "-S: '999' is not an open descriptor");
+    assert_usage_line(&["-S", "0", "--bogus"], "unexpected argument '--bogus'");
+    assert_usage_line(
+        &["-S", "0", "--coalesce", "maybe"],
+        "--coalesce: 'maybe' is not a boolean (use on/off, true/false, yes/no or 1/0)",
+    );
+    assert_usage_line(
+        &["-S", "0", "--batch", "0"],
+        "--batch: '0' is not a number from 1 to 256",
+    );
+    assert_usage_line(
+        &["-S", "0", "--libslirp", ""],
+        "--libslirp: '' is not a path",
+    );
+    #[cfg(target_os = "linux")]
+    assert_usage_line(
+        &["-S", "0", "--poller", "kqueue"],
+        "--poller: 'kqueue' is not available here (use poll or epoll)",
+    );
+}
+
+/// A config with `key=value` exits `code` with exactly `line` among the helper's lines.
+fn assert_config_line(config: Vec<u8>, code: i32, line: &str) {
+    let mut bhyve = Bhyve::start(&config);
+    let got = bhyve.expect_exit(STEP);
+    let stderr = bhyve.stderr();
+    assert_eq!(got, code, "stderr:\n{stderr}");
+    let want = format!("bhyve-slirp-helper: {line}");
+    assert!(
+        stderr.lines().any(|l| l == want),
+        "no line {want:?}; stderr:\n{stderr}"
+    );
+}
+
+#[test]
+fn a_bhyve_key_says_the_same_mistake_as_its_option() {
+    assert_config_line(
+        ConfigBuilder::bhyve().string("coalesce", "maybe").encode(),
+        1,
+        "configuration: coalesce: 'maybe' is not a boolean (use on/off, true/false, yes/no or 1/0)",
+    );
+    assert_config_line(
+        ConfigBuilder::bhyve().string("batch", "0").encode(),
+        1,
+        "configuration: batch: '0' is not a number from 1 to 256",
+    );
+    #[cfg(target_os = "linux")]
+    assert_config_line(
+        ConfigBuilder::bhyve().string("poller", "kqueue").encode(),
+        1,
+        "configuration: poller: 'kqueue' is not available here (use poll or epoll)",
+    );
+    // `open` is the same kind of value; only its exit status is bhyve's own.
+    assert_config_line(
+        ConfigBuilder::bhyve().string("open", "maybe").encode(),
+        4,
+        "configuration: open: 'maybe' is not a boolean (use on/off, true/false, yes/no or 1/0)",
+    );
+    // The key is named once, then the rule.
+    assert_config_line(
+        ConfigBuilder::bhyve()
+            .hostfwd("tcp::1-:2;sctp::1-:2")
+            .encode(),
+        1,
+        "configuration: hostfwd: rule 2 'sctp::1-:2': unsupported protocol 'sctp' \
+         (expected proto:haddr:hport-gaddr:gport, proto tcp or udp)",
     );
 }
 
@@ -196,7 +341,7 @@ fn empty_libslirp_path_is_refused_naming_the_option() {
     });
     assert_eq!(bhyve.expect_exit(STEP), 1);
     assert!(
-        bhyve.stderr().contains("--libslirp needs a path"),
+        bhyve.stderr().contains("--libslirp: '' is not a path"),
         "{}",
         bhyve.stderr()
     );

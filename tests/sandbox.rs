@@ -57,6 +57,8 @@ fn probe(name: &str, pair: &mut (UnixStream, UnixStream)) -> String {
                 Ok(buf)
             })())
         }
+        // What the stats line reports as `sandbox_refused`.
+        "refused" => slirp_helper::sandbox::refused().to_string(),
         other => panic!("unknown probe {other}"),
     }
 }
@@ -133,6 +135,15 @@ fn restricted_mode_forbids_exec_files_and_new_sockets() {
     assert!(stderr.contains("sandbox: refused system call"), "{stderr}");
     #[cfg(target_arch = "x86_64")]
     assert!(stderr.contains("refused system call 59 "), "{stderr}");
+}
+
+#[test]
+fn refusals_are_counted_for_the_stats_line() {
+    let (results, stderr) = run("restricted", "refused,exec,refused,exec,refused");
+    assert_eq!(
+        results, "refused=0 exec=EPERM refused=1 exec=EPERM refused=2",
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -12,6 +12,7 @@ use std::fmt;
 
 use super::hostfwd::{parse_rules, HostFwdError, HostFwdRule};
 use super::nvlist::{Nvlist, Value};
+use super::value::{self, Expected, ValueError};
 
 /// Smallest and largest guest MTU the helper accepts (`mtui`); libslirp's own bound is
 /// 68..=65521, and the frame must still fit a 64 KiB record with its Ethernet header.
@@ -43,20 +44,23 @@ pub enum ConfigError {
     Expansion { key: String, value: String },
     /// A value is not UTF-8 (shown escaped).
     NotUtf8 { key: String, value: Vec<u8> },
-    /// A boolean key (`open`) is none of the spellings bhyve accepts: exit 4, as bhyve's
+    /// `open` is none of the boolean spellings bhyve accepts: exit 4, as bhyve's
     /// `get_config_bool_node_default`.
-    NotBool { key: String, value: String },
+    Open(ValueError),
     /// `mtui` outside [`MTU_RANGE`].
-    Mtu { value: u64 },
+    Mtu(ValueError),
     /// A `hostfwd` rule that does not parse.
     HostFwd(HostFwdError),
+    /// A tunable key (`poller`, `batch`, `coalesce`) with a value it does not take; the same
+    /// error as for the command-line option of the same name.
+    Tunable(ValueError),
 }
 
 impl ConfigError {
     /// The exit status the C helper uses for this failure.
     pub fn exit_code(&self) -> i32 {
         match self {
-            ConfigError::NotBool { .. } => 4,
+            ConfigError::Open(_) => 4,
             _ => 1,
         }
     }
@@ -71,29 +75,30 @@ impl fmt::Display for ConfigError {
             ),
             ConfigError::Expansion { key, value } => write!(
                 f,
-                "{key}=\"{}\": bhyve's %(name) expansion is not supported by this helper; write the value literally",
+                "{key}: '{}' uses bhyve's %(name) expansion, which this helper does not support; \
+                 write the value literally",
                 value.escape_debug()
             ),
             ConfigError::NotUtf8 { key, value } => {
-                write!(f, "{key}=\"{}\": value is not valid UTF-8", value.escape_ascii())
+                write!(f, "{key}: '{}' is not valid UTF-8", value.escape_ascii())
             }
-            ConfigError::NotBool { key, value } => write!(
-                f,
-                "{key}=\"{}\": not a boolean (use true/false, on/off, yes/no or 1/0)",
-                value.escape_debug()
-            ),
-            ConfigError::Mtu { value } => write!(
-                f,
-                "mtui={value}: guest MTU must be {}..={}",
-                MTU_RANGE.start(),
-                MTU_RANGE.end()
-            ),
-            ConfigError::HostFwd(e) => write!(f, "hostfwd: {e}"),
+            ConfigError::Open(e) | ConfigError::Mtu(e) | ConfigError::Tunable(e) => e.fmt(f),
+            ConfigError::HostFwd(e) => e.fmt(f),
         }
     }
 }
 
-impl std::error::Error for ConfigError {}
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Open(e) | ConfigError::Mtu(e) | ConfigError::Tunable(e) => Some(e),
+            ConfigError::HostFwd(e) => Some(e),
+            ConfigError::Flags(_) | ConfigError::Expansion { .. } | ConfigError::NotUtf8 { .. } => {
+                None
+            }
+        }
+    }
+}
 
 impl From<HostFwdError> for ConfigError {
     fn from(e: HostFwdError) -> ConfigError {
@@ -115,10 +120,7 @@ impl BhyveConfig {
         config.vmname = config.vmname()?;
         config.open = match config.string_option("open")? {
             None => false,
-            Some(v) => parse_bool(v).ok_or_else(|| ConfigError::NotBool {
-                key: "open".to_owned(),
-                value: v.to_owned(),
-            })?,
+            Some(v) => value::parse_switch("open", v).map_err(ConfigError::Open)?,
         };
         config.mtui = mtu(nvl)?;
         if let Some(rules) = config.string_option("hostfwd")? {
@@ -191,24 +193,19 @@ pub fn printable(bytes: &[u8]) -> String {
     out
 }
 
-/// bhyve's `get_config_bool` spellings.
-pub fn parse_bool(v: &str) -> Option<bool> {
-    let any = |words: [&str; 3]| words.iter().any(|w| v.eq_ignore_ascii_case(w));
-    if v == "1" || any(["true", "on", "yes"]) {
-        Some(true)
-    } else if v == "0" || any(["false", "off", "no"]) {
-        Some(false)
-    } else {
-        None
-    }
-}
-
 /// `mtui` counts only as a NUMBER (a STRING `mtui` is some other option).
 fn mtu(nvl: &Nvlist) -> Result<Option<u32>, ConfigError> {
     match nvl.get_number("mtui") {
         None => Ok(None),
         Some(value) if MTU_RANGE.contains(&value) => Ok(u32::try_from(value).ok()),
-        Some(value) => Err(ConfigError::Mtu { value }),
+        Some(value) => Err(ConfigError::Mtu(ValueError::new(
+            "mtui",
+            &value.to_string(),
+            Expected::Number {
+                min: *MTU_RANGE.start(),
+                max: *MTU_RANGE.end(),
+            },
+        ))),
     }
 }
 
@@ -276,8 +273,13 @@ mod tests {
         for v in ["", "maybe", "2", "t", "yes ", "01", "truee"] {
             let e = config(vec![("open", s(v))]).unwrap_err();
             assert_eq!(e.exit_code(), 4, "{v}");
-            assert!(e.to_string().contains("open=\""), "{e}");
+            assert!(e.to_string().starts_with(&format!("open: '{v}' ")), "{e}");
         }
+        let e = config(vec![("open", s("maybe"))]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "open: 'maybe' is not a boolean (use on/off, true/false, yes/no or 1/0)"
+        );
     }
 
     #[test]
@@ -310,9 +312,12 @@ mod tests {
         }
         for bad in [0, 67, 65521, u64::MAX] {
             let e = config(vec![("mtui", Value::Number(bad))]).unwrap_err();
-            assert_eq!(e, ConfigError::Mtu { value: bad });
+            assert!(matches!(e, ConfigError::Mtu(_)), "{e:?}");
             assert_eq!(e.exit_code(), 1);
-            assert!(e.to_string().contains(&format!("mtui={bad}")));
+            assert_eq!(
+                e.to_string(),
+                format!("mtui: '{bad}' is not a number from 68 to 65520")
+            );
         }
     }
 
@@ -321,8 +326,13 @@ mod tests {
         for key in ["vmname", "open", "hostfwd"] {
             let e = config(vec![(key, s("a%(vm.name)b"))]).unwrap_err();
             assert_eq!(e.exit_code(), 1, "{key}");
-            assert!(e.to_string().starts_with(&format!("{key}=")), "{e}");
-            assert!(e.to_string().contains("expansion"), "{e}");
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "{key}: 'a%(vm.name)b' uses bhyve's %(name) expansion, which this helper \
+                     does not support; write the value literally"
+                )
+            );
         }
         // A lone '%' is literal in bhyve too.
         let c = config(vec![("vmname", s("100%"))]).unwrap();
@@ -333,7 +343,7 @@ mod tests {
     fn non_utf8_known_values_are_refused() {
         let e = config(vec![("open", Value::String(vec![b'v', 0xff]))]).unwrap_err();
         assert_eq!(e.exit_code(), 1);
-        assert!(e.to_string().contains("open=\"v\\xff\""), "{e}");
+        assert_eq!(e.to_string(), "open: 'v\\xff' is not valid UTF-8");
         // Unknown keys may be anything.
         assert!(config(vec![("other", Value::String(vec![0xff]))]).is_ok());
     }
@@ -344,14 +354,23 @@ mod tests {
         let c = config(vec![("vmname", Value::String(raw))]).unwrap();
         assert_eq!(c.vmname.as_deref(), Some("v\\xffm\u{e9}\\xe2\\x82"));
         let e = config(vec![("vmname", Value::String(b"\xff%(x)".to_vec()))]).unwrap_err();
-        assert!(e.to_string().starts_with("vmname=\"\\\\xff%(x)\""), "{e}");
+        assert!(
+            e.to_string().starts_with("vmname: '\\\\xff%(x)' uses"),
+            "{e}"
+        );
     }
 
     #[test]
     fn bad_hostfwd_exits_1() {
         let e = config(vec![("hostfwd", s("tcp::1-:2;"))]).unwrap_err();
         assert_eq!(e.exit_code(), 1);
-        assert!(e.to_string().starts_with("hostfwd: "), "{e}");
+        // Named once: the rule's own message starts with the key.
+        assert_eq!(
+            e.to_string(),
+            "hostfwd: rule 2 '': empty rule (stray ';'?) \
+             (expected proto:haddr:hport-gaddr:gport, proto tcp or udp)"
+        );
+        assert!(std::error::Error::source(&e).is_some());
     }
 
     #[test]

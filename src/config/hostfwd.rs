@@ -1,7 +1,8 @@
 //! The `hostfwd` grammar of the C helper: rules separated by `;`, each
 //! `proto:haddr:hport-gaddr:gport`.
 //!
-//! INTERFACE CONTRACT: `parse_rules(&str) -> Result<Vec<HostFwdRule>, HostFwdError>`.
+//! INTERFACE CONTRACT: `parse_rules(&str) -> Result<Vec<HostFwdRule>, HostFwdError>`; the
+//! error names the key, the rule's position and text, and a typed [`RuleProblem`].
 //!
 //! Owns: turning bhyve's `hostfwd` string into rules. Never installs them (that is libslirp's
 //! `slirp_add_hostxfwd`). Follows `parse_hostfwd_rule` in `usr.sbin/bhyve/slirp/slirp-helper.c`
@@ -55,14 +56,78 @@ pub struct HostFwdError {
     /// 1-based position of the rule in the `hostfwd` value.
     pub index: usize,
     /// What is wrong with it.
-    pub reason: String,
+    pub reason: RuleProblem,
 }
 
+/// Which side of a rule: `haddr:hport` before the `-`, `gaddr:gport` after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Host,
+    Guest,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Host => "host",
+            Side::Guest => "guest",
+        })
+    }
+}
+
+/// What is wrong with one rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleProblem {
+    /// Nothing between two `;` (or an empty value, or a trailing `;`).
+    Empty,
+    /// No `:` after the protocol.
+    NoProtocol,
+    /// A protocol other than `tcp` or `udp`.
+    Protocol(String),
+    /// No `-` between the host and guest parts.
+    NoGuestPart,
+    /// A part without `:` between address and port.
+    NoPort { side: Side, part: String },
+    /// An address that is not a dotted-quad IPv4 address.
+    Address { side: Side, addr: String },
+    /// A port that is not plain decimal 0..=65535.
+    Port { side: Side, port: String },
+}
+
+impl fmt::Display for RuleProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RuleProblem::Empty => f.write_str("empty rule (stray ';'?)"),
+            RuleProblem::NoProtocol => f.write_str("missing ':' after the protocol"),
+            RuleProblem::Protocol(p) => {
+                write!(f, "unsupported protocol '{}'", p.escape_debug())
+            }
+            RuleProblem::NoGuestPart => f.write_str("missing '-' between the host and guest parts"),
+            RuleProblem::NoPort { side, part } => write!(
+                f,
+                "{side} part '{}' lacks ':' before the port",
+                part.escape_debug()
+            ),
+            RuleProblem::Address { side, addr } => write!(
+                f,
+                "{side} address '{}' is not a dotted-quad IPv4 address",
+                addr.escape_debug()
+            ),
+            RuleProblem::Port { side, port } => write!(
+                f,
+                "{side} port '{}' is not a number from 0 to 65535",
+                port.escape_debug()
+            ),
+        }
+    }
+}
+
+/// Named after the key: `hostfwd: rule 2 'icmp::1-:1': unsupported protocol 'icmp' (…)`.
 impl fmt::Display for HostFwdError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "hostfwd rule {} \"{}\": {} (expected proto:haddr:hport-gaddr:gport, proto tcp or udp)",
+            "hostfwd: rule {} '{}': {} (expected proto:haddr:hport-gaddr:gport, proto tcp or udp)",
             self.index,
             self.rule.escape_debug(),
             self.reason
@@ -90,23 +155,19 @@ pub fn parse_rules(value: &str) -> Result<Vec<HostFwdRule>, HostFwdError> {
 
 /// One rule: `proto` up to the first `:`, then the host part up to the first `-`, then the guest
 /// part; each part is `addr:port` split at its first `:`.
-fn parse_rule(rule: &str) -> Result<HostFwdRule, String> {
+fn parse_rule(rule: &str) -> Result<HostFwdRule, RuleProblem> {
     if rule.is_empty() {
-        return Err("empty rule (stray ';'?)".to_owned());
+        return Err(RuleProblem::Empty);
     }
-    let (proto, rest) = rule
-        .split_once(':')
-        .ok_or("missing ':' after the protocol")?;
+    let (proto, rest) = rule.split_once(':').ok_or(RuleProblem::NoProtocol)?;
     let proto = match proto {
         "tcp" => Proto::Tcp,
         "udp" => Proto::Udp,
-        other => return Err(format!("unsupported protocol \"{}\"", other.escape_debug())),
+        other => return Err(RuleProblem::Protocol(other.to_owned())),
     };
-    let (host, guest) = rest
-        .split_once('-')
-        .ok_or("missing '-' between the host and guest parts")?;
-    let (host_addr, host_port) = parse_endpoint(host, "host", Ipv4Addr::UNSPECIFIED)?;
-    let (guest_addr, guest_port) = parse_endpoint(guest, "guest", DEFAULT_GUEST_ADDR)?;
+    let (host, guest) = rest.split_once('-').ok_or(RuleProblem::NoGuestPart)?;
+    let (host_addr, host_port) = parse_endpoint(host, Side::Host, Ipv4Addr::UNSPECIFIED)?;
+    let (guest_addr, guest_port) = parse_endpoint(guest, Side::Guest, DEFAULT_GUEST_ADDR)?;
     Ok(HostFwdRule {
         proto,
         host_addr,
@@ -117,38 +178,36 @@ fn parse_rule(rule: &str) -> Result<HostFwdRule, String> {
 }
 
 /// `addr:port`; an empty address means `empty_addr`, an empty port means 0.
-fn parse_endpoint(part: &str, side: &str, empty_addr: Ipv4Addr) -> Result<(Ipv4Addr, u16), String> {
-    let (addr, port) = part.split_once(':').ok_or_else(|| {
-        format!(
-            "{side} part \"{}\" lacks ':' before the port",
-            part.escape_debug()
-        )
+fn parse_endpoint(
+    part: &str,
+    side: Side,
+    empty_addr: Ipv4Addr,
+) -> Result<(Ipv4Addr, u16), RuleProblem> {
+    let (addr, port) = part.split_once(':').ok_or_else(|| RuleProblem::NoPort {
+        side,
+        part: part.to_owned(),
     })?;
     let addr = if addr.is_empty() {
         empty_addr
     } else {
         // std's parser is as strict as inet_pton(AF_INET): four decimal parts 0..=255, no
         // signs, no leading zeros, nothing else.
-        addr.parse().map_err(|_| {
-            format!(
-                "{side} address \"{}\" is not a dotted-quad IPv4 address",
-                addr.escape_debug()
-            )
+        addr.parse().map_err(|_| RuleProblem::Address {
+            side,
+            addr: addr.to_owned(),
         })?
     };
     Ok((addr, parse_port(port, side)?))
 }
 
-fn parse_port(port: &str, side: &str) -> Result<u16, String> {
+fn parse_port(port: &str, side: Side) -> Result<u16, RuleProblem> {
     if port.is_empty() {
         return Ok(0);
     }
     // Digits only: str::parse would also take a leading '+'.
-    let bad = || {
-        format!(
-            "{side} port \"{}\" is not a number 0..65535",
-            port.escape_debug()
-        )
+    let bad = || RuleProblem::Port {
+        side,
+        port: port.to_owned(),
     };
     if !port.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
@@ -214,24 +273,37 @@ mod tests {
             " tcp::1-:2",
         ] {
             let e = reason(bad);
-            assert!(e.reason.contains("protocol"), "{bad}: {e}");
+            assert!(e.reason.to_string().contains("protocol"), "{bad}: {e}");
             assert_eq!(e.rule, bad);
         }
-        assert!(reason("tcp").reason.contains("':'"));
+        assert!(reason("tcp").reason.to_string().contains("':'"));
     }
 
     #[test]
     fn structure_errors() {
-        assert!(reason("tcp::2222").reason.contains("'-'"));
-        assert!(reason("tcp:2222-:22").reason.contains("host part"));
-        assert!(reason("tcp::2222-22").reason.contains("guest part"));
-        assert!(reason("tcp::1-:2:3").reason.contains("guest port"));
+        assert!(reason("tcp::2222").reason.to_string().contains("'-'"));
+        assert!(reason("tcp:2222-:22")
+            .reason
+            .to_string()
+            .contains("host part"));
+        assert!(reason("tcp::2222-22")
+            .reason
+            .to_string()
+            .contains("guest part"));
+        assert!(reason("tcp::1-:2:3")
+            .reason
+            .to_string()
+            .contains("guest port"));
         // The host part ends at the first '-'.
         assert!(reason("tcp::1-2-:3")
             .reason
-            .contains("guest address \"2-\""));
+            .to_string()
+            .contains("guest address '2-'"));
         // No IPv6: "::1" splits at its first ':' and leaves junk in the port.
-        assert!(reason("tcp:::1:1-:2").reason.contains("host port"));
+        assert!(reason("tcp:::1:1-:2")
+            .reason
+            .to_string()
+            .contains("host port"));
     }
 
     #[test]
@@ -248,9 +320,15 @@ mod tests {
             "0x7f.0.0.1",
         ] {
             let host = format!("tcp:{bad}:1-:2");
-            assert!(reason(&host).reason.contains("host address"), "{host}");
+            assert!(
+                reason(&host).reason.to_string().contains("host address"),
+                "{host}"
+            );
             let guest = format!("tcp::1-{bad}:2");
-            assert!(reason(&guest).reason.contains("guest address"), "{guest}");
+            assert!(
+                reason(&guest).reason.to_string().contains("guest address"),
+                "{guest}"
+            );
         }
     }
 
@@ -269,15 +347,20 @@ mod tests {
             // "-1" splits at its '-' instead: still an error, just a different one.
             assert!(parse_rules(&value).is_err(), "{value}");
             let value = format!("tcp::22-:{bad}");
-            assert!(reason(&value).reason.contains("guest port"), "{value}");
+            assert!(
+                reason(&value).reason.to_string().contains("guest port"),
+                "{value}"
+            );
         }
     }
 
     #[test]
     fn display_names_rule_and_problem() {
         let msg = reason("tcp::2222-:22;icmp::1-:1").to_string();
-        assert!(msg.contains("rule 2"), "{msg}");
-        assert!(msg.contains("\"icmp::1-:1\""), "{msg}");
-        assert!(msg.contains("unsupported protocol \"icmp\""), "{msg}");
+        assert_eq!(
+            msg,
+            "hostfwd: rule 2 'icmp::1-:1': unsupported protocol 'icmp' \
+             (expected proto:haddr:hport-gaddr:gport, proto tcp or udp)"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! Configuration: the libnv codec, reading the config record from bhyve's socket, and bhyve's
-//! key semantics (`vmname`, `open`, `hostfwd`, `mtui`).
+//! key semantics (`vmname`, `open`, `hostfwd`, `mtui`), and the wording of a bad value,
+//! the same for a bhyve key and a command-line option.
 //!
 //! Owns: turning bytes from bhyve into a validated [`BhyveConfig`]. Never touches libslirp.
 
@@ -7,8 +8,10 @@ pub mod bhyve;
 pub mod hostfwd;
 pub mod nvlist;
 pub mod recv;
+pub mod value;
 
 pub use bhyve::{BhyveConfig, ConfigError};
 pub use hostfwd::{parse_rules, HostFwdError, HostFwdRule, Proto};
 pub use nvlist::{decode, encode, ByteOrder, DecodeError, Nvlist, Value};
 pub use recv::{recv_config, RecvError};
+pub use value::{Expected, ValueError};

@@ -187,11 +187,6 @@ impl Header {
         self.flags & FLAG_BIG_ENDIAN != 0
     }
 
-    /// The byte order of this header's fields.
-    pub fn byte_order(&self) -> ByteOrder {
-        ByteOrder::from_flags(self.flags)
-    }
-
     /// IGNORE_CASE / NO_UNIQUE only.
     pub fn public_flags(&self) -> u8 {
         self.flags & FLAG_PUBLIC_MASK

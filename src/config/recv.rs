@@ -124,7 +124,15 @@ impl fmt::Display for RecvError {
     }
 }
 
-impl std::error::Error for RecvError {}
+impl std::error::Error for RecvError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RecvError::Io { errno, .. } => Some(errno),
+            RecvError::Decode(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// Receives one `nvlist_send` message: the 19-byte header, exactly `size` more bytes, then the
 /// announced descriptors (closed again once decoding is done: the helper uses none).

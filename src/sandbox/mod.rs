@@ -43,7 +43,15 @@ impl fmt::Display for SandboxError {
     }
 }
 
-impl std::error::Error for SandboxError {}
+impl std::error::Error for SandboxError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SandboxError::NoNobody => None,
+            SandboxError::Call { err, .. } => Some(err),
+            SandboxError::Confine { err, .. } => Some(err),
+        }
+    }
+}
 
 /// When running as root, switch to `nobody` (supplementary groups, then gid, then uid).
 pub fn drop_privileges() -> Result<(), SandboxError> {
@@ -63,6 +71,19 @@ pub fn drop_privileges() -> Result<(), SandboxError> {
     setgid(user.gid).map_err(call("setgid"))?;
     setuid(user.uid).map_err(call("setuid"))?;
     Ok(())
+}
+
+/// System calls the sandbox refused so far: the seccomp filter's count on Linux. Capsicum
+/// refuses with ECAPMODE and nothing counts those, so 0 elsewhere.
+#[cfg(target_os = "linux")]
+pub fn refused() -> u32 {
+    seccomp::refused()
+}
+
+/// See the Linux version: nothing counts Capsicum's refusals.
+#[cfg(not(target_os = "linux"))]
+pub fn refused() -> u32 {
+    0
 }
 
 /// Files open mode reads after set-up: libslirp's DNS proxy re-reads the resolver list.

@@ -13,39 +13,47 @@ pub const DEFAULT_LIBSLIRP: &str = "libslirp.so.0";
 #[derive(Debug)]
 pub enum LoadError {
     /// `dlopen` failed: the library is not installed or not at that path.
-    Open { path: String, reason: String },
+    Open {
+        path: String,
+        err: libloading::Error,
+    },
     /// The library lacks a symbol we need: too old (we need >= 4.7.0) or not libslirp.
     Symbol {
         path: String,
         symbol: &'static str,
-        reason: String,
+        err: libloading::Error,
     },
 }
 
 impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            LoadError::Open { path, reason } => {
+            LoadError::Open { path, err } => {
+                // dlerror() starts with the path itself: say it once.
+                let why = err.to_string();
+                let why = why.strip_prefix(&format!("{path}: ")).unwrap_or(&why);
                 write!(
                     f,
-                    "unable to open {path}: {reason} (install libslirp >= 4.7.0)"
+                    "unable to open {path}: {why} (install libslirp >= 4.7.0)"
                 )
             }
-            LoadError::Symbol {
-                path,
-                symbol,
-                reason,
-            } => {
+            LoadError::Symbol { path, symbol, err } => {
                 write!(
                     f,
-                    "failed to resolve {symbol} in {path}: {reason} (libslirp >= 4.7.0 needed)"
+                    "failed to resolve {symbol} in {path}: {err} (libslirp >= 4.7.0 needed)"
                 )
             }
         }
     }
 }
 
-impl std::error::Error for LoadError {}
+impl std::error::Error for LoadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LoadError::Open { err, .. } | LoadError::Symbol { err, .. } => Some(err),
+        }
+    }
+}
 
 /// Function table of one loaded libslirp. The `Library` is kept so the pointers stay valid.
 pub struct SlirpApi {
@@ -64,18 +72,18 @@ impl SlirpApi {
     /// `dlopen` the library at `path` and resolve every symbol.
     pub fn load(path: &str) -> Result<SlirpApi, LoadError> {
         // SAFETY: loading runs the library's initialisers; libslirp's only set up GLib state.
-        let library = unsafe { Library::new(path) }.map_err(|e| LoadError::Open {
+        let library = unsafe { Library::new(path) }.map_err(|err| LoadError::Open {
             path: path.to_string(),
-            reason: e.to_string(),
+            err,
         })?;
         macro_rules! resolve {
             ($name:literal, $ty:ty) => {{
                 // SAFETY: the symbol's C signature in libslirp.h is exactly `$ty`.
                 let symbol = unsafe { library.get::<$ty>(concat!($name, "\0").as_bytes()) };
-                *symbol.map_err(|e| LoadError::Symbol {
+                *symbol.map_err(|err| LoadError::Symbol {
                     path: path.to_string(),
                     symbol: $name,
-                    reason: e.to_string(),
+                    err,
                 })?
             }};
         }
@@ -103,5 +111,26 @@ impl SlirpApi {
         unsafe { CStr::from_ptr(ptr) }
             .to_string_lossy()
             .into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_library_is_named_once() {
+        let path = "/nonexistent/slirp-test-dir/libslirp.so.0";
+        let Err(e) = SlirpApi::load(path) else {
+            panic!("{path} loaded");
+        };
+        let text = e.to_string();
+        assert_eq!(text.matches(path).count(), 1, "{text}");
+        assert!(
+            text.starts_with(&format!("unable to open {path}: ")),
+            "{text}"
+        );
+        assert!(text.ends_with(" (install libslirp >= 4.7.0)"), "{text}");
+        assert!(std::error::Error::source(&e).is_some());
     }
 }
