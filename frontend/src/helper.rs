@@ -68,15 +68,21 @@ pub struct Helper {
 const COUNTERS: &str = "; rx_frames=";
 /// The ends of a helper run that are no news: the frontend hung up, or a signal stopped it.
 const NORMAL_ENDS: [&str; 2] = ["bhyve closed the connection", "terminated by signal"];
+/// The helper's start-up line, `bhyve-slirp-helper: bhyve-slirp-helper V with libslirp V (path)`:
+/// no news either on every run.
+const STARTUP: &str = "bhyve-slirp-helper: bhyve-slirp-helper ";
 
 /// What of one helper stderr line reaches the user. The counters at exit are ~1000
-/// characters on every run: only shown with `-v` (`exit_counters`). Without it, a normal end
-/// is not shown at all and an error keeps its message without the counters. The counters
+/// characters on every run: only shown with `-v` (`exit_counters`), as is the start-up line
+/// with the versions. Without it, a normal end is not shown at all and an error keeps its message without the counters. The counters
 /// line the helper prints on SIGUSR1 starts with `rx_frames=` and always goes through: the
 /// user asked for it.
 pub fn shown_line(line: &str, exit_counters: bool) -> Option<&str> {
     if exit_counters {
         return Some(line);
+    }
+    if line.starts_with(STARTUP) && line.contains(" with libslirp ") {
+        return None;
     }
     match line.find(COUNTERS) {
         Some(at) if NORMAL_ENDS.iter().any(|end| line[..at].ends_with(end)) => None,
@@ -261,6 +267,10 @@ mod tests {
         assert_eq!(shown_line(EXIT, false), None);
         let signalled = "bhyve-slirp-helper: terminated by signal; rx_frames=0";
         assert_eq!(shown_line(signalled, false), None);
+        let startup =
+            "bhyve-slirp-helper: bhyve-slirp-helper 0.1.0 with libslirp 4.7.0 (libslirp.so.0)";
+        assert_eq!(shown_line(startup, false), None);
+        assert_eq!(shown_line(startup, true), Some(startup));
     }
 
     #[test]
