@@ -12,7 +12,7 @@ use slirp_helper::reasm::{Ipv4Reassembler, ReasmLimits};
 use slirp_helper::slirp::api::{SlirpApi, DEFAULT_LIBSLIRP};
 use slirp_helper::slirp::{Stack, StackConfig};
 use slirp_helper::{diag, sandbox, sys};
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -56,7 +56,7 @@ fn main() -> ExitCode {
 /// Check `-S`, move the socket to fd 3, close everything else inherited from bhyve, and point
 /// the standard descriptors the socket vacated (or that were closed) at `/dev/null`. Only then
 /// may `diag::init` open its syslog socket: nothing but frames is ever written to fd 3.
-fn adopt_socket(fd: RawFd) -> Result<RawFd, Fatal> {
+fn adopt_socket(fd: RawFd) -> Result<OwnedFd, Fatal> {
     let usage = |why: String| Fatal(1, format!("{why}\n{}", cli::USAGE));
     if !sys::fd_is_open(fd) {
         return Err(usage(format!(
@@ -83,15 +83,23 @@ fn adopt_socket(fd: RawFd) -> Result<RawFd, Fatal> {
     let vacant: Vec<RawFd> = (0..SOCKET_FD)
         .filter(|&std_fd| std_fd == fd || !sys::fd_is_open(std_fd))
         .collect();
-    let sock = sys::move_fd(fd, SOCKET_FD)
-        .map_err(|e| Fatal(1, format!("dup2(socket, {SOCKET_FD}): {e}")))?;
-    sys::closefrom(SOCKET_FD + 1);
-    for std_fd in vacant {
-        sys::dev_null_at(std_fd)
-            .map_err(|e| Fatal(1, format!("/dev/null on descriptor {std_fd}: {e}")))?;
-    }
-    sys::set_cloexec(sock, true).map_err(|e| Fatal(1, format!("fcntl(socket): {e}")))?;
-    sys::set_nonblocking(sock, true).map_err(|e| Fatal(1, format!("fcntl(socket): {e}")))?;
+    // SAFETY: this is start-up, before anything in the process opened a descriptor it keeps
+    // (`diag::init` opens its log channel only after): `fd` is bhyve's socket, which nothing
+    // here owns; descriptor 3 and those above it are leftovers of bhyve's that nothing here
+    // uses; and the standard descriptors pointed at /dev/null are vacant.
+    let sock = unsafe {
+        let sock = sys::move_fd(fd, SOCKET_FD)
+            .map_err(|e| Fatal(1, format!("dup2(socket, {SOCKET_FD}): {e}")))?;
+        sys::closefrom(SOCKET_FD + 1);
+        for std_fd in vacant {
+            sys::dev_null_at(std_fd)
+                .map_err(|e| Fatal(1, format!("/dev/null on descriptor {std_fd}: {e}")))?;
+        }
+        sock
+    };
+    sys::set_cloexec(sock.as_fd(), true).map_err(|e| Fatal(1, format!("fcntl(socket): {e}")))?;
+    sys::set_nonblocking(sock.as_fd(), true)
+        .map_err(|e| Fatal(1, format!("fcntl(socket): {e}")))?;
     Ok(sock)
 }
 
@@ -108,11 +116,9 @@ fn libslirp_path(options: &Options) -> String {
 }
 
 /// The config, or `None` when SIGTERM/SIGINT arrived while waiting for it.
-fn read_config(sock: RawFd) -> Result<Option<BhyveConfig>, Fatal> {
-    // SAFETY: `sock` is open and owned by this process for its whole life.
-    let borrowed = unsafe { BorrowedFd::borrow_raw(sock) };
+fn read_config(sock: BorrowedFd<'_>) -> Result<Option<BhyveConfig>, Fatal> {
     let nvlist =
-        match config::recv::recv_config_until(borrowed, CONFIG_TIMEOUT, &sys::SIGNALS.terminate) {
+        match config::recv::recv_config_until(sock, CONFIG_TIMEOUT, &sys::SIGNALS.terminate) {
             Ok(nvlist) => nvlist,
             Err(config::RecvError::Stopped) => return Ok(None),
             Err(e) => {
@@ -184,7 +190,7 @@ fn run(options: Options) -> Result<(), Fatal> {
         diag::warn(&format!("cannot raise the descriptor limit: {e}"));
     }
 
-    let Some(config) = read_config(sock)? else {
+    let Some(config) = read_config(sock.as_fd())? else {
         diag::info("terminated by signal while waiting for the configuration");
         return Ok(());
     };
@@ -203,13 +209,13 @@ fn run(options: Options) -> Result<(), Fatal> {
         // bhyve drops frames when the helper's receive buffer is full, and on Linux the
         // sender's buffer bounds what is in flight: room for a few rings of whole frames.
         let bytes = (4 * batch * limit.max_frame()).clamp(1 << 20, 8 << 20);
-        if let Err(e) = sys::set_socket_buffers(sock, bytes) {
+        if let Err(e) = sys::set_socket_buffers(sock.as_fd(), bytes) {
             diag::warn(&format!(
                 "cannot size the socket buffers to {bytes} bytes: {e}"
             ));
         }
     }
-    let host = Host::new(kind, sock, limit, batch)
+    let host = Host::new(kind, sock.as_fd(), limit, batch)
         .map_err(|e| Fatal(1, format!("creating the poller: {e}")))?;
     let restricted = !config.open;
     let mut stack = Stack::new(
@@ -230,7 +236,7 @@ fn run(options: Options) -> Result<(), Fatal> {
     sandbox::drop_privileges().map_err(|e| Fatal(1, e.to_string()))?;
     sandbox::confine(restricted).map_err(|e| Fatal(1, e.to_string()))?;
 
-    let mut rx = FrameRx::new(sock, limit, batch);
+    let mut rx = FrameRx::new(sock.as_fd(), limit, batch);
     let mut reasm = Ipv4Reassembler::new(ReasmLimits::default());
     let mut coalescer = Coalescer::new(coalesce);
     let exit = event_loop::run(&mut stack, &mut rx, &mut reasm, &mut coalescer);

@@ -10,8 +10,8 @@ use super::os;
 use slirp_helper::config::nvlist::{encode, ByteOrder, Nvlist, Value};
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
@@ -67,11 +67,7 @@ pub fn spawn(path: &Path, extra: &[OsString], cfg: &HelperConfig) -> io::Result<
     let fd = theirs.as_raw_fd();
     let mut cmd = Command::new(path);
     cmd.arg("-S").arg(fd.to_string()).args(extra);
-    // SAFETY: the closure runs in the forked child before exec and only makes one
-    // async-signal-safe fcntl call on a descriptor that exists in the child.
-    unsafe {
-        cmd.pre_exec(move || os::inherit_fd(fd));
-    }
+    os::child_inherits(&mut cmd, theirs.as_fd());
     let child = cmd.spawn().map_err(|e| {
         io::Error::new(e.kind(), format!("starting helper {}: {e}", path.display()))
     })?;
