@@ -366,6 +366,33 @@ pub fn bytes_queued(fd: BorrowedFd<'_>) -> io::Result<usize> {
     Ok(usize::try_from(n).unwrap_or(0))
 }
 
+/// One `recvmsg` into `data`, with the descriptors passed alongside (SCM_RIGHTS) into
+/// `fds`: each is owned there as soon as the kernel has handed it over, so none can leak or
+/// be closed twice whatever the caller does next. Returns the bytes read and the message's
+/// flags (MSG_CTRUNC: descriptors were lost for want of room in `cmsg`).
+pub fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+    data: &mut [u8],
+    cmsg: &mut [u8],
+    flags: nix::sys::socket::MsgFlags,
+    fds: &mut Vec<OwnedFd>,
+) -> nix::Result<(usize, nix::sys::socket::MsgFlags)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, UnixAddr};
+    let mut iov = [std::io::IoSliceMut::new(data)];
+    let msg = recvmsg::<UnixAddr>(sock.as_raw_fd(), &mut iov, Some(cmsg), flags)?;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            // SAFETY: the kernel has just installed these descriptors in our table for this
+            // message; nothing else knows them, so each gets exactly one owner.
+            fds.extend(
+                raw.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    Ok((msg.bytes, msg.flags))
+}
+
 /// Set the process title to the VM's name, as the C helper's `setproctitle("%s", vmname)`.
 /// The caller passes it printable (bytes that are not UTF-8 escaped).
 pub fn set_process_title(title: &str) {

@@ -11,18 +11,22 @@
 
 #[cfg(target_os = "linux")]
 mod epoll;
+#[deny(unsafe_code)]
 pub mod interest;
 #[cfg(any(
     target_os = "freebsd",
     target_os = "macos",
     all(target_os = "linux", feature = "kqueue-model")
 ))]
+#[deny(unsafe_code)]
 mod kqueue;
 #[cfg(all(target_os = "linux", feature = "kqueue-model"))]
 mod kqueue_model;
 #[cfg(any(target_os = "linux", target_os = "freebsd", target_os = "macos"))]
+#[deny(unsafe_code)]
 mod persistent;
 mod poll;
+#[deny(unsafe_code)]
 mod readiness;
 
 pub use readiness::{Readiness, Slot};
