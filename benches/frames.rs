@@ -7,7 +7,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use slirp_helper::frames::{FrameLimit, FrameRx, FrameTx};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixDatagram;
 
 const FRAMES: usize = 256;
@@ -28,8 +28,8 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(FRAMES as u64));
     for batch in BATCHES {
         let (helper, peer) = pair();
-        let mut tx = FrameTx::new(helper.as_raw_fd(), limit, batch);
-        let mut sink = FrameRx::new(peer.as_raw_fd(), limit, 64);
+        let mut tx = FrameTx::new(helper.as_fd(), limit, batch);
+        let mut sink = FrameRx::new(peer.as_fd(), limit, 64);
         group.bench_with_input(BenchmarkId::from_parameter(batch), &batch, |b, _| {
             b.iter(|| {
                 for i in 0..FRAMES {
@@ -51,8 +51,8 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(FRAMES as u64));
     for batch in BATCHES {
         let (helper, peer) = pair();
-        let mut rx = FrameRx::new(helper.as_raw_fd(), limit, batch);
-        let mut source = FrameTx::new(peer.as_raw_fd(), limit, 64);
+        let mut rx = FrameRx::new(helper.as_fd(), limit, batch);
+        let mut source = FrameTx::new(peer.as_fd(), limit, 64);
         group.bench_with_input(BenchmarkId::from_parameter(batch), &batch, |b, _| {
             b.iter(|| {
                 let mut got = 0;

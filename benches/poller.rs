@@ -24,7 +24,7 @@
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{black_box, BenchmarkId, Criterion};
 use slirp_helper::poller::{Poller, PollerKind, Readiness, Slot};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -68,8 +68,8 @@ impl Fixture {
     fn new(kind: PollerKind, n: usize) -> Fixture {
         let wakeup = nix::unistd::pipe().expect("pipe");
         let frontend = UnixDatagram::pair().expect("socketpair");
-        let poller = Poller::new(kind, wakeup.0.as_raw_fd(), frontend.0.as_raw_fd())
-            .expect("create the poller");
+        let poller =
+            Poller::new(kind, wakeup.0.as_fd(), frontend.0.as_fd()).expect("create the poller");
         let pairs: Vec<_> = (0..n.div_ceil(2))
             .map(|_| UnixStream::pair().expect("socketpair (descriptor limit?)"))
             .collect();

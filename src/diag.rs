@@ -20,6 +20,8 @@ static SINK: OnceLock<Sink> = OnceLock::new();
 /// connects lazily and reconnects on its own, so its descriptor could land on a number the
 /// start-up shuffle then replaces with bhyve's socket (issue 16: log lines went to the guest).
 /// This one is opened by `init`, after the shuffle, so it can never be descriptor 3.
+/// A number, not an `OwnedFd`: `init` gives the socket up to it for the process's life, and
+/// a signal handler reads it, where an atomic load is all that is safe.
 static SYSLOG_FD: AtomicI32 = AtomicI32::new(-1);
 /// Our pid, for the syslog tag (read in a signal handler, so stored once).
 static PID: AtomicI32 = AtomicI32::new(0);
@@ -81,10 +83,11 @@ fn syslog_line(severity: i32, msg: &str) -> String {
     )
 }
 
+/// One datagram to the syslog socket, never waiting: async-signal-safe (one `send`, no
+/// allocation). A failed send (daemon gone, its queue full) is ignored, as a lost log line
+/// must never stop the helper.
 fn send_datagram(fd: RawFd, line: &[u8]) {
-    // SAFETY: `line` is readable for its length; a failed send (daemon gone) is ignored, as
-    // a lost log line must never stop the helper.
-    unsafe { libc::send(fd, line.as_ptr().cast(), line.len(), libc::MSG_DONTWAIT) };
+    let _ = nix::sys::socket::send(fd, line, nix::sys::socket::MsgFlags::MSG_DONTWAIT);
 }
 
 fn emit(severity: i32, msg: &str) {
@@ -150,8 +153,9 @@ pub fn emergency(msg: &[u8]) {
         put(msg, &mut len);
         line[len] = b'\n';
         len += 1;
-        // SAFETY: `line` is readable for `len` bytes; write is async-signal-safe.
-        unsafe { libc::write(2, line.as_ptr().cast(), len) };
+        // One write(2) to descriptor 2, async-signal-safe: `stderr()` is a static handle
+        // and its descriptor is borrowed, not locked or buffered.
+        let _ = nix::unistd::write(std::io::stderr(), &line[..len]);
     }
 }
 

@@ -19,13 +19,14 @@ use crate::sys::SIGNALS;
 use crate::{diag, slirp};
 use std::ffi::c_int;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
 
 /// Everything libslirp's callbacks touch. Reached only through `Stack::host` or a callback.
-pub struct Host {
+/// Borrows the frontend socket for `'fd` (`main` owns it, for the life of the process).
+pub struct Host<'fd> {
     pub poller: Poller,
-    pub tx: FrameTx,
+    pub tx: FrameTx<'fd>,
     timers: Timers,
     wakeup_read: OwnedFd,
     wakeup_write: OwnedFd,
@@ -36,21 +37,21 @@ pub struct Host {
     pub budget: FlowBudget,
 }
 
-impl Host {
+impl<'fd> Host<'fd> {
     /// The wakeup pipe and the poller, registered with our two descriptors.
     pub fn new(
         kind: PollerKind,
-        frontend: RawFd,
+        frontend: BorrowedFd<'fd>,
         limit: FrameLimit,
         batch: usize,
-    ) -> io::Result<Host> {
+    ) -> io::Result<Host<'fd>> {
         use nix::fcntl::OFlag;
         let (wakeup_read, wakeup_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
-        let poller = Poller::new(kind, wakeup_read.as_raw_fd(), frontend)?;
+        let poller = Poller::new(kind, wakeup_read.as_fd(), frontend)?;
         // Read after main raised the soft limit to the hard one: the budget is a share of
         // what the process can really open.
         let nofile = crate::sys::nofile_limit()?;
-        let budget = FlowBudget::new(nofile, wakeup_read.as_raw_fd());
+        let budget = FlowBudget::new(nofile);
         Ok(Host {
             poller,
             tx: FrameTx::new(frontend, limit, batch),
@@ -77,7 +78,7 @@ impl Host {
     }
 }
 
-impl SlirpHost for Host {
+impl SlirpHost for Host<'_> {
     fn send_packet(&mut self, frame: &[u8]) -> isize {
         self.tx.queue(frame)
     }
@@ -170,8 +171,8 @@ impl std::error::Error for LoopError {
 
 /// The counters line for a stats dump.
 pub fn stats_line(
-    stack: &mut Stack<Host>,
-    rx: &FrameRx,
+    stack: &mut Stack<Host<'_>>,
+    rx: &FrameRx<'_>,
     reasm: &Ipv4Reassembler,
     coalescer: &Coalescer,
 ) -> String {
@@ -206,8 +207,8 @@ pub fn stats_line(
 /// between the RX ring and libslirp; they live outside [`Host`] because no libslirp callback
 /// touches them.
 pub fn run(
-    stack: &mut Stack<Host>,
-    rx: &mut FrameRx,
+    stack: &mut Stack<Host<'_>>,
+    rx: &mut FrameRx<'_>,
     reasm: &mut Ipv4Reassembler,
     coalescer: &mut Coalescer,
 ) -> Result<Exit, LoopError> {
@@ -236,7 +237,7 @@ fn ms_until(deadline_ms: i64, now_ms: i64) -> u32 {
 
 /// A guest frame into libslirp, unless it would open a flow beyond the descriptor budget;
 /// the TX ring learns how much work its queued answers have waited for.
-fn input(stack: &mut Stack<Host>, frame: &[u8]) {
+fn input(stack: &mut Stack<Host<'_>>, frame: &[u8]) {
     if !stack.host().budget.admit(frame) {
         return;
     }
@@ -246,8 +247,8 @@ fn input(stack: &mut Stack<Host>, frame: &[u8]) {
 
 /// One iteration. `Some(exit)` when the loop must end.
 pub fn iterate(
-    stack: &mut Stack<Host>,
-    rx: &mut FrameRx,
+    stack: &mut Stack<Host<'_>>,
+    rx: &mut FrameRx<'_>,
     reasm: &mut Ipv4Reassembler,
     coalescer: &mut Coalescer,
 ) -> Result<Option<Exit>, LoopError> {

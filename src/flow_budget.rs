@@ -127,15 +127,12 @@ pub struct FlowBudget {
     iteration: u32,
     now_ms: i64,
     next_unmask_ms: Option<i64>,
-    /// A descriptor of ours to duplicate when probing for a free descriptor.
-    probe_fd: RawFd,
     pub counters: BudgetCounters,
 }
 
 impl FlowBudget {
-    /// For the soft descriptor limit `limit`; `probe_fd` is one of the helper's own
-    /// descriptors, open for the life of the loop.
-    pub fn new(limit: u64, probe_fd: RawFd) -> FlowBudget {
+    /// For the soft descriptor limit `limit`.
+    pub fn new(limit: u64) -> FlowBudget {
         FlowBudget {
             budget: budget_for_limit(limit),
             fds: Vec::new(),
@@ -145,7 +142,6 @@ impl FlowBudget {
             iteration: 0,
             now_ms: 0,
             next_unmask_ms: None,
-            probe_fd,
             counters: BudgetCounters::default(),
         }
     }
@@ -242,7 +238,7 @@ impl FlowBudget {
         else {
             return;
         };
-        let (iteration, now, probe_fd) = (self.iteration, self.now_ms, self.probe_fd);
+        let (iteration, now) = (self.iteration, self.now_ms);
         let Some(st) = usize::try_from(fd).ok().and_then(|i| self.fds.get_mut(i)) else {
             return;
         };
@@ -270,7 +266,9 @@ impl FlowBudget {
         if st.listening == Listening::No {
             return;
         }
-        if crate::sys::descriptors_exhausted(probe_fd) {
+        // The listener itself is the descriptor to duplicate: libslirp holds it open while it
+        // asks about it.
+        if crate::sys::descriptors_exhausted(fd) {
             st.failures = st.failures.saturating_add(1);
             let shift = (st.failures - 1).min(10);
             let period = (BACKOFF_FIRST_MS << shift).min(BACKOFF_MAX_MS);
@@ -371,7 +369,7 @@ mod tests {
 
     #[test]
     fn frames_since_the_fill_count_until_the_next_fill() {
-        let mut b = FlowBudget::new(64 + 4, -1);
+        let mut b = FlowBudget::new(64 + 4);
         assert_eq!(b.budget(), 4);
         b.begin_fill(0);
         b.add(10, Readiness::IN);
@@ -392,7 +390,7 @@ mod tests {
 
     #[test]
     fn register_and_unregister_count_once_per_socket() {
-        let mut b = FlowBudget::new(1024, -1);
+        let mut b = FlowBudget::new(1024);
         b.begin_fill(0);
         b.opened(7);
         b.add(7, Readiness::OUT);

@@ -13,7 +13,7 @@ use slirp_helper::reasm::{Ipv4Reassembler, ReasmLimits};
 use slirp_helper::slirp::api::{SlirpApi, DEFAULT_LIBSLIRP};
 use slirp_helper::slirp::{Stack, StackConfig};
 use slirp_helper::{diag, sandbox, sys};
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -68,7 +68,7 @@ fn version_text(libslirp: Option<&str>) -> String {
 /// Check `-S`, move the socket to fd 3, close everything else inherited from bhyve, and point
 /// the standard descriptors the socket vacated (or that were closed) at `/dev/null`. Only then
 /// may `diag::init` open its syslog socket: nothing but frames is ever written to fd 3.
-fn adopt_socket(fd: RawFd) -> Result<RawFd, HelperError> {
+fn adopt_socket(fd: RawFd) -> Result<OwnedFd, HelperError> {
     let refuse = |problem| HelperError::from(SocketError { fd, problem });
     if !sys::fd_is_open(fd) {
         return Err(refuse(SocketProblem::NotOpen));
@@ -92,13 +92,20 @@ fn adopt_socket(fd: RawFd) -> Result<RawFd, HelperError> {
         .filter(|&std_fd| std_fd == fd || !sys::fd_is_open(std_fd))
         .collect();
     let setup = |call| move |err| HelperError::Setup { call, err };
-    let sock = sys::move_fd(fd, SOCKET_FD).map_err(setup("dup2(socket, 3)"))?;
-    sys::closefrom(SOCKET_FD + 1);
-    for std_fd in vacant {
-        sys::dev_null_at(std_fd).map_err(|err| HelperError::DevNull { fd: std_fd, err })?;
-    }
-    sys::set_cloexec(sock, true).map_err(setup("fcntl(socket, FD_CLOEXEC)"))?;
-    sys::set_nonblocking(sock, true).map_err(setup("fcntl(socket, O_NONBLOCK)"))?;
+    // SAFETY: this is start-up, before anything in the process opened a descriptor it keeps
+    // (`diag::init` opens its log channel only after): `fd` is bhyve's socket, which nothing
+    // here owns; descriptor 3 and those above it are leftovers of bhyve's that nothing here
+    // uses; and the standard descriptors pointed at /dev/null are vacant.
+    let sock = unsafe {
+        let sock = sys::move_fd(fd, SOCKET_FD).map_err(setup("dup2(socket, 3)"))?;
+        sys::closefrom(SOCKET_FD + 1);
+        for std_fd in vacant {
+            sys::dev_null_at(std_fd).map_err(|err| HelperError::DevNull { fd: std_fd, err })?;
+        }
+        sock
+    };
+    sys::set_cloexec(sock.as_fd(), true).map_err(setup("fcntl(socket, FD_CLOEXEC)"))?;
+    sys::set_nonblocking(sock.as_fd(), true).map_err(setup("fcntl(socket, O_NONBLOCK)"))?;
     Ok(sock)
 }
 
@@ -115,11 +122,9 @@ fn libslirp_path(option: Option<&str>) -> String {
 }
 
 /// The config, or `None` when SIGTERM/SIGINT arrived while waiting for it.
-fn read_config(sock: RawFd) -> Result<Option<BhyveConfig>, HelperError> {
-    // SAFETY: `sock` is open and owned by this process for its whole life.
-    let borrowed = unsafe { BorrowedFd::borrow_raw(sock) };
+fn read_config(sock: BorrowedFd<'_>) -> Result<Option<BhyveConfig>, HelperError> {
     let nvlist =
-        match config::recv::recv_config_until(borrowed, CONFIG_TIMEOUT, &sys::SIGNALS.terminate) {
+        match config::recv::recv_config_until(sock, CONFIG_TIMEOUT, &sys::SIGNALS.terminate) {
             Ok(nvlist) => nvlist,
             Err(config::RecvError::Stopped) => return Ok(None),
             Err(e) => return Err(e.into()),
@@ -185,7 +190,7 @@ fn run(options: Options) -> Result<(), HelperError> {
         diag::warn(&format!("cannot raise the descriptor limit: {e}"));
     }
 
-    let Some(config) = read_config(sock)? else {
+    let Some(config) = read_config(sock.as_fd())? else {
         diag::info("terminated by signal while waiting for the configuration");
         return Ok(());
     };
@@ -204,13 +209,13 @@ fn run(options: Options) -> Result<(), HelperError> {
         // bhyve drops frames when the helper's receive buffer is full, and on Linux the
         // sender's buffer bounds what is in flight: room for a few rings of whole frames.
         let bytes = (4 * batch * limit.max_frame()).clamp(1 << 20, 8 << 20);
-        if let Err(e) = sys::set_socket_buffers(sock, bytes) {
+        if let Err(e) = sys::set_socket_buffers(sock.as_fd(), bytes) {
             diag::warn(&format!(
                 "cannot size the socket buffers to {bytes} bytes: {e}"
             ));
         }
     }
-    let host = Host::new(kind, sock, limit, batch).map_err(HelperError::Poller)?;
+    let host = Host::new(kind, sock.as_fd(), limit, batch).map_err(HelperError::Poller)?;
     let restricted = !config.open;
     let mut stack = Stack::new(
         api,
@@ -239,7 +244,7 @@ fn run(options: Options) -> Result<(), HelperError> {
     sandbox::drop_privileges()?;
     sandbox::confine(restricted)?;
 
-    let mut rx = FrameRx::new(sock, limit, batch);
+    let mut rx = FrameRx::new(sock.as_fd(), limit, batch);
     let mut reasm = Ipv4Reassembler::new(ReasmLimits::default());
     let mut coalescer = Coalescer::new(coalesce);
     let exit = event_loop::run(&mut stack, &mut rx, &mut reasm, &mut coalescer);

@@ -6,74 +6,178 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Turn a libc return value into `io::Result`, reading errno on -1.
-macro_rules! syscall {
-    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
-        // SAFETY: the caller passes arguments valid for this libc call (see each use).
-        #[allow(unused_unsafe)]
-        let res = unsafe { libc::$fn($($arg),*) };
-        if res == -1 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(res)
-        }
-    }};
+/// A libc return value whose failure is -1 with errno set.
+pub(crate) trait MinusOne: Copy + PartialEq {
+    const MINUS_ONE: Self;
 }
-pub(crate) use syscall;
+
+impl MinusOne for i32 {
+    const MINUS_ONE: i32 = -1;
+}
+
+impl MinusOne for i64 {
+    const MINUS_ONE: i64 = -1;
+}
+
+impl MinusOne for isize {
+    const MINUS_ONE: isize = -1;
+}
+
+/// Turn a libc return value into `io::Result`, reading errno on -1. The call itself stays at
+/// the call site, in its own `unsafe` block with its own SAFETY line (as std's `cvt`).
+#[inline]
+pub(crate) fn cvt<T: MinusOne>(res: T) -> io::Result<T> {
+    if res == T::MINUS_ONE {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(res)
+    }
+}
+
+/// `poll(2)` on one descriptor: its `revents`. EINTR is the caller's to interpret.
+pub fn poll_one(
+    fd: BorrowedFd<'_>,
+    events: libc::c_short,
+    timeout_ms: libc::c_int,
+) -> io::Result<libc::c_short> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is one valid pollfd, exclusively borrowed for the call; nfds is 1.
+    cvt(unsafe { libc::poll(&mut pfd, 1, timeout_ms) })?;
+    Ok(pfd.revents)
+}
+
+/// `fcntl(fd, cmd)` or `fcntl(fd, cmd, arg)` for the integer commands (F_GETFD, F_SETFL…).
+fn fcntl_int(fd: RawFd, cmd: libc::c_int, arg: libc::c_int) -> io::Result<libc::c_int> {
+    // SAFETY: the integer fcntl commands used here read no memory; an fd that is not open is
+    // EBADF, not undefined behaviour.
+    cvt(unsafe { libc::fcntl(fd, cmd, arg) })
+}
+
+/// `getsockopt` of an int option.
+fn getsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are valid and writable for the call, and `len` holds the size
+    // of `value`, so the kernel writes at most that many bytes.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            name,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(value)
+}
+
+/// `setsockopt` of a plain-old-data option value.
+fn setsockopt_value<T: Copy>(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
+    // SAFETY: `value` is a live `T` readable for `size_of::<T>()` bytes, the length passed;
+    // the kernel only reads it.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// `fstat`.
+fn fstat(fd: RawFd) -> io::Result<libc::stat> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is writable for a whole `stat`, which fstat fills on success.
+    cvt(unsafe { libc::fstat(fd, st.as_mut_ptr()) })?;
+    // SAFETY: fstat returned 0, so it initialised `st`.
+    Ok(unsafe { st.assume_init() })
+}
+
+/// `close` of a descriptor this process owns by number (the C-style shuffle at start-up and
+/// probes that made a copy).
+fn close_raw(fd: RawFd) -> io::Result<()> {
+    // SAFETY: closing reads no memory; every caller owns `fd` (see each) and never uses the
+    // number again.
+    cvt(unsafe { libc::close(fd) })?;
+    Ok(())
+}
 
 /// Whether `fd` names an open descriptor (`fcntl(F_GETFD)`, as the C helper checks `-S`).
+/// A probe of any number, open or not: nothing is read or changed.
 pub fn fd_is_open(fd: RawFd) -> bool {
-    syscall!(fcntl(fd, libc::F_GETFD)).is_ok()
+    fcntl_int(fd, libc::F_GETFD, 0).is_ok()
 }
 
-/// Whether `fd` is a socket.
+/// Whether `fd` is a socket. A probe of any number (the `-S` argument before it is adopted).
 pub fn fd_is_socket(fd: RawFd) -> io::Result<bool> {
-    // SAFETY: an all-zero `stat` is a valid value for fstat to overwrite.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `st` is a valid, writable stat buffer for the duration of the call.
-    syscall!(fstat(fd, &mut st))?;
+    let st = fstat(fd)?;
     Ok(st.st_mode & libc::S_IFMT == libc::S_IFSOCK)
 }
 
-/// Move `fd` to `target` (closing whatever was there) and return `target`.
-/// The new descriptor does not have CLOEXEC, like `dup2`.
-pub fn move_fd(fd: RawFd, target: RawFd) -> io::Result<RawFd> {
-    if fd == target {
-        return Ok(fd);
+/// Move `fd` to `target` (closing whatever was there) and own it there. The new descriptor
+/// does not have CLOEXEC, like `dup2`.
+///
+/// # Safety
+/// Nothing else in the process owns `fd` or `target`, or uses either number afterwards: `fd`
+/// is closed (its ownership passes to the result), and what `target` named is closed too.
+pub unsafe fn move_fd(fd: RawFd, target: RawFd) -> io::Result<OwnedFd> {
+    if fd != target {
+        // SAFETY: dup2 reads no memory; the caller gives up `target`'s old descriptor.
+        cvt(unsafe { libc::dup2(fd, target) })?;
+        // `fd` is the caller's to give up (this function's contract).
+        close_raw(fd)?;
     }
-    syscall!(dup2(fd, target))?;
-    syscall!(close(fd))?;
-    Ok(target)
+    // SAFETY: `target` is open (dup2 succeeded, or it was `fd` itself) and, by the contract,
+    // owned by nothing else: the result is its one owner.
+    Ok(unsafe { OwnedFd::from_raw_fd(target) })
 }
 
 /// Close every descriptor from `lowfd` up, as FreeBSD's `closefrom(2)`: bhyve's `posix_spawn`
 /// lets the helper inherit every non-CLOEXEC descriptor it had.
-pub fn closefrom(lowfd: RawFd) {
+///
+/// # Safety
+/// Nothing in the process owns or uses a descriptor numbered `lowfd` or above (start-up,
+/// before anything kept one open).
+pub unsafe fn closefrom(lowfd: RawFd) {
     #[cfg(target_os = "freebsd")]
     {
-        // SAFETY: closefrom only closes descriptors; nothing in this process holds one above
-        // `lowfd` that it still uses (called during start-up before any is created).
+        // SAFETY: closefrom reads no memory; the descriptors it closes are nobody's (this
+        // function's contract).
         unsafe { libc::closefrom(lowfd) };
     }
     #[cfg(not(target_os = "freebsd"))]
     {
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         {
-            // SAFETY: as above; close_range takes plain integers.
+            // SAFETY: as closefrom above; close_range takes plain integers.
             if unsafe { libc::close_range(lowfd as libc::c_uint, libc::c_uint::MAX, 0) } == 0 {
                 return;
             }
         }
         // Fallback for kernels without close_range: walk up to the descriptor limit.
-        let max = syscall!(sysconf(libc::_SC_OPEN_MAX))
+        // SAFETY: sysconf reads no caller memory.
+        let max = cvt(unsafe { libc::sysconf(libc::_SC_OPEN_MAX) } as i64)
             .unwrap_or(1024)
             .min(1 << 20) as RawFd;
         for fd in lowfd..max {
-            // EBADF for descriptors that are not open is the expected case.
-            let _ = syscall!(close(fd));
+            // EBADF for descriptors that are not open is the expected case; the open ones
+            // are nobody's (this function's contract).
+            let _ = close_raw(fd);
         }
     }
 }
@@ -98,28 +202,20 @@ pub fn nofile_limit() -> io::Result<u64> {
     Ok(u64::try_from(soft).unwrap_or(u64::MAX))
 }
 
-/// Whether `fd` is a listening socket (`SO_ACCEPTCONN`). False on any error.
+/// Whether `fd` (one of libslirp's sockets, by its number) is a listening socket
+/// (`SO_ACCEPTCONN`). False on any error.
 pub fn is_listening(fd: RawFd) -> bool {
-    let mut value: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `value` and `len` are valid, writable, and `len` is the size of `value`.
-    let res = syscall!(getsockopt(
-        fd,
-        libc::SOL_SOCKET,
-        libc::SO_ACCEPTCONN,
-        (&mut value as *mut libc::c_int).cast(),
-        &mut len
-    ));
-    res.is_ok() && value != 0
+    matches!(getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN), Ok(v) if v != 0)
 }
 
-/// Whether the process (or the system) is out of descriptors: a duplicate of `fd` fails with
-/// EMFILE or ENFILE. Any descriptor made is closed at once.
+/// Whether the process (or the system) is out of descriptors: a duplicate of `fd` (one of
+/// libslirp's sockets, by its number) fails with EMFILE or ENFILE. Any copy made is closed
+/// at once.
 pub fn descriptors_exhausted(fd: RawFd) -> bool {
-    match syscall!(fcntl(fd, libc::F_DUPFD_CLOEXEC, 0)) {
+    match fcntl_int(fd, libc::F_DUPFD_CLOEXEC, 0) {
+        // The copy was made here and is known to nothing else.
         Ok(copy) => {
-            // The copy is ours alone; nothing to report if closing it fails.
-            let _ = syscall!(close(copy));
+            let _ = close_raw(copy);
             false
         }
         Err(e) => matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)),
@@ -127,59 +223,48 @@ pub fn descriptors_exhausted(fd: RawFd) -> bool {
 }
 
 /// Set SO_SNDBUF and SO_RCVBUF (the kernel caps them at wmem_max/rmem_max and doubles them).
-pub fn set_socket_buffers(fd: RawFd, bytes: usize) -> io::Result<()> {
+pub fn set_socket_buffers(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
     let value = bytes.min(i32::MAX as usize / 2) as libc::c_int;
     for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
-        // SAFETY: `value` is a valid int option of the size passed.
-        syscall!(setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            opt,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t
-        ))?;
+        setsockopt_value(fd.as_raw_fd(), libc::SOL_SOCKET, opt, &value)?;
     }
     Ok(())
 }
 
 /// Set or clear O_NONBLOCK.
-pub fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
-    let flags = syscall!(fcntl(fd, libc::F_GETFL))?;
+pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    let fd = fd.as_raw_fd();
+    let flags = fcntl_int(fd, libc::F_GETFL, 0)?;
     let flags = if on {
         flags | libc::O_NONBLOCK
     } else {
         flags & !libc::O_NONBLOCK
     };
-    syscall!(fcntl(fd, libc::F_SETFL, flags))?;
+    fcntl_int(fd, libc::F_SETFL, flags)?;
     Ok(())
 }
 
 /// Set or clear FD_CLOEXEC.
-pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
-    let flags = syscall!(fcntl(fd, libc::F_GETFD))?;
+pub fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    let fd = fd.as_raw_fd();
+    let flags = fcntl_int(fd, libc::F_GETFD, 0)?;
     let flags = if on {
         flags | libc::FD_CLOEXEC
     } else {
         flags & !libc::FD_CLOEXEC
     };
-    syscall!(fcntl(fd, libc::F_SETFD, flags))?;
+    fcntl_int(fd, libc::F_SETFD, flags)?;
     Ok(())
 }
 
 /// SO_NOSIGPIPE where it exists (the BSDs): sends to a closed peer fail instead of signalling.
-/// Linux has no such option; SIGPIPE is ignored process-wide instead.
+/// Linux has no such option; SIGPIPE is ignored process-wide instead. `fd` is one of
+/// libslirp's sockets, by its number.
 pub fn set_nosigpipe(fd: RawFd) {
     #[cfg(any(target_os = "freebsd", target_os = "macos"))]
     {
         let one: libc::c_int = 1;
-        // SAFETY: `one` is a valid int option value of the given size for this call.
-        let _ = syscall!(setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_NOSIGPIPE,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t
-        ));
+        let _ = setsockopt_value(fd, libc::SOL_SOCKET, libc::SO_NOSIGPIPE, &one);
     }
     #[cfg(not(any(target_os = "freebsd", target_os = "macos")))]
     let _ = fd;
@@ -187,32 +272,18 @@ pub fn set_nosigpipe(fd: RawFd) {
 
 /// Make `close(fd)` abort a TCP connection with a reset (SO_LINGER on, 0 s) instead of a FIN.
 /// Other sockets are left alone. Errors are ignored: the fd is about to be closed anyway.
+/// `fd` is one of libslirp's sockets, by its number.
 pub fn reset_on_close(fd: RawFd) {
-    let mut kind: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `kind` and `len` are valid for an int option.
-    let is_stream = syscall!(getsockopt(
-        fd,
-        libc::SOL_SOCKET,
-        libc::SO_TYPE,
-        (&mut kind as *mut libc::c_int).cast(),
-        &mut len
-    ))
-    .is_ok()
-        && kind == libc::SOCK_STREAM;
+    let is_stream = matches!(
+        getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE),
+        Ok(libc::SOCK_STREAM)
+    );
     if is_stream {
         let linger = libc::linger {
             l_onoff: 1,
             l_linger: 0,
         };
-        // SAFETY: `linger` is a valid SO_LINGER value of the size passed.
-        let _ = syscall!(setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t
-        ));
+        let _ = setsockopt_value(fd, libc::SOL_SOCKET, libc::SO_LINGER, &linger);
     }
 }
 
@@ -220,13 +291,16 @@ pub fn reset_on_close(fd: RawFd) {
 /// Landlock without CAP_SYS_ADMIN).
 #[cfg(target_os = "linux")]
 pub fn set_no_new_privs() -> io::Result<()> {
-    syscall!(prctl(
-        libc::PR_SET_NO_NEW_PRIVS,
-        1 as libc::c_ulong,
-        0 as libc::c_ulong,
-        0 as libc::c_ulong,
-        0 as libc::c_ulong
-    ))?;
+    // SAFETY: PR_SET_NO_NEW_PRIVS takes plain integers and reads no memory.
+    cvt(unsafe {
+        libc::prctl(
+            libc::PR_SET_NO_NEW_PRIVS,
+            1 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    })?;
     Ok(())
 }
 
@@ -241,47 +315,82 @@ pub fn load_time_zone() {
 }
 
 /// Whether `fd` is `/dev/null` (then stderr goes nowhere and diagnostics go to syslog).
+/// A probe of any number, open or not.
 pub fn fd_is_dev_null(fd: RawFd) -> bool {
-    // SAFETY: zeroed stat buffers are valid for fstat/stat to overwrite.
-    let (mut a, mut b): (libc::stat, libc::stat) =
-        unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
-    if syscall!(fstat(fd, &mut a)).is_err() {
+    let Ok(a) = fstat(fd) else {
+        return false;
+    };
+    let mut b = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: the path is a NUL-terminated literal and `b` is writable for a whole `stat`.
+    if cvt(unsafe { libc::stat(c"/dev/null".as_ptr(), b.as_mut_ptr()) }).is_err() {
         return false;
     }
-    // SAFETY: the path is a NUL-terminated literal and `b` a valid stat buffer.
-    if syscall!(stat(c"/dev/null".as_ptr(), &mut b)).is_err() {
-        return false;
-    }
+    // SAFETY: stat returned 0, so it initialised `b`.
+    let b = unsafe { b.assume_init() };
     a.st_mode & libc::S_IFMT == libc::S_IFCHR && a.st_rdev == b.st_rdev
 }
 
 /// Point `target` (one of 0..=2) at `/dev/null`, as daemons do, so that a standard
 /// descriptor left vacant is never reused by something else (a pipe, a socket) that stray
 /// writes to stdout or stderr would then corrupt.
-pub fn dev_null_at(target: RawFd) -> io::Result<()> {
+///
+/// # Safety
+/// `target` is vacant, or else owned by nothing in the process: whatever it named is closed.
+pub unsafe fn dev_null_at(target: RawFd) -> io::Result<()> {
     // SAFETY: a NUL-terminated literal path and plain flags.
-    let null = syscall!(open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC))?;
+    let null = cvt(unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) })?;
     if null == target {
-        return set_cloexec(null, false);
+        // SAFETY: open just made `null` and nothing else knows it; it is borrowed only for
+        // this call (the standard descriptor stays open for the process's life).
+        return set_cloexec(unsafe { BorrowedFd::borrow_raw(null) }, false);
     }
-    let moved = syscall!(dup2(null, target));
-    let _ = syscall!(close(null));
+    // SAFETY: dup2 reads no memory; `target` is given up by the caller (the contract).
+    let moved = cvt(unsafe { libc::dup2(null, target) });
+    // `null` was opened above and is used nowhere else.
+    let _ = close_raw(null);
     moved.map(|_| ())
 }
 
-/// The socket's type (`SO_TYPE`: SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET…).
+/// The socket's type (`SO_TYPE`: SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET…). A probe of any
+/// number (the `-S` argument before it is adopted).
 pub fn socket_type(fd: RawFd) -> io::Result<libc::c_int> {
-    let mut kind: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `kind` and `len` are valid for an int option.
-    syscall!(getsockopt(
-        fd,
-        libc::SOL_SOCKET,
-        libc::SO_TYPE,
-        (&mut kind as *mut libc::c_int).cast(),
-        &mut len
-    ))?;
-    Ok(kind)
+    getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE)
+}
+
+/// Bytes queued for reading on a socket (`FIONREAD`; on Linux the sum of all queued records).
+pub fn bytes_queued(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD stores one c_int through the pointer, which is valid and exclusively
+    // borrowed for the duration of the call.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) })?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
+/// One `recvmsg` into `data`, with the descriptors passed alongside (SCM_RIGHTS) into
+/// `fds`: each is owned there as soon as the kernel has handed it over, so none can leak or
+/// be closed twice whatever the caller does next. Returns the bytes read and the message's
+/// flags (MSG_CTRUNC: descriptors were lost for want of room in `cmsg`).
+pub fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+    data: &mut [u8],
+    cmsg: &mut [u8],
+    flags: nix::sys::socket::MsgFlags,
+    fds: &mut Vec<OwnedFd>,
+) -> nix::Result<(usize, nix::sys::socket::MsgFlags)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, UnixAddr};
+    let mut iov = [std::io::IoSliceMut::new(data)];
+    let msg = recvmsg::<UnixAddr>(sock.as_raw_fd(), &mut iov, Some(cmsg), flags)?;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            // SAFETY: the kernel has just installed these descriptors in our table for this
+            // message; nothing else knows them, so each gets exactly one owner.
+            fds.extend(
+                raw.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    Ok((msg.bytes, msg.flags))
 }
 
 /// Set the process title to the VM's name, as the C helper's `setproctitle("%s", vmname)`.

@@ -111,7 +111,7 @@ fn signal_during_empty_record_check_is_not_a_hangup() {
     use nix::sys::signal::{SigmaskHow, Signal};
     use nix::sys::socket::{send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
     use slirp_helper::frames::{FrameLimit, FrameRx, RxStatus};
-    use std::os::fd::AsRawFd;
+    use std::os::fd::{AsFd, AsRawFd};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     use std::time::{Duration, Instant};
@@ -140,7 +140,7 @@ fn signal_during_empty_record_check_is_not_a_hangup() {
         SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
     )
     .unwrap();
-    let mut rx = FrameRx::new(helper.as_raw_fd(), FrameLimit::from_mtui(Some(1500)), 64);
+    let mut rx = FrameRx::new(helper.as_fd(), FrameLimit::from_mtui(Some(1500)), 64);
 
     // SAFETY: pthread_self has no preconditions.
     let reader = unsafe { libc::pthread_self() };

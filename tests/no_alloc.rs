@@ -15,7 +15,7 @@ use slirp_helper::slirp::api::{SlirpApi, DEFAULT_LIBSLIRP};
 use slirp_helper::slirp::{Stack, StackConfig};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -141,16 +141,16 @@ fn tcp_burst(gw: [u8; 6], count: u32) -> Vec<Vec<u8>> {
 }
 
 /// The guest's input path, as the helper's `main` builds it.
-struct Input {
-    rx: FrameRx,
+struct Input<'fd> {
+    rx: FrameRx<'fd>,
     reasm: Ipv4Reassembler,
     coalescer: Coalescer,
 }
 
 /// Send `frames` as the guest, run loop iterations until `expected` replies came back.
 fn round(
-    stack: &mut Stack<Host>,
-    input: &mut Input,
+    stack: &mut Stack<Host<'_>>,
+    input: &mut Input<'_>,
     guest: &UnixDatagram,
     frames: &[Vec<u8>],
     expected: usize,
@@ -189,7 +189,7 @@ fn steady_state_allocates_nothing_per_frame() {
             // std offers. Both are non-blocking, as bhyve's.
             helper_end.set_nonblocking(true).unwrap();
             guest.set_nonblocking(true).unwrap();
-            let fd = helper_end.as_raw_fd();
+            let fd = helper_end.as_fd();
             let limit = FrameLimit::from_mtui(Some(1500));
             let api = SlirpApi::load(DEFAULT_LIBSLIRP).expect("libslirp0 installed");
             let host = Host::new(kind, fd, limit, batch).unwrap();

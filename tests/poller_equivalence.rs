@@ -16,7 +16,7 @@ use common::Rng;
 use slirp_helper::poller::{Poller, PollerKind, Readiness, Slot};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 /// One socket libslirp would own: our end, the peer that drives its readiness, and the
@@ -284,7 +284,7 @@ impl Scenario {
 fn run(seed: u64, iterations: usize, max_steps: usize) {
     let (wake_r, _wake_w) = nix::unistd::pipe().unwrap();
     let (front, _front_peer) = UnixStream::pair().unwrap();
-    let (wake, front) = (wake_r.as_raw_fd(), front.as_raw_fd());
+    let (wake, front) = (wake_r.as_fd(), front.as_fd());
     let pollers = vec![
         Poller::new(PollerKind::Poll, wake, front).unwrap(),
         Poller::new(PollerKind::Epoll, wake, front).unwrap(),

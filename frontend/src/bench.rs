@@ -16,7 +16,7 @@ use super::{os, pump};
 use slirp_helper::frames::FrameBatch;
 use std::io;
 use std::net::UdpSocket;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,7 +56,7 @@ pub fn run(opts: &Options, sup: Supervisor, secs: u32) -> u8 {
     };
     // The sink stands in for a helper that enlarges its buffers too.
     if opts.sockbuf > 0 {
-        if let Err(e) = slirp_helper::sys::set_socket_buffers(theirs.as_raw_fd(), opts.sockbuf) {
+        if let Err(e) = slirp_helper::sys::set_socket_buffers(theirs.as_fd(), opts.sockbuf) {
             return super::report(Err(Failure::setup("socket buffers", e)), None);
         }
     }
@@ -205,7 +205,7 @@ fn sink(sock: OwnedFd, slot: usize, stop: &AtomicBool) -> io::Result<(u64, u64)>
     let mut batch = FrameBatch::new(pump::BATCH, slot);
     let (mut frames, mut bytes) = (0u64, 0u64);
     while !stop.load(Ordering::Relaxed) {
-        let n = pump::recv_frames(&mut batch, sock.as_raw_fd())?;
+        let n = pump::recv_frames(&mut batch, sock.as_fd())?;
         if n == 0 {
             let mut fds = [nix::poll::PollFd::new(
                 sock.as_fd(),
@@ -235,7 +235,7 @@ fn source(sock: &OwnedFd, frame: &[u8], time: Duration) -> io::Result<(u64, Dura
             slot[..frame.len()].copy_from_slice(frame);
             batch.commit(frame.len());
         }
-        let n = pump::send_frames(&mut batch, sock.as_raw_fd())?;
+        let n = pump::send_frames(&mut batch, sock.as_fd())?;
         sent += n as u64;
         if n == 0 {
             let mut fds = [nix::poll::PollFd::new(

@@ -11,8 +11,8 @@ use super::os;
 use slirp_helper::config::nvlist::{encode, ByteOrder, Nvlist, Value};
 use std::ffi::OsString;
 use std::io::{self, BufRead, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
@@ -129,11 +129,7 @@ pub fn spawn(
     let mut cmd = Command::new(path);
     cmd.arg("-S").arg(fd.to_string()).args(extra);
     cmd.stderr(Stdio::piped());
-    // SAFETY: the closure runs in the forked child before exec and only makes one
-    // async-signal-safe fcntl call on a descriptor that exists in the child.
-    unsafe {
-        cmd.pre_exec(move || os::inherit_fd(fd));
-    }
+    os::child_inherits(&mut cmd, theirs.as_fd());
     let mut child = cmd.spawn().map_err(|e| {
         io::Error::new(e.kind(), format!("starting helper {}: {e}", path.display()))
     })?;

@@ -5,28 +5,28 @@
 //! Owns: raw descriptors until they are wrapped in `OwnedFd`. Must never: change the calling
 //! thread's namespace except in [`enter_netns`] (called only from a dedicated thread).
 
-/// Turn a libc return value into `io::Result`, reading errno on -1. The frontend's own copy
-/// of the helper's macro: the product library does not export its syscall plumbing.
-macro_rules! syscall {
-    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
-        // SAFETY: the caller passes arguments valid for this libc call (see each use).
-        #[allow(unused_unsafe)]
-        let res = unsafe { libc::$fn($($arg),*) };
-        if res == -1 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(res)
-        }
-    }};
+/// Turn a libc return value into `io::Result`, reading errno on -1. The call stays at the
+/// call site, in its own `unsafe` block with its own SAFETY line. The frontend's own copy of
+/// the helper's `cvt`: the product library does not export its syscall plumbing.
+fn cvt(res: libc::c_int) -> io::Result<libc::c_int> {
+    if res == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(res)
+    }
 }
+
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
 
 /// Move the calling thread into the network namespace `ns` (an open `/run/netns/NAME`).
 /// Only the calling thread changes namespace: call it from a thread that exists for that.
 pub fn enter_netns(ns: &File) -> io::Result<()> {
-    syscall!(setns(ns.as_raw_fd(), libc::CLONE_NEWNET))?;
+    // SAFETY: setns takes a descriptor (borrowed from `ns`, open for the call) and a flag;
+    // it reads no memory.
+    cvt(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) })?;
     Ok(())
 }
 
@@ -41,11 +41,13 @@ pub fn create_tap(name: &str) -> io::Result<OwnedFd> {
             format!("interface name {name:?} longer than {}", libc::IFNAMSIZ - 1),
         ));
     }
-    // SAFETY: the path is a NUL-terminated literal.
-    let fd = syscall!(open(
-        c"/dev/net/tun".as_ptr(),
-        libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC
-    ))
+    // SAFETY: the path is a NUL-terminated literal; the flags are plain integers.
+    let fd = cvt(unsafe {
+        libc::open(
+            c"/dev/net/tun".as_ptr(),
+            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    })
     .map_err(|e| io::Error::new(e.kind(), format!("open /dev/net/tun: {e}")))?;
     // SAFETY: `fd` was just returned by open and is owned by nobody else.
     let tun = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -55,8 +57,9 @@ pub fn create_tap(name: &str) -> io::Result<OwnedFd> {
         *dst = src as libc::c_char;
     }
     ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
-    // SAFETY: TUNSETIFF reads and writes one ifreq, which `ifr` is, for the call's duration.
-    syscall!(ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &mut ifr))
+    // SAFETY: TUNSETIFF reads and writes one ifreq, which `ifr` is, exclusively borrowed for
+    // the call's duration.
+    cvt(unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &mut ifr) })
         .map_err(|e| io::Error::new(e.kind(), format!("TUNSETIFF {name}: {e}")))?;
     Ok(tun)
 }
@@ -68,12 +71,14 @@ pub fn create_tap(name: &str) -> io::Result<OwnedFd> {
 pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: `fds` has room for the two descriptors socketpair writes.
-    syscall!(socketpair(
-        libc::AF_UNIX,
-        libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-        0,
-        fds.as_mut_ptr()
-    ))?;
+    cvt(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    })?;
     // SAFETY: both descriptors were just created and are owned by nobody else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
@@ -85,7 +90,8 @@ pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: the kernel just returned this descriptor to us.
+    // SAFETY: the kernel just returned this open descriptor to us and nothing else knows it:
+    // the OwnedFd is its one owner.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
@@ -93,20 +99,43 @@ pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
 /// exits. Called in a forked child before exec: async-signal-safe (one syscall).
 pub fn kill_with_parent() -> io::Result<()> {
     // SAFETY: PR_SET_PDEATHSIG takes a signal number; no pointers.
-    syscall!(prctl(
-        libc::PR_SET_PDEATHSIG,
-        libc::SIGKILL as libc::c_ulong,
-        0 as libc::c_ulong,
-        0 as libc::c_ulong,
-        0 as libc::c_ulong
-    ))?;
+    cvt(unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    })?;
     Ok(())
 }
 
 /// Clear FD_CLOEXEC on `fd`. Called in a forked child before exec: async-signal-safe.
-pub fn inherit_fd(fd: RawFd) -> io::Result<()> {
-    syscall!(fcntl(fd, libc::F_SETFD, 0))?;
+fn inherit_fd(fd: RawFd) -> io::Result<()> {
+    // SAFETY: F_SETFD takes an integer and reads no memory; a closed `fd` is EBADF.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) })?;
     Ok(())
+}
+
+/// Make `cmd`'s child SIGKILLed when the thread that forks it exits (`kill_with_parent`).
+pub fn kill_child_with_parent(cmd: &mut std::process::Command) {
+    // SAFETY: the closure runs in the forked child before exec and makes one
+    // async-signal-safe prctl call; it touches no memory shared with the parent.
+    unsafe {
+        cmd.pre_exec(kill_with_parent);
+    }
+}
+
+/// Make `cmd`'s child inherit `fd` across exec (it is CLOEXEC here so that no other child
+/// inherits it). `fd` must stay open until `cmd` is spawned.
+pub fn child_inherits(cmd: &mut std::process::Command, fd: BorrowedFd<'_>) {
+    let fd = fd.as_raw_fd();
+    // SAFETY: the closure runs in the forked child before exec and makes one
+    // async-signal-safe fcntl call on a plain integer; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || inherit_fd(fd));
+    }
 }
 
 /// Whether the process runs with an effective uid of 0.

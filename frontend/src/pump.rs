@@ -11,7 +11,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use slirp_helper::frames::FrameBatch;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -161,7 +161,7 @@ impl Drop for Pump {
 }
 
 /// `recvmmsg` as many records as `batch` holds, without blocking. `Ok(0)`: nothing to read.
-pub(crate) fn recv_frames(batch: &mut FrameBatch, sock: RawFd) -> io::Result<usize> {
+pub(crate) fn recv_frames(batch: &mut FrameBatch, sock: BorrowedFd<'_>) -> io::Result<usize> {
     match batch.recv(sock, batch.capacity()) {
         Err(e)
             if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted =>
@@ -174,7 +174,7 @@ pub(crate) fn recv_frames(batch: &mut FrameBatch, sock: RawFd) -> io::Result<usi
 
 /// `sendmmsg` the filled frames of `batch`, one record each, without blocking, and empty the
 /// batch: how many went; the rest are dropped (the caller counts them).
-pub(crate) fn send_frames(batch: &mut FrameBatch, sock: RawFd) -> io::Result<usize> {
+pub(crate) fn send_frames(batch: &mut FrameBatch, sock: BorrowedFd<'_>) -> io::Result<usize> {
     match batch.send(sock, SEND_FLAGS) {
         Err(e)
             if e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::ENOBUFS) =>
@@ -282,7 +282,7 @@ impl Worker {
             }
             let filled = self.to_sock.filled();
             if filled > 0 {
-                match send_frames(&mut self.to_sock, self.sock.as_raw_fd()) {
+                match send_frames(&mut self.to_sock, self.sock.as_fd()) {
                     Ok(sent) => {
                         self.c.sock_tx_frames += sent as u64;
                         self.c.sock_full_drops += (filled - sent) as u64;
@@ -302,7 +302,7 @@ impl Worker {
     /// `hup`, the helper has closed its end: whatever it sent before is delivered first.
     fn sock_to_tap(&mut self, hup: bool) -> io::Result<Flow> {
         for _ in 0..BUDGET {
-            let n = match recv_frames(&mut self.from_sock, self.sock.as_raw_fd()) {
+            let n = match recv_frames(&mut self.from_sock, self.sock.as_fd()) {
                 Ok(n) => n,
                 Err(e) if gone(&e) => return Ok(Flow::Hangup),
                 Err(e) => return Err(io::Error::new(e.kind(), format!("recvmmsg: {e}"))),

@@ -15,7 +15,7 @@ use super::{os, tap};
 use nix::sys::signal::Signal;
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -129,8 +129,8 @@ impl Session {
             Backend::Helper => s.spawn_helper(opts)?,
         };
         if opts.sockbuf > 0 {
-            use std::os::fd::AsRawFd;
-            slirp_helper::sys::set_socket_buffers(sock.as_raw_fd(), opts.sockbuf)
+            use std::os::fd::AsFd;
+            slirp_helper::sys::set_socket_buffers(sock.as_fd(), opts.sockbuf)
                 .map_err(|e| Failure::setup("socket buffers", e))?;
         }
         s.pump = Some(
@@ -258,11 +258,7 @@ impl Session {
     /// A command that runs inside the namespace and is SIGKILLed if the frontend dies.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
         let mut cmd = self.netns.command(program);
-        // SAFETY: the closure runs in the forked child before exec and makes one
-        // async-signal-safe prctl call.
-        unsafe {
-            cmd.pre_exec(os::kill_with_parent);
-        }
+        os::kill_child_with_parent(&mut cmd);
         cmd
     }
 

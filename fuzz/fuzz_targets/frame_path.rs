@@ -38,7 +38,7 @@
 #![no_main]
 
 use std::cell::RefCell;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use libfuzzer_sys::fuzz_target;
@@ -57,15 +57,13 @@ const MAX_FRAMES: usize = 32;
 const ITERATIONS: usize = 3;
 
 struct Harness {
-    stack: Stack<Host>,
-    rx: FrameRx,
+    stack: Stack<Host<'static>>,
+    rx: FrameRx<'static>,
     reasm: Ipv4Reassembler,
     coalescer: Coalescer,
     limit: FrameLimit,
     /// bhyve's end.
     guest: OwnedFd,
-    /// The helper's end (the loop holds its raw fd).
-    _helper: OwnedFd,
     reply: Vec<u8>,
     scratch: Vec<u8>,
     inputs: u64,
@@ -84,7 +82,10 @@ impl Harness {
             SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
         )
         .expect("socketpair");
-        let fd = helper.as_raw_fd();
+        // The helper's end, borrowed by the loop: it lives as long as the fuzzing process, as
+        // the harness does.
+        let helper: &'static OwnedFd = Box::leak(Box::new(helper));
+        let fd = helper.as_fd();
         let limit = FrameLimit::from_mtui(Some(1500));
         let api = SlirpApi::load(DEFAULT_LIBSLIRP).expect("libslirp0 installed");
         let host =
@@ -107,7 +108,6 @@ impl Harness {
             coalescer: Coalescer::new(true),
             limit,
             guest,
-            _helper: helper,
             reply: vec![0; 128 * 1024],
             scratch: Vec::with_capacity(4096),
             inputs: 0,

@@ -15,14 +15,19 @@
 
 use std::fmt;
 use std::io::IoSliceMut;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::sys::socket::{recv, recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+use nix::sys::socket::{recv, recvmsg, MsgFlags, UnixAddr};
 
 use super::nvlist::{self, DecodeError, Header, Nvlist, HEADER_LEN};
+
+/// The errno of a failed call made through `crate::sys`.
+fn errno_of(e: &std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(0))
+}
 
 /// Largest configuration accepted (header plus body). bhyve's is a few hundred bytes; the cap
 /// keeps a corrupt size field from making the helper wait for, and buffer, gigabytes.
@@ -273,10 +278,9 @@ impl ConfigReader<'_> {
         fds: &mut Vec<OwnedFd>,
     ) -> Result<Option<usize>, RecvError> {
         let mut byte = [0u8; 1];
-        let mut iov = [IoSliceMut::new(&mut byte)];
         let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
-        let msg = loop {
-            match recvmsg::<UnixAddr>(self.sock.as_raw_fd(), &mut iov, Some(&mut *cmsg), flags) {
+        let (bytes, msg_flags) = loop {
+            match crate::sys::recv_with_fds(self.sock, &mut byte, cmsg, flags, fds) {
                 Err(Errno::EINTR) => continue,
                 Err(Errno::EAGAIN) => return Ok(None),
                 Err(errno) => {
@@ -288,24 +292,10 @@ impl ConfigReader<'_> {
                 Ok(msg) => break msg,
             }
         };
-        let cmsgs = msg.cmsgs().map_err(|errno| RecvError::Io {
-            call: "recvmsg",
-            errno,
-        })?;
-        for c in cmsgs {
-            if let ControlMessageOwned::ScmRights(raw) = c {
-                // SAFETY: the kernel has just installed these descriptors in our table for
-                // this message; nothing else knows them, so each gets exactly one owner.
-                fds.extend(
-                    raw.into_iter()
-                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                );
-            }
-        }
-        if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+        if msg_flags.contains(MsgFlags::MSG_CTRUNC) {
             return Err(RecvError::ControlTruncated);
         }
-        Ok(Some(msg.bytes))
+        Ok(Some(bytes))
     }
 
     /// A 0-byte read is EOF only if the peer hung up; otherwise it was an empty record.
@@ -343,15 +333,10 @@ impl ConfigReader<'_> {
             // Round up so a sub-millisecond rest does not turn into a busy loop.
             let ms = left.min(STOP_CHECK).as_micros().div_ceil(1000);
             let wait = libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX);
-            let mut pfd = libc::pollfd {
-                fd: self.sock.as_raw_fd(),
-                events: libc::POLLIN | HANGUP,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd, exclusively borrowed for the duration of the call.
-            match unsafe { libc::poll(&mut pfd, 1, wait) } {
-                0 => continue,
-                -1 => match Errno::last() {
+            let revents = match crate::sys::poll_one(self.sock, libc::POLLIN | HANGUP, wait) {
+                Ok(0) => continue,
+                Ok(revents) => revents,
+                Err(e) => match errno_of(&e) {
                     Errno::EINTR => continue,
                     errno => {
                         return Err(RecvError::Io {
@@ -360,16 +345,15 @@ impl ConfigReader<'_> {
                         })
                     }
                 },
-                _ => {}
-            }
-            if pfd.revents & libc::POLLNVAL != 0 {
+            };
+            if revents & libc::POLLNVAL != 0 {
                 return Err(RecvError::Io {
                     call: "poll",
                     errno: Errno::EBADF,
                 });
             }
-            self.hangup = pfd.revents & HANGUP != 0;
-            if pfd.revents != 0 {
+            self.hangup = revents & HANGUP != 0;
+            if revents != 0 {
                 return Ok(());
             }
         }
@@ -377,17 +361,10 @@ impl ConfigReader<'_> {
 
     /// Bytes queued on the socket (FIONREAD; on Linux the sum of all queued records).
     fn queued(&self) -> Result<usize, RecvError> {
-        let mut n: libc::c_int = 0;
-        // SAFETY: FIONREAD stores one c_int through the pointer, which is valid and
-        // exclusively borrowed for the duration of the call.
-        let rc = unsafe { libc::ioctl(self.sock.as_raw_fd(), libc::FIONREAD, &mut n) };
-        if rc == -1 {
-            return Err(RecvError::Io {
-                call: "ioctl(FIONREAD)",
-                errno: Errno::last(),
-            });
-        }
-        Ok(usize::try_from(n).unwrap_or(0))
+        crate::sys::bytes_queued(self.sock).map_err(|e| RecvError::Io {
+            call: "ioctl(FIONREAD)",
+            errno: errno_of(&e),
+        })
     }
 
     /// `recv` without blocking; `None` when nothing is queued after all (spurious wakeup).

@@ -2,9 +2,9 @@
 //! for Linux and FreeBSD (whose libc declares them with other integer types). On FreeBSD they
 //! are library loops over recvmsg/sendmsg: no syscall is saved there, only loop iterations.
 
-use crate::sys::syscall;
+use crate::sys::cvt;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// `count` whole-frame slots and the `iovec`/`mmsghdr` arrays that point into them: the one
 /// preallocated batch behind the helper's RX ring and the Linux frontend's pump (both
@@ -12,8 +12,9 @@ use std::os::fd::RawFd;
 ///
 /// Receiving: `recv` (or `recv_one`) fills slots from 0, `record(i)` reads them back.
 /// Sending: `next_slot` + `commit` fill slots from 0, `send` moves them in one call.
-/// Must never: be resized (the headers hold raw pointers into the heap blocks, which do not
-/// move when the `FrameBatch` itself moves).
+/// Must never: be resized, or let a header point anywhere but its own iovec and slot (the
+/// headers hold raw pointers into the heap blocks, which do not move when the `FrameBatch`
+/// itself moves). That invariant, kept by this type alone, is what makes its calls sound.
 pub struct FrameBatch {
     slot: usize,
     /// `count * slot` bytes; slot i is `bufs[i*slot..(i+1)*slot]`.
@@ -83,23 +84,39 @@ impl FrameBatch {
 
     /// `recvmmsg` up to `count` (at most `capacity`) messages into slots 0.., without waiting:
     /// how many arrived. EAGAIN, EINTR and the rest are the caller's to interpret.
-    pub fn recv(&mut self, fd: RawFd, count: usize) -> io::Result<usize> {
+    pub fn recv(&mut self, fd: BorrowedFd<'_>, count: usize) -> io::Result<usize> {
         let count = count.min(self.hdrs.len());
         for iov in &mut self.iovs[..count] {
             iov.iov_len = self.slot;
         }
-        // Every header points at its own iovec covering its own slot of `bufs`; all three heap
-        // blocks live as long as `self` and never move.
-        recv_batch(fd, &mut self.hdrs[..count])
+        let hdrs = &mut self.hdrs[..count];
+        // SAFETY: `hdrs` is `count` valid headers, each pointing at its own iovec, which covers
+        // exactly its own slot of `bufs` (`iov_len` was just set to the slot size); all three
+        // heap blocks are owned by `self`, exclusively borrowed for the call, and never move.
+        // No name or control buffer is set; the timeout pointer is null (none).
+        let n = cvt(unsafe {
+            libc::recvmmsg(
+                fd.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                count as _,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        })?;
+        Ok(n as usize)
     }
 
     /// `recvmsg` of one message into slot 0, without waiting (the C helper's read): 1 when
     /// a message arrived (even an empty one).
-    pub fn recv_one(&mut self, fd: RawFd) -> io::Result<usize> {
+    pub fn recv_one(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
         self.iovs[0].iov_len = self.slot;
-        let (n, flags) = recv_one(fd, &mut self.hdrs[0])?;
-        self.hdrs[0].msg_len = n as _;
-        self.hdrs[0].msg_hdr.msg_flags = flags;
+        let hdr = &mut self.hdrs[0];
+        // SAFETY: header 0 points at iovec 0, which covers exactly slot 0 of `bufs`; both are
+        // owned by `self`, exclusively borrowed for the call. recvmsg writes the bytes there
+        // and `msg_flags` into the header.
+        let n =
+            cvt(unsafe { libc::recvmsg(fd.as_raw_fd(), &mut hdr.msg_hdr, libc::MSG_DONTWAIT) })?;
+        hdr.msg_len = n as _;
         Ok(1)
     }
 
@@ -141,7 +158,7 @@ impl FrameBatch {
     /// `sendmmsg` the filled frames with `flags`, one message each, and empty the batch: how
     /// many went (a prefix); the rest are dropped (the caller counts them). EINTR is retried;
     /// EAGAIN and the rest are the caller's to interpret.
-    pub fn send(&mut self, fd: RawFd, flags: libc::c_int) -> io::Result<usize> {
+    pub fn send(&mut self, fd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<usize> {
         let count = std::mem::take(&mut self.filled);
         if count == 0 {
             return Ok(0);
@@ -150,23 +167,92 @@ impl FrameBatch {
             iov.iov_len = len;
         }
         loop {
-            // The first `count` headers point at filled slots (as in `recv`).
-            match send_batch(fd, &mut self.hdrs[..count], flags) {
+            let hdrs = &mut self.hdrs[..count];
+            // SAFETY: as in `recv`: the first `count` headers point at their own iovecs, which
+            // now cover the filled bytes of their own slots (`lens` is capped at the slot
+            // size by `commit`); the kernel only reads them.
+            let sent = cvt(unsafe {
+                libc::sendmmsg(fd.as_raw_fd(), hdrs.as_mut_ptr(), count as _, flags)
+            });
+            match sent {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                result => return result,
+                result => return result.map(|n| n as usize),
             }
         }
     }
 }
 
+/// Headers for sending frames that live elsewhere (the TX ring's slots, which wrap around),
+/// preallocated once. `send` points them at the frames it is given for that one call only,
+/// so no header is ever used while pointing at memory that may be gone.
+pub struct GatherList {
+    iovs: Box<[libc::iovec]>,
+    hdrs: Box<[libc::mmsghdr]>,
+}
+
+impl GatherList {
+    /// Room for `capacity` (at least 1) frames per `send`.
+    pub fn new(capacity: usize) -> GatherList {
+        let capacity = capacity.max(1);
+        let iovs = vec![
+            libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            };
+            capacity
+        ];
+        GatherList {
+            iovs: iovs.into_boxed_slice(),
+            hdrs: vec![empty_header(); capacity].into_boxed_slice(),
+        }
+    }
+
+    /// `sendmmsg` of `frames` (the first `capacity` of them), one message each, with `flags`:
+    /// how many messages went (a prefix); `sent_len(i)` says how many bytes of each.
+    pub fn send<'a>(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        frames: impl IntoIterator<Item = &'a [u8]>,
+        flags: libc::c_int,
+    ) -> io::Result<usize> {
+        let mut count = 0;
+        for ((hdr, iov), frame) in self.hdrs.iter_mut().zip(self.iovs.iter_mut()).zip(frames) {
+            // The kernel only reads through `iov_base` (sendmmsg): the `*mut` is C's type.
+            *iov = libc::iovec {
+                iov_base: frame.as_ptr() as *mut libc::c_void,
+                iov_len: frame.len(),
+            };
+            *hdr = empty_header();
+            hdr.msg_hdr.msg_iov = iov;
+            hdr.msg_hdr.msg_iovlen = 1;
+            count += 1;
+        }
+        if count == 0 {
+            return Ok(0);
+        }
+        // SAFETY: the first `count` headers were just pointed at their own iovecs (owned by
+        // `self`), and each iovec at a frame borrowed for `'a`, which outlasts this call; the
+        // kernel only reads the frames and writes `msg_len` into the headers.
+        let n = cvt(unsafe {
+            libc::sendmmsg(fd.as_raw_fd(), self.hdrs.as_mut_ptr(), count as _, flags)
+        })?;
+        Ok(n as usize)
+    }
+
+    /// Bytes the last `send` moved of message `i` (one of the first it reported sent).
+    pub fn sent_len(&self, i: usize) -> usize {
+        self.hdrs[i].msg_len as usize
+    }
+}
+
 /// A zeroed header: no name, no control data, no iovec yet.
-pub fn empty_header() -> libc::mmsghdr {
-    // SAFETY: all-zero is a valid mmsghdr (null pointers, zero lengths).
+fn empty_header() -> libc::mmsghdr {
+    // SAFETY: mmsghdr is plain C data for which all-zero is valid: null pointers, zero lengths.
     unsafe { std::mem::zeroed() }
 }
 
 /// Point `hdr` at one iovec.
-pub fn set_iov(hdr: &mut libc::mmsghdr, iov: &mut libc::iovec) {
+fn set_iov(hdr: &mut libc::mmsghdr, iov: &mut libc::iovec) {
     hdr.msg_hdr.msg_iov = iov;
     hdr.msg_hdr.msg_iovlen = 1;
     hdr.msg_hdr.msg_flags = 0;
@@ -174,48 +260,14 @@ pub fn set_iov(hdr: &mut libc::mmsghdr, iov: &mut libc::iovec) {
 }
 
 /// Bytes moved for one message of a batch.
-pub fn msg_len(hdr: &libc::mmsghdr) -> usize {
+fn msg_len(hdr: &libc::mmsghdr) -> usize {
     hdr.msg_len as usize
 }
 
-/// `recvmmsg` without waiting: the number of messages filled (0 never: EAGAIN is an error).
-///
-/// Every header must point at a valid iovec whose buffer outlives the call.
-pub fn recv_batch(fd: RawFd, hdrs: &mut [libc::mmsghdr]) -> io::Result<usize> {
-    let vlen = hdrs.len() as _;
-    // SAFETY: `hdrs` is a valid array of `vlen` headers, each pointing at a live iovec (the
-    // caller's contract); no timeout.
-    let n = syscall!(recvmmsg(
-        fd,
-        hdrs.as_mut_ptr(),
-        vlen,
-        libc::MSG_DONTWAIT,
-        std::ptr::null_mut()
-    ))?;
-    Ok(n as usize)
-}
-
-/// `sendmmsg` with `flags`: the number of messages sent (a prefix of `hdrs`).
-///
-/// Every header must point at a valid iovec whose buffer outlives the call.
-pub fn send_batch(fd: RawFd, hdrs: &mut [libc::mmsghdr], flags: libc::c_int) -> io::Result<usize> {
-    let vlen = hdrs.len() as _;
-    // SAFETY: as in recv_batch; the kernel only reads the buffers.
-    let n = syscall!(sendmmsg(fd, hdrs.as_mut_ptr(), vlen, flags))?;
-    Ok(n as usize)
-}
-
-/// `recvmsg` of one message into `hdr`'s iovec: (bytes, msg_flags).
-pub fn recv_one(fd: RawFd, hdr: &mut libc::mmsghdr) -> io::Result<(usize, libc::c_int)> {
-    // SAFETY: the header points at a live iovec (the caller's contract).
-    let n = syscall!(recvmsg(fd, &mut hdr.msg_hdr, libc::MSG_DONTWAIT))?;
-    Ok((n as usize, hdr.msg_hdr.msg_flags))
-}
-
 /// `send` of one buffer.
-pub fn send_one(fd: RawFd, bytes: &[u8], flags: libc::c_int) -> io::Result<usize> {
-    // SAFETY: `bytes` is readable for its length during the call.
-    let n = syscall!(send(fd, bytes.as_ptr().cast(), bytes.len(), flags))?;
+pub fn send_one(fd: BorrowedFd<'_>, bytes: &[u8], flags: libc::c_int) -> io::Result<usize> {
+    // SAFETY: `bytes` is readable for its length during the call; the kernel only reads it.
+    let n = cvt(unsafe { libc::send(fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), flags) })?;
     Ok(n as usize)
 }
 
@@ -232,7 +284,7 @@ pub fn unsupported(e: &io::Error) -> bool {
 mod tests {
     use super::*;
     use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::os::fd::{AsFd, OwnedFd};
 
     fn seqpacket_pair() -> (OwnedFd, OwnedFd) {
         socketpair(
@@ -253,17 +305,17 @@ mod tests {
             slot[..10].fill(i);
             tx.commit(10 + i as usize);
         }
-        assert_eq!(tx.send(a.as_raw_fd(), libc::MSG_DONTWAIT).unwrap(), 5);
+        assert_eq!(tx.send(a.as_fd(), libc::MSG_DONTWAIT).unwrap(), 5);
         assert_eq!(tx.filled(), 0, "a send empties the batch");
         let mut rx = FrameBatch::new(8, 128);
-        assert_eq!(rx.recv(b.as_raw_fd(), 8).unwrap(), 5);
+        assert_eq!(rx.recv(b.as_fd(), 8).unwrap(), 5);
         for i in 0..5 {
             let r = rx.record(i);
             assert!(!r.truncated());
             assert_eq!(r.bytes.len(), 10 + i);
             assert_eq!(r.bytes[0], i as u8);
         }
-        let empty = rx.recv(b.as_raw_fd(), 8).unwrap_err();
+        let empty = rx.recv(b.as_fd(), 8).unwrap_err();
         assert_eq!(empty.kind(), io::ErrorKind::WouldBlock);
     }
 
@@ -276,10 +328,10 @@ mod tests {
             tx.commit(len);
         }
         assert!(tx.next_slot().is_none());
-        assert_eq!(tx.send(a.as_raw_fd(), libc::MSG_DONTWAIT).unwrap(), 2);
+        assert_eq!(tx.send(a.as_fd(), libc::MSG_DONTWAIT).unwrap(), 2);
         let mut rx = FrameBatch::new(4, 64);
         for len in [20, 30] {
-            assert_eq!(rx.recv_one(b.as_raw_fd()).unwrap(), 1);
+            assert_eq!(rx.recv_one(b.as_fd()).unwrap(), 1);
             assert_eq!(rx.record(0).bytes, &vec![len as u8; len][..]);
         }
     }
@@ -290,9 +342,9 @@ mod tests {
         let mut tx = FrameBatch::new(1, 256);
         tx.next_slot().unwrap();
         tx.commit(200);
-        assert_eq!(tx.send(a.as_raw_fd(), libc::MSG_DONTWAIT).unwrap(), 1);
+        assert_eq!(tx.send(a.as_fd(), libc::MSG_DONTWAIT).unwrap(), 1);
         let mut rx = FrameBatch::new(4, 64);
-        assert_eq!(rx.recv(b.as_raw_fd(), 4).unwrap(), 1);
+        assert_eq!(rx.recv(b.as_fd(), 4).unwrap(), 1);
         let r = rx.record(0);
         assert!(r.truncated());
         assert_eq!(r.bytes.len(), 64, "never more than a slot");

@@ -6,7 +6,9 @@
 //! `recvmmsg`/`sendmmsg`; a batch of 1 is the C helper's one frame per syscall.
 
 mod mmsg;
+#[deny(unsafe_code)]
 mod rx;
+#[deny(unsafe_code)]
 mod tx;
 
 pub use mmsg::{FrameBatch, Received};

@@ -5,9 +5,8 @@
 use super::{mmsg, FrameBatch, FrameLimit, ETHER_HDR};
 use crate::diag;
 use crate::stats::RxCounters;
-use crate::sys::syscall;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::BorrowedFd;
 
 /// Frames read per `drain` at most, so that one busy guest cannot starve libslirp's sockets
 /// and timers; the socket stays readable and the next wait returns at once.
@@ -23,8 +22,9 @@ pub enum RxStatus {
     Hangup,
 }
 
-pub struct FrameRx {
-    fd: RawFd,
+/// The ring over the frontend socket, which it borrows for `'fd` (`main` owns it).
+pub struct FrameRx<'fd> {
+    fd: BorrowedFd<'fd>,
     limit: FrameLimit,
     /// `batch` slots of `limit.rx_slot()` bytes, allocated once.
     slots: FrameBatch,
@@ -37,20 +37,14 @@ pub struct FrameRx {
 
 /// Whether the peer has shut the socket down (a zero-length read is then EOF, not an empty
 /// record: SOCK_SEQPACKET reads an empty record as 0 bytes too).
-fn peer_shut_down(fd: RawFd) -> bool {
+fn peer_shut_down(fd: BorrowedFd<'_>) -> bool {
     #[cfg(any(target_os = "linux", target_os = "freebsd"))]
     let hangup = libc::POLLHUP | libc::POLLRDHUP;
     #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
     let hangup = libc::POLLHUP;
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN | hangup,
-        revents: 0,
-    };
     loop {
-        // SAFETY: one valid pollfd, zero timeout.
-        match syscall!(poll(&mut pfd, 1, 0)) {
-            Ok(_) => return pfd.revents & hangup != 0,
+        match crate::sys::poll_one(fd, libc::POLLIN | hangup, 0) {
+            Ok(revents) => return revents & hangup != 0,
             // Linux fails even a zero-timeout poll with EINTR when a signal is pending (a
             // SIGUSR1 stats request): that is no news about the peer, so ask again
             // (fuzz finding F2).
@@ -62,9 +56,9 @@ fn peer_shut_down(fd: RawFd) -> bool {
     }
 }
 
-impl FrameRx {
+impl<'fd> FrameRx<'fd> {
     /// A ring of `batch` slots (at least 1).
-    pub fn new(fd: RawFd, limit: FrameLimit, batch: usize) -> FrameRx {
+    pub fn new(fd: BorrowedFd<'fd>, limit: FrameLimit, batch: usize) -> FrameRx<'fd> {
         let batch = batch.max(1);
         FrameRx {
             fd,

@@ -6,19 +6,21 @@
 //! counted, as bhyve itself drops (TCP retransmits). The loop never blocks on the frontend.
 //! With a batch of 1 this is the C helper's one `send` per frame.
 
-use super::{mmsg, FrameLimit, FLUSH_BYTES};
+use super::mmsg::{self, GatherList};
+use super::{FrameLimit, FLUSH_BYTES};
 use crate::diag;
 use crate::stats::TxCounters;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::BorrowedFd;
 
 #[cfg(any(target_os = "linux", target_os = "freebsd"))]
 const SEND_FLAGS: libc::c_int = libc::MSG_EOR | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
 #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
 const SEND_FLAGS: libc::c_int = libc::MSG_EOR | libc::MSG_DONTWAIT;
 
-pub struct FrameTx {
-    fd: RawFd,
+/// The ring over the frontend socket, which it borrows for `'fd` (`main` owns it).
+pub struct FrameTx<'fd> {
+    fd: BorrowedFd<'fd>,
     limit: FrameLimit,
     slot: usize,
     /// `capacity` slots of `slot` bytes, allocated once.
@@ -31,8 +33,8 @@ pub struct FrameTx {
     /// Bytes of the head frame already sent: FreeBSD's SEQPACKET can take part of a record
     /// on a non-blocking send, and the record must be finished before another may start.
     head_sent: usize,
-    iovs: Vec<libc::iovec>,
-    hdrs: Vec<libc::mmsghdr>,
+    /// The `sendmmsg` headers, pointed at the queued frames for each send.
+    out: GatherList,
     /// False after `sendmmsg` turned out to be unavailable (or for a batch of 1).
     batched: bool,
     /// Bytes queued and guest bytes handed to libslirp since the last flush.
@@ -42,9 +44,9 @@ pub struct FrameTx {
     pub counters: TxCounters,
 }
 
-impl FrameTx {
+impl<'fd> FrameTx<'fd> {
     /// A ring of `batch` slots (at least 1).
-    pub fn new(fd: RawFd, limit: FrameLimit, batch: usize) -> FrameTx {
+    pub fn new(fd: BorrowedFd<'fd>, limit: FrameLimit, batch: usize) -> FrameTx<'fd> {
         let capacity = batch.max(1);
         let slot = limit.max_frame();
         FrameTx {
@@ -56,14 +58,7 @@ impl FrameTx {
             head: 0,
             queued: 0,
             head_sent: 0,
-            iovs: vec![
-                libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0
-                };
-                capacity
-            ],
-            hdrs: vec![mmsg::empty_header(); capacity],
+            out: GatherList::new(capacity),
             batched: capacity > 1,
             work_since_flush: 0,
             peer_gone: false,
@@ -118,10 +113,14 @@ impl FrameTx {
 
     /// Frame `i` of the queue (0 = head), minus what of the head is already sent.
     fn queued_bytes(&self, i: usize) -> &[u8] {
-        let index = (self.head + i) % self.capacity();
-        let start = index * self.slot;
-        let skip = if i == 0 { self.head_sent } else { 0 };
-        &self.bufs[start + skip..start + self.lens[index]]
+        queued_frame(
+            &self.bufs,
+            &self.lens,
+            self.slot,
+            self.head,
+            self.head_sent,
+            i,
+        )
     }
 
     /// Retire `bytes` sent of the head frame; true when the whole frame is gone.
@@ -147,21 +146,13 @@ impl FrameTx {
             return Ok(usize::from(self.retire(n)));
         }
         let count = self.queued;
-        for i in 0..count {
-            let (base, len) = {
-                let bytes = self.queued_bytes(i);
-                (bytes.as_ptr() as *mut libc::c_void, bytes.len())
-            };
-            self.iovs[i] = libc::iovec {
-                iov_base: base,
-                iov_len: len,
-            };
-            mmsg::set_iov(&mut self.hdrs[i], &mut self.iovs[i]);
-        }
-        let sent = mmsg::send_batch(self.fd, &mut self.hdrs[..count], SEND_FLAGS)?;
+        let (bufs, lens, slot, head, head_sent) =
+            (&self.bufs, &self.lens, self.slot, self.head, self.head_sent);
+        let frames = (0..count).map(|i| queued_frame(bufs, lens, slot, head, head_sent, i));
+        let sent = self.out.send(self.fd, frames, SEND_FLAGS)?;
         let mut whole = 0;
         for i in 0..sent {
-            if !self.retire(mmsg::msg_len(&self.hdrs[i])) {
+            if !self.retire(self.out.sent_len(i)) {
                 break;
             }
             whole += 1;
@@ -230,10 +221,27 @@ impl FrameTx {
     }
 }
 
+/// Frame `i` of a ring queue starting at slot `head` (0 = head), minus the `head_sent` bytes
+/// of the head already sent. Free of `FrameTx` so that a send can borrow the frames and the
+/// headers at once.
+fn queued_frame<'a>(
+    bufs: &'a [u8],
+    lens: &[usize],
+    slot: usize,
+    head: usize,
+    head_sent: usize,
+    i: usize,
+) -> &'a [u8] {
+    let index = (head + i) % lens.len();
+    let start = index * slot;
+    let skip = if i == 0 { head_sent } else { 0 };
+    &bufs[start + skip..start + lens[index]]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsRawFd;
+    use std::os::fd::AsFd;
     use std::os::unix::net::UnixDatagram;
 
     fn pair() -> (UnixDatagram, UnixDatagram) {
@@ -252,7 +260,7 @@ mod tests {
     #[test]
     fn frames_wait_for_flush_bytes_of_work_then_go_in_one_batch() {
         let (helper, peer) = pair();
-        let mut tx = FrameTx::new(helper.as_raw_fd(), FrameLimit::from_mtui(Some(65520)), 64);
+        let mut tx = FrameTx::new(helper.as_fd(), FrameLimit::from_mtui(Some(65520)), 64);
         let frame = vec![0x5a; 20_000];
         tx.queue(&frame);
         assert!(tx.has_pending(), "20 000 bytes are below FLUSH_BYTES");
@@ -266,7 +274,7 @@ mod tests {
     #[test]
     fn answers_go_out_once_flush_bytes_of_guest_input_were_handed_over() {
         let (helper, peer) = pair();
-        let mut tx = FrameTx::new(helper.as_raw_fd(), FrameLimit::from_mtui(Some(1500)), 64);
+        let mut tx = FrameTx::new(helper.as_fd(), FrameLimit::from_mtui(Some(1500)), 64);
         tx.queue(&[0x11; 60]);
         tx.note_input(FLUSH_BYTES / 2);
         assert!(tx.has_pending());
@@ -285,7 +293,7 @@ mod tests {
     #[test]
     fn a_ring_of_one_sends_every_frame_at_once() {
         let (helper, peer) = pair();
-        let mut tx = FrameTx::new(helper.as_raw_fd(), FrameLimit::from_mtui(Some(1500)), 1);
+        let mut tx = FrameTx::new(helper.as_fd(), FrameLimit::from_mtui(Some(1500)), 1);
         for _ in 0..3 {
             tx.queue(&[0x22; 100]);
             assert!(!tx.has_pending());
@@ -303,7 +311,7 @@ mod tests {
         helper.connect(gone.local_addr().unwrap()).unwrap();
         drop(gone);
         helper.set_nonblocking(true).unwrap();
-        let mut tx = FrameTx::new(helper.as_raw_fd(), FrameLimit::from_mtui(Some(1500)), 1);
+        let mut tx = FrameTx::new(helper.as_fd(), FrameLimit::from_mtui(Some(1500)), 1);
         for _ in 0..50 {
             tx.queue(&[0x33; 60]);
             if tx.peer_gone() {

@@ -5,7 +5,7 @@
 use super::interest::Change;
 use super::persistent::{KernelEvent, KernelQueue, FRONTEND_TOKEN, WAKEUP_TOKEN};
 use super::Readiness;
-use crate::sys::syscall;
+use crate::sys::cvt;
 use std::ffi::c_int;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -56,8 +56,10 @@ pub struct EpollQueue {
 
 impl EpollQueue {
     pub fn new(wakeup: RawFd, frontend: RawFd) -> io::Result<EpollQueue> {
-        let epfd = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
-        // SAFETY: epoll_create1 just returned this descriptor; nothing else owns it.
+        // SAFETY: epoll_create1 takes a flag and reads no memory.
+        let epfd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        // SAFETY: epoll_create1 just returned this open descriptor; nothing else knows it, so
+        // the OwnedFd is its one owner (and closes it with the queue).
         let epfd = unsafe { OwnedFd::from_raw_fd(epfd) };
         let queue = EpollQueue {
             epfd,
@@ -79,8 +81,9 @@ impl EpollQueue {
             events: to_epoll(events),
             u64: token,
         };
-        // SAFETY: `event` is a valid epoll_event for the call; the kernel copies it.
-        syscall!(epoll_ctl(self.epfd.as_raw_fd(), op, fd, &mut event))?;
+        // SAFETY: `event` is a valid epoll_event, exclusively borrowed for the call; the kernel
+        // copies it. A stale `fd` is an error (EBADF/ENOENT), handled by the caller.
+        cvt(unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), op, fd, &mut event) })?;
         Ok(())
     }
 
@@ -168,13 +171,16 @@ impl KernelQueue for EpollQueue {
             );
         }
         let max = c_int::try_from(self.events.len()).unwrap_or(c_int::MAX);
-        // SAFETY: `events` has room for `max` entries for the duration of the call.
-        let n = syscall!(epoll_wait(
-            self.epfd.as_raw_fd(),
-            self.events.as_mut_ptr(),
-            max,
-            timeout_ms
-        ))?;
+        // SAFETY: `events` is writable for `max` entries (its length, capped) and exclusively
+        // borrowed for the duration of the call; the kernel writes at most `max`.
+        let n = cvt(unsafe {
+            libc::epoll_wait(
+                self.epfd.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                max,
+                timeout_ms,
+            )
+        })?;
         for event in &self.events[..n as usize] {
             report(KernelEvent::Ready {
                 token: event.u64,

@@ -246,7 +246,7 @@ pub(super) mod sys {
     use nix::sys::event::{EvFlags, EventFilter, FilterFlag, KEvent, Kqueue};
     use std::ffi::c_int;
     use std::io;
-    use std::os::fd::{AsFd, AsRawFd, RawFd};
+    use std::os::fd::{AsFd, RawFd};
 
     const FLAGS: [(u16, EvFlags); 7] = [
         (ev::ADD, EvFlags::EV_ADD),
@@ -308,7 +308,7 @@ pub(super) mod sys {
     impl KqueueFd {
         pub fn new() -> io::Result<KqueueFd> {
             let kq = Kqueue::new()?;
-            crate::sys::set_cloexec(kq.as_fd().as_raw_fd(), true)?;
+            crate::sys::set_cloexec(kq.as_fd(), true)?;
             Ok(KqueueFd {
                 kq,
                 changes: Vec::new(),

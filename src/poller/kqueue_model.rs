@@ -35,7 +35,7 @@
 //! macOS's kqueue.
 
 use super::kqueue::{ev, Filter, Kev, KeventSyscall};
-use crate::sys::syscall;
+use crate::sys::cvt;
 use std::collections::BTreeMap;
 use std::ffi::c_int;
 use std::io;
@@ -49,10 +49,11 @@ struct FileId {
 }
 
 fn file_id(fd: RawFd) -> Option<FileId> {
-    // SAFETY: all-zero is a valid `stat`; fstat fills it or fails.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `st` is a valid, writable stat buffer for the call.
-    syscall!(fstat(fd, &mut st)).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is writable for a whole `stat` during the call; fstat fills it or fails.
+    cvt(unsafe { libc::fstat(fd, st.as_mut_ptr()) }).ok()?;
+    // SAFETY: fstat returned 0, so it initialised `st`.
+    let st = unsafe { st.assume_init() };
     Some(FileId {
         dev: st.st_dev,
         ino: st.st_ino,
@@ -82,8 +83,9 @@ fn socket_state(fd: RawFd) -> SocketState {
         events: libc::POLLIN | libc::POLLOUT | libc::POLLRDHUP,
         revents: 0,
     };
-    // SAFETY: one valid pollfd for the call; timeout 0 never blocks.
-    let revents = match syscall!(poll(&mut pfd, 1, 0)) {
+    // SAFETY: `pfd` is one valid pollfd, exclusively borrowed for the call; timeout 0 never
+    // blocks.
+    let revents = match cvt(unsafe { libc::poll(&mut pfd, 1, 0) }) {
         Ok(_) => pfd.revents,
         Err(_) => 0,
     };
@@ -204,12 +206,9 @@ impl KqueueModel {
                 revents: 0,
             })
             .collect();
-        // SAFETY: `fds` is a valid array of `fds.len()` pollfd entries for the call.
-        let _ = syscall!(poll(
-            fds.as_mut_ptr(),
-            fds.len() as libc::nfds_t,
-            timeout_ms
-        ));
+        // SAFETY: `fds` is an array of `fds.len()` valid pollfd entries, exclusively borrowed
+        // for the call; the kernel writes only their `revents`.
+        let _ = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
     }
 }
 

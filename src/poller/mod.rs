@@ -11,25 +11,29 @@
 
 #[cfg(target_os = "linux")]
 mod epoll;
+#[deny(unsafe_code)]
 pub mod interest;
 #[cfg(any(
     target_os = "freebsd",
     target_os = "macos",
     all(target_os = "linux", feature = "kqueue-model")
 ))]
+#[deny(unsafe_code)]
 mod kqueue;
 #[cfg(all(target_os = "linux", feature = "kqueue-model"))]
 mod kqueue_model;
 #[cfg(any(target_os = "linux", target_os = "freebsd", target_os = "macos"))]
+#[deny(unsafe_code)]
 mod persistent;
 mod poll;
+#[deny(unsafe_code)]
 mod readiness;
 
 pub use readiness::{Readiness, Slot};
 
 use std::ffi::c_int;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 #[cfg(any(target_os = "linux", target_os = "freebsd", target_os = "macos"))]
 use persistent::PersistentBackend;
@@ -121,7 +125,16 @@ macro_rules! dispatch {
 }
 
 impl Poller {
-    pub fn new(kind: PollerKind, wakeup: RawFd, frontend: RawFd) -> io::Result<Poller> {
+    /// A poller of `kind` watching the helper's two own descriptors, registered now. It keeps
+    /// only their numbers, as keys of the kernel's registrations and of poll(2)'s list, and
+    /// never reads, writes or closes them: their owners keep them open for the poller's life
+    /// (`Host` holds the wakeup pipe next to its poller; `main` holds the socket over both).
+    pub fn new(
+        kind: PollerKind,
+        wakeup: BorrowedFd<'_>,
+        frontend: BorrowedFd<'_>,
+    ) -> io::Result<Poller> {
+        let (wakeup, frontend) = (wakeup.as_raw_fd(), frontend.as_raw_fd());
         let backend = match kind {
             PollerKind::Poll => Backend::Poll(poll::PollBackend::new(wakeup, frontend)),
             #[cfg(target_os = "linux")]
@@ -142,7 +155,8 @@ impl Poller {
     /// (`kqueue_model.rs`): for tests on Linux, where the real backend cannot run.
     #[cfg(all(target_os = "linux", feature = "kqueue-model"))]
     #[doc(hidden)]
-    pub fn kqueue_over_model(wakeup: RawFd, frontend: RawFd) -> Poller {
+    pub fn kqueue_over_model(wakeup: BorrowedFd<'_>, frontend: BorrowedFd<'_>) -> Poller {
+        let (wakeup, frontend) = (wakeup.as_raw_fd(), frontend.as_raw_fd());
         let queue = kqueue::KqueueQueue::new(kqueue_model::KqueueModel::new(), wakeup, frontend);
         Poller {
             backend: Backend::KqueueModel(PersistentBackend::new(queue)),

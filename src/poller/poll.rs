@@ -2,7 +2,7 @@
 //! Kept as the reference semantics and the measured baseline.
 
 use super::{Own, Readiness, Slot};
-use crate::sys::syscall;
+use crate::sys::cvt;
 use std::ffi::c_int;
 use std::io;
 use std::os::fd::RawFd;
@@ -88,8 +88,9 @@ impl PollBackend {
 
     pub fn wait(&mut self, timeout_ms: c_int) -> io::Result<()> {
         let n = self.fds.len() as libc::nfds_t;
-        // SAFETY: `fds` is a valid array of `n` pollfd entries for the duration of the call.
-        syscall!(poll(self.fds.as_mut_ptr(), n, timeout_ms))?;
+        // SAFETY: `fds` is an array of `n` valid pollfd entries (its length), exclusively
+        // borrowed for the duration of the call; the kernel writes only their `revents`.
+        cvt(unsafe { libc::poll(self.fds.as_mut_ptr(), n, timeout_ms) })?;
         Ok(())
     }
 
