@@ -18,6 +18,15 @@ pub mod flags {
     pub const CWR: u8 = 0x80;
 }
 
+/// The flags byte of the segment at the start of `bytes`, read before any check (`None` when
+/// the bytes end first). For readers that must see a segment as libslirp's `tcp_input` does
+/// where its lengths are not checked against the bytes (IPv6: the payload length); everything
+/// else uses [`TcpHeader::parse`].
+#[inline]
+pub fn claimed_flags(bytes: &[u8]) -> Option<u8> {
+    bytes.get(13).copied()
+}
+
 /// The header length in the segment at the start of `bytes`, checked.
 #[inline]
 fn check(bytes: &[u8]) -> Result<usize, WireError> {
