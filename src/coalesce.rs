@@ -42,7 +42,7 @@ use crate::wire::checksum::{ones_add, ones_sub};
 use crate::wire::ethernet::{self, EthernetFrame};
 use crate::wire::ipv4::{self, Ipv4Header, Ipv4HeaderMut};
 use crate::wire::protocol;
-use crate::wire::tcp::{flags, TcpHeader, TcpHeaderMut};
+use crate::wire::tcp::{self, flags, TcpHeader, TcpHeaderMut};
 
 /// The held frame's buffer: an Ethernet header and the largest datagram.
 pub const BUFFER_BYTES: usize = ethernet::HEADER_LEN + ipv4::MAX_DATAGRAM;
@@ -122,6 +122,71 @@ impl<'a> Segment<'a> {
     }
 }
 
+/// What a segment must share with the merge's first segment to extend it, read from the
+/// first segment's views once, when it is held: an extension then parses nothing but itself
+/// (the held frame was parsed again per extension before).
+#[derive(Debug, Clone, Copy)]
+struct FirstSegment {
+    eth_header: [u8; ethernet::HEADER_LEN],
+    // IPv4: version and IHL are 4 and 5 in every candidate; the protocol is TCP.
+    tos: u8,
+    flags_and_offset: u16,
+    ttl: u8,
+    src: [u8; 4],
+    dst: [u8; 4],
+    // TCP: the data offset is `Held::tcp_hdr_len`; reserved bits are 0 in every candidate.
+    src_port: u16,
+    dst_port: u16,
+    ack: u32,
+    window: u16,
+    urgent_pointer: u16,
+    /// The first `Held::tcp_hdr_len - tcp::HEADER_LEN` bytes are the option bytes.
+    options: [u8; tcp::MAX_OPTIONS_LEN],
+}
+
+impl FirstSegment {
+    fn of(headers: &Headers<'_>) -> FirstSegment {
+        let Headers { eth, ip, tcp } = *headers;
+        let mut options = [0; tcp::MAX_OPTIONS_LEN];
+        options[..tcp.options().len()].copy_from_slice(tcp.options());
+        let mut eth_header = [0; ethernet::HEADER_LEN];
+        eth_header.copy_from_slice(eth.header());
+        FirstSegment {
+            eth_header,
+            tos: ip.tos(),
+            flags_and_offset: ip.flags_and_offset(),
+            ttl: ip.ttl(),
+            src: ip.src(),
+            dst: ip.dst(),
+            src_port: tcp.src_port(),
+            dst_port: tcp.dst_port(),
+            ack: tcp.ack(),
+            window: tcp.window(),
+            urgent_pointer: tcp.urgent_pointer(),
+            options,
+        }
+    }
+
+    /// Whether `headers` agree with these fields (their TCP header length already does).
+    #[inline]
+    fn matches(&self, headers: &Headers<'_>) -> bool {
+        let Headers { eth, ip, tcp } = *headers;
+        let options = tcp.options();
+        eth.header() == self.eth_header
+            && ip.tos() == self.tos
+            && ip.flags_and_offset() == self.flags_and_offset
+            && ip.ttl() == self.ttl
+            && ip.src() == self.src
+            && ip.dst() == self.dst
+            && tcp.src_port() == self.src_port
+            && tcp.dst_port() == self.dst_port
+            && tcp.ack() == self.ack
+            && tcp.window() == self.window
+            && tcp.urgent_pointer() == self.urgent_pointer
+            && self.options.get(..options.len()) == Some(options)
+    }
+}
+
 /// The frame held in the buffer.
 #[derive(Debug, Clone, Copy)]
 struct Held {
@@ -137,11 +202,38 @@ struct Held {
     segments: u64,
     /// One's-complement sum of the merged payload's data sums.
     data_sum: u16,
+    first: FirstSegment,
 }
 
 impl Held {
     fn payload_len(&self) -> usize {
         self.ip_len - ipv4::HEADER_LEN - self.tcp_hdr_len
+    }
+
+    /// Whether `segment` continues this merge (the extension rules).
+    #[inline]
+    fn extended_by(&self, segment: &Segment<'_>) -> bool {
+        let tcp = segment.headers.tcp;
+        self.last_flags & flags::PSH == 0
+            && self.payload_len() % 2 == 0
+            && tcp.seq() == self.next_seq
+            && tcp.header_len() == self.tcp_hdr_len
+            && self.ip_len + segment.payload().len() <= ipv4::MAX_DATAGRAM
+            && self.first.matches(&segment.headers)
+    }
+
+    /// Appends `segment`'s payload behind the merge in `buf`.
+    #[inline]
+    fn append(&mut self, buf: &mut [u8], segment: &Segment<'_>) {
+        let payload = segment.payload();
+        let at = ethernet::HEADER_LEN + self.ip_len;
+        buf[at..at + payload.len()].copy_from_slice(payload);
+        self.ip_len += payload.len();
+        self.next_seq = self.next_seq.wrapping_add(payload.len() as u32);
+        self.last_flags = segment.headers.tcp.flags();
+        self.segments += 1;
+        // The held payload's length is even, so this segment's words line up with the sum's.
+        self.data_sum = ones_add(self.data_sum, segment.data_sum);
     }
 }
 
@@ -181,9 +273,9 @@ impl Coalescer {
             return;
         }
         let segment = Segment::parse(frame);
-        if let (Some(held), Some(segment)) = (self.held, segment) {
-            if self.extends(&held, &segment) {
-                self.append(held, &segment);
+        if let (Some(held), Some(segment)) = (self.held.as_mut(), segment.as_ref()) {
+            if held.extended_by(segment) {
+                held.append(&mut self.buf, segment);
                 if !segment.may_be_followed() {
                     self.flush(deliver);
                 }
@@ -210,52 +302,11 @@ impl Coalescer {
                     last_flags: tcp.flags(),
                     segments: 1,
                     data_sum: segment.data_sum,
+                    first: FirstSegment::of(&segment.headers),
                 });
             }
             _ => deliver(frame),
         }
-    }
-
-    /// Whether `segment` continues the held merge (the extension rules).
-    fn extends(&self, held: &Held, segment: &Segment<'_>) -> bool {
-        // The first frame's headers are intact in the buffer (payloads are appended after its
-        // datagram, and its total length is rewritten only by `flush`).
-        let Some(first) = Headers::parse(&self.buf[..held.first_frame_len]) else {
-            return false;
-        };
-        let Headers { eth, ip, tcp } = segment.headers;
-        held.last_flags & flags::PSH == 0
-            && held.payload_len() % 2 == 0
-            && tcp.seq() == held.next_seq
-            && tcp.header_len() == held.tcp_hdr_len
-            && held.ip_len + segment.payload().len() <= ipv4::MAX_DATAGRAM
-            && eth.header() == first.eth.header()
-            // Version and IHL are 4 and 5 in both (candidates); the protocol is TCP.
-            && ip.tos() == first.ip.tos()
-            && ip.flags_and_offset() == first.ip.flags_and_offset()
-            && ip.ttl() == first.ip.ttl()
-            && ip.src() == first.ip.src()
-            && ip.dst() == first.ip.dst()
-            // Data offset (equal above) and reserved bits (0 in candidates) need no check.
-            && tcp.src_port() == first.tcp.src_port()
-            && tcp.dst_port() == first.tcp.dst_port()
-            && tcp.ack() == first.tcp.ack()
-            && tcp.window() == first.tcp.window()
-            && tcp.urgent_pointer() == first.tcp.urgent_pointer()
-            && tcp.options() == first.tcp.options()
-    }
-
-    fn append(&mut self, mut held: Held, segment: &Segment<'_>) {
-        let payload = segment.payload();
-        let at = ethernet::HEADER_LEN + held.ip_len;
-        self.buf[at..at + payload.len()].copy_from_slice(payload);
-        held.ip_len += payload.len();
-        held.next_seq = held.next_seq.wrapping_add(payload.len() as u32);
-        held.last_flags = segment.headers.tcp.flags();
-        held.segments += 1;
-        // The held payload's length is even, so this segment's words line up with the sum's.
-        held.data_sum = ones_add(held.data_sum, segment.data_sum);
-        self.held = Some(held);
     }
 
     /// Hands on the held frame, if any: as it arrived when alone, else as one merged packet.

@@ -5,6 +5,8 @@ use super::{be16, be32, need, set_be16, Layer, WireError};
 
 /// A TCP header without options.
 pub const HEADER_LEN: usize = 20;
+/// The most option bytes a header holds (data offset 15).
+pub const MAX_OPTIONS_LEN: usize = 40;
 
 /// Bits of the flags byte.
 pub mod flags {
