@@ -145,6 +145,21 @@ struct FirstSegment {
 }
 
 impl FirstSegment {
+    const NONE: FirstSegment = FirstSegment {
+        eth_header: [0; ethernet::HEADER_LEN],
+        tos: 0,
+        flags_and_offset: 0,
+        ttl: 0,
+        src: [0; 4],
+        dst: [0; 4],
+        src_port: 0,
+        dst_port: 0,
+        ack: 0,
+        window: 0,
+        urgent_pointer: 0,
+        options: [0; tcp::MAX_OPTIONS_LEN],
+    };
+
     fn of(headers: &Headers<'_>) -> FirstSegment {
         let Headers { eth, ip, tcp } = *headers;
         let mut options = [0; tcp::MAX_OPTIONS_LEN];
@@ -202,7 +217,6 @@ struct Held {
     segments: u64,
     /// One's-complement sum of the merged payload's data sums.
     data_sum: u16,
-    first: FirstSegment,
 }
 
 impl Held {
@@ -212,14 +226,14 @@ impl Held {
 
     /// Whether `segment` continues this merge (the extension rules).
     #[inline]
-    fn extended_by(&self, segment: &Segment<'_>) -> bool {
+    fn extended_by(&self, first: &FirstSegment, segment: &Segment<'_>) -> bool {
         let tcp = segment.headers.tcp;
         self.last_flags & flags::PSH == 0
             && self.payload_len() % 2 == 0
             && tcp.seq() == self.next_seq
             && tcp.header_len() == self.tcp_hdr_len
             && self.ip_len + segment.payload().len() <= ipv4::MAX_DATAGRAM
-            && self.first.matches(&segment.headers)
+            && first.matches(&segment.headers)
     }
 
     /// Appends `segment`'s payload behind the merge in `buf`.
@@ -243,6 +257,9 @@ pub struct Coalescer {
     /// [`BUFFER_BYTES`] when enabled (allocated once), empty otherwise.
     buf: Box<[u8]>,
     held: Option<Held>,
+    /// The held merge's first segment (stale when nothing is held). Outside `Held` so that
+    /// the per-frame `Option<Held>` moves stay small.
+    first: FirstSegment,
     pub counters: CoalesceCounters,
 }
 
@@ -257,6 +274,7 @@ impl Coalescer {
                 Box::default()
             },
             held: None,
+            first: FirstSegment::NONE,
             counters: CoalesceCounters::default(),
         }
     }
@@ -274,7 +292,7 @@ impl Coalescer {
         }
         let segment = Segment::parse(frame);
         if let (Some(held), Some(segment)) = (self.held.as_mut(), segment.as_ref()) {
-            if held.extended_by(segment) {
+            if held.extended_by(&self.first, segment) {
                 held.append(&mut self.buf, segment);
                 if !segment.may_be_followed() {
                     self.flush(deliver);
@@ -302,8 +320,8 @@ impl Coalescer {
                     last_flags: tcp.flags(),
                     segments: 1,
                     data_sum: segment.data_sum,
-                    first: FirstSegment::of(&segment.headers),
                 });
+                self.first = FirstSegment::of(&segment.headers);
             }
             _ => deliver(frame),
         }
