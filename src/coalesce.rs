@@ -42,7 +42,7 @@ use crate::wire::checksum::{ones_add, ones_sub};
 use crate::wire::ethernet::{self, EthernetFrame};
 use crate::wire::ipv4::{self, Ipv4Header, Ipv4HeaderMut};
 use crate::wire::protocol;
-use crate::wire::tcp::{flags, TcpHeader, TcpHeaderMut};
+use crate::wire::tcp::{self, flags, TcpHeader, TcpHeaderMut};
 
 /// The held frame's buffer: an Ethernet header and the largest datagram.
 pub const BUFFER_BYTES: usize = ethernet::HEADER_LEN + ipv4::MAX_DATAGRAM;
@@ -122,6 +122,86 @@ impl<'a> Segment<'a> {
     }
 }
 
+/// What a segment must share with the merge's first segment to extend it, read from the
+/// first segment's views once, when it is held: an extension then parses nothing but itself
+/// (the held frame was parsed again per extension before).
+#[derive(Debug, Clone, Copy)]
+struct FirstSegment {
+    eth_header: [u8; ethernet::HEADER_LEN],
+    // IPv4: version and IHL are 4 and 5 in every candidate; the protocol is TCP.
+    tos: u8,
+    flags_and_offset: u16,
+    ttl: u8,
+    src: [u8; 4],
+    dst: [u8; 4],
+    // TCP: the data offset is `Held::tcp_hdr_len`; reserved bits are 0 in every candidate.
+    src_port: u16,
+    dst_port: u16,
+    ack: u32,
+    window: u16,
+    urgent_pointer: u16,
+    /// The first `Held::tcp_hdr_len - tcp::HEADER_LEN` bytes are the option bytes.
+    options: [u8; tcp::MAX_OPTIONS_LEN],
+}
+
+impl FirstSegment {
+    const NONE: FirstSegment = FirstSegment {
+        eth_header: [0; ethernet::HEADER_LEN],
+        tos: 0,
+        flags_and_offset: 0,
+        ttl: 0,
+        src: [0; 4],
+        dst: [0; 4],
+        src_port: 0,
+        dst_port: 0,
+        ack: 0,
+        window: 0,
+        urgent_pointer: 0,
+        options: [0; tcp::MAX_OPTIONS_LEN],
+    };
+
+    fn of(headers: &Headers<'_>) -> FirstSegment {
+        let Headers { eth, ip, tcp } = *headers;
+        let mut options = [0; tcp::MAX_OPTIONS_LEN];
+        options[..tcp.options().len()].copy_from_slice(tcp.options());
+        let mut eth_header = [0; ethernet::HEADER_LEN];
+        eth_header.copy_from_slice(eth.header());
+        FirstSegment {
+            eth_header,
+            tos: ip.tos(),
+            flags_and_offset: ip.flags_and_offset(),
+            ttl: ip.ttl(),
+            src: ip.src(),
+            dst: ip.dst(),
+            src_port: tcp.src_port(),
+            dst_port: tcp.dst_port(),
+            ack: tcp.ack(),
+            window: tcp.window(),
+            urgent_pointer: tcp.urgent_pointer(),
+            options,
+        }
+    }
+
+    /// Whether `headers` agree with these fields (their TCP header length already does).
+    #[inline]
+    fn matches(&self, headers: &Headers<'_>) -> bool {
+        let Headers { eth, ip, tcp } = *headers;
+        let options = tcp.options();
+        eth.header() == self.eth_header
+            && ip.tos() == self.tos
+            && ip.flags_and_offset() == self.flags_and_offset
+            && ip.ttl() == self.ttl
+            && ip.src() == self.src
+            && ip.dst() == self.dst
+            && tcp.src_port() == self.src_port
+            && tcp.dst_port() == self.dst_port
+            && tcp.ack() == self.ack
+            && tcp.window() == self.window
+            && tcp.urgent_pointer() == self.urgent_pointer
+            && self.options.get(..options.len()) == Some(options)
+    }
+}
+
 /// The frame held in the buffer.
 #[derive(Debug, Clone, Copy)]
 struct Held {
@@ -143,6 +223,32 @@ impl Held {
     fn payload_len(&self) -> usize {
         self.ip_len - ipv4::HEADER_LEN - self.tcp_hdr_len
     }
+
+    /// Whether `segment` continues this merge (the extension rules).
+    #[inline]
+    fn extended_by(&self, first: &FirstSegment, segment: &Segment<'_>) -> bool {
+        let tcp = segment.headers.tcp;
+        self.last_flags & flags::PSH == 0
+            && self.payload_len() % 2 == 0
+            && tcp.seq() == self.next_seq
+            && tcp.header_len() == self.tcp_hdr_len
+            && self.ip_len + segment.payload().len() <= ipv4::MAX_DATAGRAM
+            && first.matches(&segment.headers)
+    }
+
+    /// Appends `segment`'s payload behind the merge in `buf`.
+    #[inline]
+    fn append(&mut self, buf: &mut [u8], segment: &Segment<'_>) {
+        let payload = segment.payload();
+        let at = ethernet::HEADER_LEN + self.ip_len;
+        buf[at..at + payload.len()].copy_from_slice(payload);
+        self.ip_len += payload.len();
+        self.next_seq = self.next_seq.wrapping_add(payload.len() as u32);
+        self.last_flags = segment.headers.tcp.flags();
+        self.segments += 1;
+        // The held payload's length is even, so this segment's words line up with the sum's.
+        self.data_sum = ones_add(self.data_sum, segment.data_sum);
+    }
 }
 
 /// Merges consecutive in-order TCP segments of one flow; see the module comment.
@@ -151,6 +257,9 @@ pub struct Coalescer {
     /// [`BUFFER_BYTES`] when enabled (allocated once), empty otherwise.
     buf: Box<[u8]>,
     held: Option<Held>,
+    /// The held merge's first segment (stale when nothing is held). Outside `Held` so that
+    /// the per-frame `Option<Held>` moves stay small.
+    first: FirstSegment,
     pub counters: CoalesceCounters,
 }
 
@@ -165,6 +274,7 @@ impl Coalescer {
                 Box::default()
             },
             held: None,
+            first: FirstSegment::NONE,
             counters: CoalesceCounters::default(),
         }
     }
@@ -181,9 +291,9 @@ impl Coalescer {
             return;
         }
         let segment = Segment::parse(frame);
-        if let (Some(held), Some(segment)) = (self.held, segment) {
-            if self.extends(&held, &segment) {
-                self.append(held, &segment);
+        if let (Some(held), Some(segment)) = (self.held.as_mut(), segment.as_ref()) {
+            if held.extended_by(&self.first, segment) {
+                held.append(&mut self.buf, segment);
                 if !segment.may_be_followed() {
                     self.flush(deliver);
                 }
@@ -211,51 +321,10 @@ impl Coalescer {
                     segments: 1,
                     data_sum: segment.data_sum,
                 });
+                self.first = FirstSegment::of(&segment.headers);
             }
             _ => deliver(frame),
         }
-    }
-
-    /// Whether `segment` continues the held merge (the extension rules).
-    fn extends(&self, held: &Held, segment: &Segment<'_>) -> bool {
-        // The first frame's headers are intact in the buffer (payloads are appended after its
-        // datagram, and its total length is rewritten only by `flush`).
-        let Some(first) = Headers::parse(&self.buf[..held.first_frame_len]) else {
-            return false;
-        };
-        let Headers { eth, ip, tcp } = segment.headers;
-        held.last_flags & flags::PSH == 0
-            && held.payload_len() % 2 == 0
-            && tcp.seq() == held.next_seq
-            && tcp.header_len() == held.tcp_hdr_len
-            && held.ip_len + segment.payload().len() <= ipv4::MAX_DATAGRAM
-            && eth.header() == first.eth.header()
-            // Version and IHL are 4 and 5 in both (candidates); the protocol is TCP.
-            && ip.tos() == first.ip.tos()
-            && ip.flags_and_offset() == first.ip.flags_and_offset()
-            && ip.ttl() == first.ip.ttl()
-            && ip.src() == first.ip.src()
-            && ip.dst() == first.ip.dst()
-            // Data offset (equal above) and reserved bits (0 in candidates) need no check.
-            && tcp.src_port() == first.tcp.src_port()
-            && tcp.dst_port() == first.tcp.dst_port()
-            && tcp.ack() == first.tcp.ack()
-            && tcp.window() == first.tcp.window()
-            && tcp.urgent_pointer() == first.tcp.urgent_pointer()
-            && tcp.options() == first.tcp.options()
-    }
-
-    fn append(&mut self, mut held: Held, segment: &Segment<'_>) {
-        let payload = segment.payload();
-        let at = ethernet::HEADER_LEN + held.ip_len;
-        self.buf[at..at + payload.len()].copy_from_slice(payload);
-        held.ip_len += payload.len();
-        held.next_seq = held.next_seq.wrapping_add(payload.len() as u32);
-        held.last_flags = segment.headers.tcp.flags();
-        held.segments += 1;
-        // The held payload's length is even, so this segment's words line up with the sum's.
-        held.data_sum = ones_add(held.data_sum, segment.data_sum);
-        self.held = Some(held);
     }
 
     /// Hands on the held frame, if any: as it arrived when alone, else as one merged packet.

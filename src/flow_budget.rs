@@ -28,6 +28,8 @@
 
 use crate::poller::{Readiness, Slot};
 use crate::stats::BudgetCounters;
+use crate::wire::ethernet::{self, EthernetFrame};
+use crate::wire::{icmp, ipv4, ipv6, protocol, tcp, udp};
 use std::os::fd::RawFd;
 
 /// Descriptors kept out of the guest's reach: a quarter of the limit, at least this many.
@@ -51,37 +53,40 @@ pub fn budget_for_limit(limit: u64) -> usize {
 /// it does not know yet: a TCP SYN (without ACK), a UDP datagram other than DHCP (libslirp
 /// answers DHCP itself), an ICMP echo request. libslirp keys UDP on the guest's source
 /// address and port and the helper cannot see which ones it holds, so at the budget every
-/// such datagram is refused, those of existing UDP flows too. Malformed frames: false
-/// (libslirp drops them itself).
+/// such datagram is refused, those of existing UDP flows too. Frames libslirp drops before
+/// its protocol handlers (not IPv4 or IPv6, a malformed IPv4 header, not version 6): false.
+///
+/// It must answer true for every frame libslirp could open a socket for, or the budget
+/// leaks; a true for a frame libslirp then drops costs only a count. So it checks no more
+/// than libslirp does: the IP header as `ip_input`/`ip6_input` check it (`wire`'s `dispatch`),
+/// then the one transport field, read where libslirp reads it without its length checks
+/// (libslirp's `udp_input` acts on a UDP length field below 8, or on a header lying in the
+/// Ethernet padding).
 pub fn opens_flow(frame: &[u8]) -> bool {
-    const ETHER: usize = 14;
-    let byte = |i: usize| frame.get(i).copied();
-    let port = |i: usize| Some(u16::from_be_bytes([byte(i)?, byte(i + 1)?]));
-    let Some(ethertype) = port(12) else {
+    let Ok(eth) = EthernetFrame::parse(frame) else {
         return false;
     };
-    let (proto, l4, dhcp_port, echo_request) = match ethertype {
-        0x0800 => {
-            let Some(vihl) = byte(ETHER) else {
-                return false;
-            };
-            let Some(proto) = byte(ETHER + 9) else {
-                return false;
-            };
-            (proto, ETHER + usize::from(vihl & 0x0f) * 4, 67, (1, 8))
-        }
-        0x86dd => {
-            let Some(next) = byte(ETHER + 6) else {
-                return false;
-            };
-            (next, ETHER + 40, 547, (58, 128))
-        }
+    let (dispatch, bootp_port, echo_request) = match eth.ethertype() {
+        ethernet::ETHERTYPE_IPV4 => (
+            ipv4::dispatch(eth.payload()),
+            udp::BOOTP_SERVER_PORT,
+            (protocol::ICMP, icmp::V4_ECHO_REQUEST),
+        ),
+        ethernet::ETHERTYPE_IPV6 => (
+            ipv6::dispatch(eth.payload()),
+            udp::DHCPV6_SERVER_PORT,
+            (protocol::ICMPV6, icmp::V6_ECHO_REQUEST),
+        ),
         _ => return false,
     };
+    let Ok((proto, upper)) = dispatch else {
+        return false;
+    };
     match proto {
-        6 => byte(l4 + 13).is_some_and(|flags| flags & 0x12 == 0x02),
-        17 => port(l4 + 2).is_some_and(|dport| dport != dhcp_port),
-        p if p == echo_request.0 => byte(l4) == Some(echo_request.1),
+        protocol::TCP => tcp::claimed_flags(upper)
+            .is_some_and(|f| f & (tcp::flags::SYN | tcp::flags::ACK) == tcp::flags::SYN),
+        protocol::UDP => udp::claimed_dst_port(upper).is_some_and(|port| port != bootp_port),
+        p if p == echo_request.0 => icmp::claimed_type(upper) == Some(echo_request.1),
         _ => false,
     }
 }
@@ -320,10 +325,13 @@ impl FlowBudget {
 mod tests {
     use super::*;
 
+    // Frames are written byte by byte here, independently of `wire`. Total lengths are set:
+    // libslirp's `ip_input` drops a header whose total length is below its own length.
     fn udp_frame(dport: u16) -> Vec<u8> {
         let mut f = vec![0u8; 14 + 20 + 8];
         f[12..14].copy_from_slice(&[0x08, 0x00]);
         f[14] = 0x45;
+        f[16..18].copy_from_slice(&28u16.to_be_bytes());
         f[23] = 17;
         f[36..38].copy_from_slice(&dport.to_be_bytes());
         f
@@ -333,8 +341,22 @@ mod tests {
         let mut f = vec![0u8; 14 + 20 + 20];
         f[12..14].copy_from_slice(&[0x08, 0x00]);
         f[14] = 0x45;
+        f[16..18].copy_from_slice(&40u16.to_be_bytes());
         f[23] = 6;
+        f[34 + 12] = 0x50;
         f[34 + 13] = flags;
+        f
+    }
+
+    /// An IPv6 frame: `next` header, then `upper` (payload length set to its length).
+    fn ipv6_frame(next: u8, upper: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 40];
+        f[12..14].copy_from_slice(&[0x86, 0xdd]);
+        f[14] = 0x60;
+        f[18..20].copy_from_slice(&(upper.len() as u16).to_be_bytes());
+        f[20] = next;
+        f[21] = 64;
+        f.extend_from_slice(upper);
         f
     }
 
@@ -365,6 +387,75 @@ mod tests {
         let mut arp = udp_frame(53);
         arp[12..14].copy_from_slice(&[0x08, 0x06]);
         assert!(!opens_flow(&arp));
+    }
+
+    #[test]
+    fn ipv6_flow_openers_are_syn_udp_and_echo() {
+        let mut tcp = [0u8; 20];
+        tcp[12] = 0x50;
+        tcp[13] = 0x02;
+        assert!(opens_flow(&ipv6_frame(6, &tcp)), "SYN");
+        tcp[13] = 0x12;
+        assert!(!opens_flow(&ipv6_frame(6, &tcp)), "SYN-ACK");
+        let mut udp = [0u8; 8];
+        udp[2..4].copy_from_slice(&53u16.to_be_bytes());
+        udp[4..6].copy_from_slice(&8u16.to_be_bytes());
+        assert!(opens_flow(&ipv6_frame(17, &udp)));
+        udp[2..4].copy_from_slice(&547u16.to_be_bytes());
+        assert!(!opens_flow(&ipv6_frame(17, &udp)), "DHCPv6");
+        assert!(opens_flow(&ipv6_frame(58, &[128, 0, 0, 0])), "echo request");
+        assert!(!opens_flow(&ipv6_frame(58, &[129, 0, 0, 0])), "echo reply");
+        assert!(!opens_flow(&ipv6_frame(58, &[8, 0, 0, 0])), "ICMPv4's type");
+        assert!(
+            !opens_flow(&ipv6_frame(1, &[128, 0, 0, 0])),
+            "ICMPv6's type"
+        );
+        let mut v4 = ipv6_frame(17, &[0, 1, 0, 53, 0, 8, 0, 0]);
+        v4[14] = 0x40;
+        assert!(!opens_flow(&v4), "version 4 in an IPv6 frame");
+        assert!(!opens_flow(&ipv6_frame(17, &[])[..14 + 39]), "truncated");
+    }
+
+    /// What libslirp acts on without checking lengths counts: a view that checks more than
+    /// libslirp does would let these open sockets beyond the budget.
+    #[test]
+    fn fields_libslirp_reads_unchecked_count() {
+        // `udp_input` acts on a UDP length field below 8 (it trims to it) ...
+        let mut short_len = udp_frame(53);
+        short_len[38..40].copy_from_slice(&0u16.to_be_bytes());
+        assert!(opens_flow(&short_len));
+        // ... and reads the UDP header where the IP header ends, total length or not: in
+        // the Ethernet padding of a datagram that is all header.
+        let mut in_padding = udp_frame(53);
+        in_padding[16..18].copy_from_slice(&20u16.to_be_bytes());
+        assert!(opens_flow(&in_padding));
+        // IPv6: `ip6_input` never compares the payload length with the bytes.
+        let mut tcp = [0u8; 20];
+        tcp[12] = 0xf0; // 60-byte header, 20 bytes of it present
+        tcp[13] = 0x02;
+        let mut long = ipv6_frame(6, &tcp);
+        long[18..20].copy_from_slice(&60u16.to_be_bytes());
+        assert!(opens_flow(&long));
+        let mut udp = ipv6_frame(17, &[0, 1, 0, 53, 0, 8, 0, 0]);
+        udp[18..20].copy_from_slice(&0u16.to_be_bytes());
+        assert!(opens_flow(&udp), "UDP header in the padding");
+    }
+
+    /// Headers libslirp's `ip_input` drops never reach a socket: not counted.
+    #[test]
+    fn malformed_ipv4_headers_are_not_openers() {
+        let mut v6 = udp_frame(53);
+        v6[14] = 0x65;
+        assert!(!opens_flow(&v6), "version 6 in an IPv4 frame");
+        let mut ihl4 = udp_frame(53);
+        ihl4[14] = 0x44;
+        assert!(!opens_flow(&ihl4), "IHL 4");
+        let mut beyond = udp_frame(53);
+        beyond[16..18].copy_from_slice(&29u16.to_be_bytes());
+        assert!(!opens_flow(&beyond), "total length beyond the frame");
+        let mut below = udp_frame(53);
+        below[16..18].copy_from_slice(&19u16.to_be_bytes());
+        assert!(!opens_flow(&below), "total length below the header");
     }
 
     #[test]

@@ -133,7 +133,7 @@ impl Harness {
                 (host.tx.peer_gone(), host.poller.own_revents(Own::Frontend));
             panic!(
                 "loop ended ({exit:?}) while bhyve's end is open: tx peer_gone={peer_gone} \
-                 frontend revents={frontend:#x} after {} inputs; {}",
+                 frontend revents={frontend:?} after {} inputs; {}",
                 self.inputs,
                 event_loop::stats_line(&mut self.stack, &self.rx, &self.reasm, &self.coalescer)
             );

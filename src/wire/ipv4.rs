@@ -26,6 +26,19 @@ pub fn claims_fragment(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && be16(bytes, 6) & (MF | OFFSET_MASK) != 0
 }
 
+/// The protocol of the datagram at the start of `bytes` and everything after its header to
+/// the end of `bytes`: the payload *and* any Ethernet padding. The header is checked as
+/// [`Ipv4Header::parse`] checks it, which is what libslirp's `ip_input` checks too (its header
+/// checksum aside). For readers that must see what libslirp acts on: its `udp_input` takes the
+/// UDP header from where the IP header ends without checking that the total length covers it
+/// (the padding is still in its mbuf), and its protocol handlers read no length field before
+/// they decide to open a socket. Everything else reads [`Ipv4Header::payload`].
+#[inline]
+pub fn dispatch(bytes: &[u8]) -> Result<(u8, &[u8]), WireError> {
+    let header = Ipv4Header::parse(bytes)?;
+    Ok((header.protocol(), &bytes[header.header_len()..]))
+}
+
 /// The sum (one's complement, folded) of an IPv4 pseudo-header for TCP or UDP: addresses,
 /// protocol and the upper-layer length.
 #[inline]

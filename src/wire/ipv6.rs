@@ -13,6 +13,24 @@ pub const FRAGMENT_HEADER_LEN: usize = 8;
 /// destination; anything longer is junk or an attack on the walker's time.
 pub const MAX_EXTENSION_HEADERS: usize = 8;
 
+/// The next-header field of the packet at the start of `bytes` and everything after its fixed
+/// header to the end of `bytes`, checking only what libslirp's `ip6_input` checks before it
+/// dispatches on that field: the 40 bytes and version 6. It never compares the payload length
+/// with the bytes (its checksums cover what is there), so neither does this. For readers that
+/// must see what libslirp acts on; everything else uses [`Ipv6Header::parse`].
+#[inline]
+pub fn dispatch(bytes: &[u8]) -> Result<(u8, &[u8]), WireError> {
+    need(Layer::Ipv6, bytes, HEADER_LEN)?;
+    let version = bytes[0] >> 4;
+    if version != 6 {
+        return Err(WireError::BadVersion {
+            layer: Layer::Ipv6,
+            version,
+        });
+    }
+    Ok((bytes[6], &bytes[HEADER_LEN..]))
+}
+
 /// The sum (one's complement, folded) of an IPv6 pseudo-header (RFC 8200 8.1): addresses,
 /// upper-layer length and next header.
 #[inline]

@@ -5,6 +5,8 @@ use super::{be16, be32, need, set_be16, Layer, WireError};
 
 /// A TCP header without options.
 pub const HEADER_LEN: usize = 20;
+/// The most option bytes a header holds (data offset 15).
+pub const MAX_OPTIONS_LEN: usize = 40;
 
 /// Bits of the flags byte.
 pub mod flags {
@@ -16,6 +18,15 @@ pub mod flags {
     pub const URG: u8 = 0x20;
     pub const ECE: u8 = 0x40;
     pub const CWR: u8 = 0x80;
+}
+
+/// The flags byte of the segment at the start of `bytes`, read before any check (`None` when
+/// the bytes end first). For readers that must see a segment as libslirp's `tcp_input` does
+/// where its lengths are not checked against the bytes (IPv6: the payload length); everything
+/// else uses [`TcpHeader::parse`].
+#[inline]
+pub fn claimed_flags(bytes: &[u8]) -> Option<u8> {
+    bytes.get(13).copied()
 }
 
 /// The header length in the segment at the start of `bytes`, checked.

@@ -4,6 +4,20 @@ use super::{be16, need, Layer, WireError};
 
 pub const HEADER_LEN: usize = 8;
 
+/// The DHCP (BOOTP) server port: libslirp answers DHCP itself.
+pub const BOOTP_SERVER_PORT: u16 = 67;
+/// The DHCPv6 server port.
+pub const DHCPV6_SERVER_PORT: u16 = 547;
+
+/// The destination port of the datagram at the start of `bytes`, read before any check
+/// (`None` when the bytes end first). libslirp's `udp_input` acts on the ports of a datagram
+/// whose length field is below 8 or its header in the Ethernet padding: a reader that must see
+/// what libslirp acts on reads this; everything else uses [`UdpHeader::parse`].
+#[inline]
+pub fn claimed_dst_port(bytes: &[u8]) -> Option<u16> {
+    (bytes.len() >= 4).then(|| be16(bytes, 2))
+}
+
 /// A datagram whose header passed [`UdpHeader::parse`]: 8 ≤ length ≤ the bytes given. The
 /// checksum is not checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
