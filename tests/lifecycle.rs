@@ -136,6 +136,32 @@ fn sigterm_exits_0() {
     );
 }
 
+/// A SIGSYS that the seccomp filter did not raise (kill(2) from another process) must not be
+/// taken for a refused system call: rewriting the return register of whatever the signal
+/// interrupted (usually the loop's wait) would corrupt it. The helper ignores it and serves on.
+#[test]
+fn a_sigsys_sent_with_kill_is_not_a_refusal() {
+    let mut bhyve = Bhyve::start(&restricted_config());
+    assert!(bhyve.resolve(HOST_IP, STEP).is_some());
+    for _ in 0..20 {
+        bhyve.signal(libc::SIGSYS);
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        bhyve.resolve(HOST_IP, STEP).is_some(),
+        "helper stopped answering after SIGSYS; stderr:\n{}",
+        bhyve.stderr()
+    );
+    let stats = bhyve.stats_now(STEP).expect("stats line on SIGUSR1");
+    assert_eq!(
+        stats.get("sandbox_refused"),
+        Some(&0),
+        "stderr:\n{}",
+        bhyve.stderr()
+    );
+    assert!(bhyve.is_running(), "stderr:\n{}", bhyve.stderr());
+}
+
 fn assert_usage_error(args: &[&str]) {
     let run = run_helper(args, STEP);
     assert_eq!(

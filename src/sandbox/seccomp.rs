@@ -215,9 +215,20 @@ pub fn refused() -> u32 {
     REFUSED.load(Ordering::Relaxed)
 }
 
+/// `si_code` of a SIGSYS raised by a seccomp filter's SECCOMP_RET_TRAP (`<asm-generic/siginfo.h>`).
+const SYS_SECCOMP: libc::c_int = 1;
+
 /// SIGSYS: the filter refused a call. Make it return -EPERM and say which, without anything
 /// that is not async-signal-safe (no allocation, no locks).
 extern "C" fn on_sigsys(_: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
+    let code = unsafe { (*info).si_code };
+    // Only a refusal by our filter has a system call to answer. A SIGSYS sent with kill(2)
+    // (SI_USER, or anything else) interrupted arbitrary code: rewriting its return register
+    // would corrupt it, so such a signal is ignored.
+    if code != SYS_SECCOMP {
+        return;
+    }
     // SAFETY: the kernel passes a valid siginfo for SIGSYS; `_sigsys.syscall` is the int at
     // offset 24 (after signo, errno, code, padding and the 8-byte call address).
     let nr = unsafe { *((info as *const u8).add(24) as *const libc::c_int) };
