@@ -119,7 +119,7 @@ fn parse_fd(text: &str) -> Result<RawFd, ValueError> {
 }
 
 /// Largest batch: beyond this the rings only cost memory (measured in `benches/frames.rs`).
-pub const MAX_BATCH: usize = 256;
+pub(crate) const MAX_BATCH: usize = 256;
 
 /// Frames per socket syscall, 1..=[`MAX_BATCH`]: `--batch` or the `batch` key.
 pub fn parse_batch(setting: &'static str, text: &str) -> Result<usize, ValueError> {
@@ -132,7 +132,7 @@ pub fn parse_switch(setting: &'static str, text: &str) -> Result<bool, ValueErro
 }
 
 /// The pollers this system has, the C helper's loop first.
-pub const POLLERS: &[&str] = if cfg!(target_os = "linux") {
+pub(crate) const POLLERS: &[&str] = if cfg!(target_os = "linux") {
     &["poll", "epoll"]
 } else if cfg!(any(target_os = "freebsd", target_os = "macos")) {
     &["poll", "kqueue"]

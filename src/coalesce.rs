@@ -45,7 +45,7 @@ use crate::wire::protocol;
 use crate::wire::tcp::{self, flags, TcpHeader, TcpHeaderMut};
 
 /// The held frame's buffer: an Ethernet header and the largest datagram.
-pub const BUFFER_BYTES: usize = ethernet::HEADER_LEN + ipv4::MAX_DATAGRAM;
+pub(crate) const BUFFER_BYTES: usize = ethernet::HEADER_LEN + ipv4::MAX_DATAGRAM;
 
 /// A frame's headers, as far as merging needs them.
 #[derive(Debug, Clone, Copy)]
@@ -360,7 +360,8 @@ impl Coalescer {
     }
 
     /// Whether a frame is held (the event loop flushes before the batch ends).
-    pub fn is_holding(&self) -> bool {
+    #[cfg(test)]
+    fn is_holding(&self) -> bool {
         self.held.is_some()
     }
 }

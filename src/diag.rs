@@ -34,7 +34,7 @@ const SYSLOG_SOCKET: &str = "/dev/log";
 
 /// Test hook: another syslog socket path (tests point it at a stand-in daemon). Not a user
 /// setting; the helper under bhyve always uses the system's socket.
-pub const SYSLOG_SOCKET_ENV: &str = "SLIRP_HELPER_SYSLOG_SOCKET";
+pub(crate) const SYSLOG_SOCKET_ENV: &str = "SLIRP_HELPER_SYSLOG_SOCKET";
 
 /// `LOG_DAEMON`, as the C helper's syslog lines.
 const FACILITY: i32 = 3 << 3;
@@ -128,7 +128,9 @@ pub fn info(msg: &str) {
 
 /// Report `msg` from a signal handler: async-signal-safe (no allocation, no lock), one
 /// `write` to stderr or one `send` to the syslog socket opened by `init`.
-pub fn emergency(msg: &[u8]) {
+// Only the Linux sandbox (seccomp's SIGSYS handler) reports from a signal handler.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+pub(crate) fn emergency(msg: &[u8]) {
     const PREFIX: &[u8] = b"bhyve-slirp-helper: ";
     // <28>: facility daemon, severity warning.
     const SYSLOG_PREFIX: &[u8] = b"<28>bhyve-slirp-helper[";
@@ -160,7 +162,8 @@ pub fn emergency(msg: &[u8]) {
 }
 
 /// Write `value` in decimal into `out` without allocating; returns the bytes written.
-pub fn format_decimal(value: i64, out: &mut [u8]) -> usize {
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+pub(crate) fn format_decimal(value: i64, out: &mut [u8]) -> usize {
     let mut digits = [0u8; 20];
     let mut n = value.unsigned_abs();
     let mut count = 0;

@@ -33,7 +33,7 @@ use crate::wire::{icmp, ipv4, ipv6, protocol, tcp, udp};
 use std::os::fd::RawFd;
 
 /// Descriptors kept out of the guest's reach: a quarter of the limit, at least this many.
-pub const MIN_RESERVE: u64 = 64;
+pub(crate) const MIN_RESERVE: u64 = 64;
 /// First backoff period of a listener that cannot accept; doubles per failure.
 const BACKOFF_FIRST_MS: i64 = 8;
 /// Longest backoff period: a forward comes back within about a second of a descriptor
@@ -43,7 +43,7 @@ const BACKOFF_MAX_MS: i64 = 1000;
 const LIMIT_CAP: u64 = 1 << 20;
 
 /// The budget of libslirp's sockets for a soft descriptor limit.
-pub fn budget_for_limit(limit: u64) -> usize {
+pub(crate) fn budget_for_limit(limit: u64) -> usize {
     let limit = limit.min(LIMIT_CAP);
     let reserve = (limit / 4).max(MIN_RESERVE);
     usize::try_from(limit.saturating_sub(reserve)).unwrap_or(0)
@@ -62,7 +62,7 @@ pub fn budget_for_limit(limit: u64) -> usize {
 /// then the one transport field, read where libslirp reads it without its length checks
 /// (libslirp's `udp_input` acts on a UDP length field below 8, or on a header lying in the
 /// Ethernet padding).
-pub fn opens_flow(frame: &[u8]) -> bool {
+pub(crate) fn opens_flow(frame: &[u8]) -> bool {
     let Ok(eth) = EthernetFrame::parse(frame) else {
         return false;
     };
@@ -162,7 +162,7 @@ impl FlowBudget {
 
     /// When the earliest backed-off listener must be watched again: the loop's wait must
     /// not outlast it.
-    pub fn next_unmask_ms(&self) -> Option<i64> {
+    pub(crate) fn next_unmask_ms(&self) -> Option<i64> {
         self.next_unmask_ms
     }
 
@@ -216,7 +216,7 @@ impl FlowBudget {
     }
 
     /// Remember which descriptor the poller's `slot` stands for.
-    pub fn note_slot(&mut self, slot: Option<Slot>, fd: RawFd) {
+    pub(crate) fn note_slot(&mut self, slot: Option<Slot>, fd: RawFd) {
         let Some(i) = slot.and_then(|s| usize::try_from(s.index()).ok()) else {
             return;
         };
@@ -303,7 +303,7 @@ impl FlowBudget {
     /// Whether to hand this guest frame to libslirp. Below the budget: one addition and one
     /// comparison.
     #[inline]
-    pub fn admit(&mut self, frame: &[u8]) -> bool {
+    pub(crate) fn admit(&mut self, frame: &[u8]) -> bool {
         if self.held + self.passed_since_fill < self.budget {
             self.passed_since_fill += 1;
             return true;

@@ -20,7 +20,7 @@ pub mod error;
 #[deny(unsafe_code)]
 pub mod event_loop;
 #[deny(unsafe_code)]
-pub mod flow_budget;
+pub(crate) mod flow_budget;
 pub mod frames;
 pub mod poller;
 #[deny(unsafe_code)]
@@ -28,7 +28,7 @@ pub mod reasm;
 pub mod sandbox;
 pub mod slirp;
 #[deny(unsafe_code)]
-pub mod stats;
+pub(crate) mod stats;
 pub mod sys;
 #[cfg(test)]
 mod test_rng;

@@ -103,7 +103,7 @@ pub struct BudgetCounters {
 
 /// ` flow_budget=… slirp_sockets=… flows_refused=… accept_backoffs=…`, each with a leading
 /// space, to append to [`line`].
-pub fn budget_fields(budget: usize, held: usize, c: &BudgetCounters) -> String {
+pub(crate) fn budget_fields(budget: usize, held: usize, c: &BudgetCounters) -> String {
     format!(
         " flow_budget={budget} slirp_sockets={held} flows_refused={} accept_backoffs={}",
         c.flows_refused, c.accept_backoffs
@@ -120,7 +120,7 @@ pub struct CoalesceCounters {
 }
 
 /// ` coalesced_segments=… coalesced_frames=…`, each with a leading space, to append to [`line`].
-pub fn coalesce_fields(c: &CoalesceCounters) -> String {
+pub(crate) fn coalesce_fields(c: &CoalesceCounters) -> String {
     format!(
         " coalesced_segments={} coalesced_frames={}",
         c.segments, c.frames
@@ -129,7 +129,7 @@ pub fn coalesce_fields(c: &CoalesceCounters) -> String {
 
 /// ` frag_in=… frag_completed=… …`: the reassembly fields, each with a leading space, to
 /// append to [`line`].
-pub fn reasm_fields(c: &ReasmCounters) -> String {
+pub(crate) fn reasm_fields(c: &ReasmCounters) -> String {
     let mut s = String::with_capacity(256);
     let fields: [(&str, u64); 15] = [
         ("frag_in", c.fragments),

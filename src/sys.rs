@@ -38,7 +38,7 @@ pub(crate) fn cvt<T: MinusOne>(res: T) -> io::Result<T> {
 }
 
 /// `poll(2)` on one descriptor: its `revents`. EINTR is the caller's to interpret.
-pub fn poll_one(
+pub(crate) fn poll_one(
     fd: BorrowedFd<'_>,
     events: libc::c_short,
     timeout_ms: libc::c_int,
@@ -196,7 +196,7 @@ pub fn raise_nofile_limit() -> io::Result<()> {
 /// The soft descriptor limit (RLIMIT_NOFILE) now in force.
 // rlim_t is u64 on Linux, i64 on FreeBSD: the conversion is needed on one only.
 #[allow(clippy::useless_conversion, clippy::unnecessary_fallible_conversions)]
-pub fn nofile_limit() -> io::Result<u64> {
+pub(crate) fn nofile_limit() -> io::Result<u64> {
     use nix::sys::resource::{getrlimit, Resource};
     let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE)?;
     Ok(u64::try_from(soft).unwrap_or(u64::MAX))
@@ -204,14 +204,14 @@ pub fn nofile_limit() -> io::Result<u64> {
 
 /// Whether `fd` (one of libslirp's sockets, by its number) is a listening socket
 /// (`SO_ACCEPTCONN`). False on any error.
-pub fn is_listening(fd: RawFd) -> bool {
+pub(crate) fn is_listening(fd: RawFd) -> bool {
     matches!(getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN), Ok(v) if v != 0)
 }
 
 /// Whether the process (or the system) is out of descriptors: a duplicate of `fd` (one of
 /// libslirp's sockets, by its number) fails with EMFILE or ENFILE. Any copy made is closed
 /// at once.
-pub fn descriptors_exhausted(fd: RawFd) -> bool {
+pub(crate) fn descriptors_exhausted(fd: RawFd) -> bool {
     match fcntl_int(fd, libc::F_DUPFD_CLOEXEC, 0) {
         // The copy was made here and is known to nothing else.
         Ok(copy) => {
@@ -260,7 +260,7 @@ pub fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
 /// SO_NOSIGPIPE where it exists (the BSDs): sends to a closed peer fail instead of signalling.
 /// Linux has no such option; SIGPIPE is ignored process-wide instead. `fd` is one of
 /// libslirp's sockets, by its number.
-pub fn set_nosigpipe(fd: RawFd) {
+pub(crate) fn set_nosigpipe(fd: RawFd) {
     #[cfg(any(target_os = "freebsd", target_os = "macos"))]
     {
         let one: libc::c_int = 1;
@@ -290,7 +290,7 @@ pub fn reset_on_close(fd: RawFd) {
 /// `PR_SET_NO_NEW_PRIVS`: no exec can ever gain privileges again (needed for seccomp and
 /// Landlock without CAP_SYS_ADMIN).
 #[cfg(target_os = "linux")]
-pub fn set_no_new_privs() -> io::Result<()> {
+pub(crate) fn set_no_new_privs() -> io::Result<()> {
     // SAFETY: PR_SET_NO_NEW_PRIVS takes plain integers and reads no memory.
     cvt(unsafe {
         libc::prctl(
@@ -306,7 +306,7 @@ pub fn set_no_new_privs() -> io::Result<()> {
 
 /// Load the time zone now (glibc reads /etc/localtime lazily, e.g. for syslog timestamps).
 #[cfg(target_os = "linux")]
-pub fn load_time_zone() {
+pub(crate) fn load_time_zone() {
     extern "C" {
         fn tzset();
     }
@@ -316,7 +316,7 @@ pub fn load_time_zone() {
 
 /// Whether `fd` is `/dev/null` (then stderr goes nowhere and diagnostics go to syslog).
 /// A probe of any number, open or not.
-pub fn fd_is_dev_null(fd: RawFd) -> bool {
+pub(crate) fn fd_is_dev_null(fd: RawFd) -> bool {
     let Ok(a) = fstat(fd) else {
         return false;
     };
@@ -358,7 +358,7 @@ pub fn socket_type(fd: RawFd) -> io::Result<libc::c_int> {
 }
 
 /// Bytes queued for reading on a socket (`FIONREAD`; on Linux the sum of all queued records).
-pub fn bytes_queued(fd: BorrowedFd<'_>) -> io::Result<usize> {
+pub(crate) fn bytes_queued(fd: BorrowedFd<'_>) -> io::Result<usize> {
     let mut n: libc::c_int = 0;
     // SAFETY: FIONREAD stores one c_int through the pointer, which is valid and exclusively
     // borrowed for the duration of the call.
@@ -370,7 +370,7 @@ pub fn bytes_queued(fd: BorrowedFd<'_>) -> io::Result<usize> {
 /// `fds`: each is owned there as soon as the kernel has handed it over, so none can leak or
 /// be closed twice whatever the caller does next. Returns the bytes read and the message's
 /// flags (MSG_CTRUNC: descriptors were lost for want of room in `cmsg`).
-pub fn recv_with_fds(
+pub(crate) fn recv_with_fds(
     sock: BorrowedFd<'_>,
     data: &mut [u8],
     cmsg: &mut [u8],
@@ -465,7 +465,7 @@ pub fn install_signal_handlers() -> io::Result<()> {
 }
 
 /// The monotonic clock in nanoseconds, libslirp's time base (`clock_get_ns`).
-pub fn monotonic_ns() -> i64 {
+pub(crate) fn monotonic_ns() -> i64 {
     let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .expect("CLOCK_MONOTONIC is always available");
     ts.tv_sec() as i64 * 1_000_000_000 + ts.tv_nsec() as i64

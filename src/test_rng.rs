@@ -16,7 +16,7 @@ impl Rng {
         (self.next() % n.max(1) as u64) as usize
     }
 
-    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+    pub(crate) fn shuffle<T>(&mut self, v: &mut [T]) {
         for i in (1..v.len()).rev() {
             v.swap(i, self.below(i + 1));
         }

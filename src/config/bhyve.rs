@@ -16,7 +16,7 @@ use super::value::{self, Expected, ValueError};
 
 /// Smallest and largest guest MTU the helper accepts (`mtui`); libslirp's own bound is
 /// 68..=65521, and the frame must still fit a 64 KiB record with its Ethernet header.
-pub const MTU_RANGE: std::ops::RangeInclusive<u64> = 68..=65520;
+pub(crate) const MTU_RANGE: std::ops::RangeInclusive<u64> = 68..=65520;
 
 /// What the helper takes from bhyve's config.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -182,7 +182,7 @@ fn top_level_strings(nvl: &Nvlist) -> Vec<(Vec<u8>, Vec<u8>)> {
 }
 
 /// `bytes` as text: valid UTF-8 as it is, every other byte as `\xNN`.
-pub fn printable(bytes: &[u8]) -> String {
+pub(crate) fn printable(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
         out.push_str(chunk.valid());

@@ -14,7 +14,7 @@ use std::net::Ipv4Addr;
 
 /// libslirp's INADDR_ANY guest address means the first DHCP address (`vdhcp_start`), which the
 /// helper sets to 10.0.2.15; spelling it out keeps the rule meaningful on its own.
-pub const DEFAULT_GUEST_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
+pub(crate) const DEFAULT_GUEST_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {

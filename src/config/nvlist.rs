@@ -25,23 +25,23 @@ use std::collections::HashSet;
 use std::fmt;
 
 /// Size of the list header (and of a pair header).
-pub const HEADER_LEN: usize = 19;
+pub(crate) const HEADER_LEN: usize = 19;
 /// Size of a pair header: type, namesize, datasize, nitems.
-pub const PAIR_HEADER_LEN: usize = 19;
+pub(crate) const PAIR_HEADER_LEN: usize = 19;
 /// libnv's `NV_NAME_MAX`: the largest namesize (name plus its NUL).
-pub const NAME_MAX: usize = 2048;
+pub(crate) const NAME_MAX: usize = 2048;
 /// Deepest nesting the decoder follows. libnv has no limit; bhyve's config tree is a few levels
 /// deep, and a bound keeps recursion (and its stack) finite on hostile input.
-pub const MAX_DEPTH: usize = 64;
+pub(crate) const MAX_DEPTH: usize = 64;
 /// First byte of every list header.
-pub const MAGIC: u8 = 0x6c;
+pub(crate) const MAGIC: u8 = 0x6c;
 
 /// Public flag: names compare case-insensitively (ASCII, like `strcasecmp` in the C locale).
-pub const FLAG_IGNORE_CASE: u8 = 0x01;
+pub(crate) const FLAG_IGNORE_CASE: u8 = 0x01;
 /// Public flag: duplicate names are allowed.
-pub const FLAG_NO_UNIQUE: u8 = 0x02;
+pub(crate) const FLAG_NO_UNIQUE: u8 = 0x02;
 /// Private flag: the sender's multi-byte fields are big-endian.
-pub const FLAG_BIG_ENDIAN: u8 = 0x80;
+pub(crate) const FLAG_BIG_ENDIAN: u8 = 0x80;
 const FLAG_PUBLIC_MASK: u8 = FLAG_IGNORE_CASE | FLAG_NO_UNIQUE;
 /// Flags that may appear in a header (`NV_FLAG_ALL_MASK` as far as it fits a byte).
 const FLAG_ALL_MASK: u8 = FLAG_PUBLIC_MASK | FLAG_BIG_ENDIAN;
@@ -55,13 +55,13 @@ mod code {
     pub const NVLIST: u8 = 5;
     pub const DESCRIPTOR: u8 = 6;
     pub const BINARY: u8 = 7;
-    pub const BOOL_ARRAY: u8 = 8;
-    pub const NUMBER_ARRAY: u8 = 9;
-    pub const STRING_ARRAY: u8 = 10;
-    pub const NVLIST_ARRAY: u8 = 11;
-    pub const DESCRIPTOR_ARRAY: u8 = 12;
-    pub const NVLIST_ARRAY_NEXT: u8 = 254;
-    pub const NVLIST_UP: u8 = 255;
+    pub(crate) const BOOL_ARRAY: u8 = 8;
+    pub(crate) const NUMBER_ARRAY: u8 = 9;
+    pub(crate) const STRING_ARRAY: u8 = 10;
+    pub(crate) const NVLIST_ARRAY: u8 = 11;
+    pub(crate) const DESCRIPTOR_ARRAY: u8 = 12;
+    pub(crate) const NVLIST_ARRAY_NEXT: u8 = 254;
+    pub(crate) const NVLIST_UP: u8 = 255;
 }
 
 /// Byte order of an encoded nvlist.
@@ -188,7 +188,7 @@ impl Header {
     }
 
     /// IGNORE_CASE / NO_UNIQUE only.
-    pub fn public_flags(&self) -> u8 {
+    pub(crate) fn public_flags(&self) -> u8 {
         self.flags & FLAG_PUBLIC_MASK
     }
 
@@ -283,7 +283,7 @@ impl Nvlist {
     }
 
     /// The first NUMBER pair called `name`.
-    pub fn get_number(&self, name: impl AsRef<[u8]>) -> Option<u64> {
+    pub(crate) fn get_number(&self, name: impl AsRef<[u8]>) -> Option<u64> {
         match self.find(name.as_ref(), |v| matches!(v, Value::Number(_))) {
             Some(Value::Number(n)) => Some(*n),
             _ => None,

@@ -72,7 +72,7 @@ impl fmt::Display for ValueError {
 impl std::error::Error for ValueError {}
 
 /// bhyve's `get_config_bool` spellings: `true/on/yes/1`, `false/off/no/0`, any case.
-pub fn parse_bool(v: &str) -> Option<bool> {
+pub(crate) fn parse_bool(v: &str) -> Option<bool> {
     let any = |words: [&str; 3]| words.iter().any(|w| v.eq_ignore_ascii_case(w));
     if v == "1" || any(["true", "on", "yes"]) {
         Some(true)
@@ -90,7 +90,7 @@ pub fn parse_switch(setting: &'static str, text: &str) -> Result<bool, ValueErro
 
 /// A plain decimal number from `min` to `max`: digits only (`str::parse` would also take a
 /// leading `+`).
-pub fn parse_number(
+pub(crate) fn parse_number(
     setting: &'static str,
     text: &str,
     min: u64,
@@ -108,7 +108,7 @@ pub fn parse_number(
 }
 
 /// One of `names`.
-pub fn parse_name(
+pub(crate) fn parse_name(
     setting: &'static str,
     text: &str,
     names: &'static [&'static str],

@@ -108,7 +108,7 @@ impl FrameBatch {
 
     /// `recvmsg` of one message into slot 0, without waiting (the C helper's read): 1 when
     /// a message arrived (even an empty one).
-    pub fn recv_one(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
+    pub(crate) fn recv_one(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
         self.iovs[0].iov_len = self.slot;
         let hdr = &mut self.hdrs[0];
         // SAFETY: header 0 points at iovec 0, which covers exactly slot 0 of `bufs`; both are
@@ -240,7 +240,7 @@ impl GatherList {
     }
 
     /// Bytes the last `send` moved of message `i` (one of the first it reported sent).
-    pub fn sent_len(&self, i: usize) -> usize {
+    pub(crate) fn sent_len(&self, i: usize) -> usize {
         self.hdrs[i].msg_len as usize
     }
 }
@@ -265,7 +265,7 @@ fn msg_len(hdr: &libc::mmsghdr) -> usize {
 }
 
 /// `send` of one buffer.
-pub fn send_one(fd: BorrowedFd<'_>, bytes: &[u8], flags: libc::c_int) -> io::Result<usize> {
+pub(crate) fn send_one(fd: BorrowedFd<'_>, bytes: &[u8], flags: libc::c_int) -> io::Result<usize> {
     // SAFETY: `bytes` is readable for its length during the call; the kernel only reads it.
     let n = cvt(unsafe { libc::send(fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), flags) })?;
     Ok(n as usize)

@@ -18,7 +18,7 @@ pub use tx::FrameTx;
 /// Bytes of an Ethernet header (no FCS on this socket): the one `wire` defines.
 pub const ETHER_HDR: usize = crate::wire::ethernet::HEADER_LEN;
 /// An 802.1Q tag a guest may add on top of its MTU.
-pub const VLAN_TAG: usize = 4;
+pub(crate) const VLAN_TAG: usize = 4;
 /// Frames per batch unless told otherwise (`--batch`, `batch=`): see `benches/frames.rs`.
 pub const DEFAULT_BATCH: usize = 64;
 
@@ -29,10 +29,10 @@ pub const DEFAULT_BATCH: usize = 64;
 /// only 128 KiB (two or three 64 KiB segments), so a frame that waits for its neighbours to be
 /// copied, or an ACK that waits for the rest of a batch to be processed, stalls the sender
 /// (measured at MTU 65520: +15-20 % guest→host).
-pub const FLUSH_BYTES: usize = 32 * 1024;
+pub(crate) const FLUSH_BYTES: usize = 32 * 1024;
 
 /// Largest frame the older bhyve accepts, and the limit when `mtui` is absent.
-pub const LEGACY_FRAME_LIMIT: usize = 2048;
+pub(crate) const LEGACY_FRAME_LIMIT: usize = 2048;
 
 /// The largest frame either side may send: guest MTU + 14, or 2048 when bhyve sent no `mtui`
 /// (older bhyve asserts that it never receives more).
@@ -63,12 +63,12 @@ impl FrameLimit {
 
     /// Size of one receive buffer: a whole frame with a VLAN tag, rounded up to a cache line,
     /// plus one byte so that a frame longer than that is seen as truncated, not as a fit.
-    pub fn rx_slot(&self) -> usize {
+    pub(crate) fn rx_slot(&self) -> usize {
         (self.max_frame + VLAN_TAG).div_ceil(64) * 64 + 1
     }
 
     /// Largest guest frame accepted (a VLAN tag on top of the MTU is allowed).
-    pub fn max_rx_frame(&self) -> usize {
+    pub(crate) fn max_rx_frame(&self) -> usize {
         self.max_frame + VLAN_TAG
     }
 }

@@ -162,7 +162,7 @@ impl<'fd> FrameTx<'fd> {
 
     /// A guest frame of `len` bytes went to libslirp: once `FLUSH_BYTES` of work were done, what
     /// it answered (ACKs, mostly) goes out instead of waiting for the rest of the batch.
-    pub fn note_input(&mut self, len: usize) {
+    pub(crate) fn note_input(&mut self, len: usize) {
         self.work_since_flush += len;
         if self.queued > 0 && self.work_since_flush >= FLUSH_BYTES {
             self.flush();

@@ -276,7 +276,7 @@ impl InterestTable {
     }
 
     /// Record readiness reported by the kernel for `token` in this iteration.
-    pub fn set_ready(&mut self, token: u64, revents: Readiness) {
+    pub(crate) fn set_ready(&mut self, token: u64, revents: Readiness) {
         let fd = (token & 0xffff_ffff) as u32 as RawFd;
         let tag = (token >> 32) as u32;
         let generation = self.generation;
@@ -301,7 +301,7 @@ impl InterestTable {
 
     /// Whether `revents` gives a non-zero answer for any fd this iteration. When it does not,
     /// libslirp's walk of its sockets in `slirp_pollfds_poll` would find nothing to do.
-    pub fn any_ready(&self) -> bool {
+    pub(crate) fn any_ready(&self) -> bool {
         self.any_ready
     }
 
@@ -322,14 +322,14 @@ impl InterestTable {
     }
 
     /// Undo a change the kernel refused (the registration state is then "not held").
-    pub fn change_failed(&mut self, fd: RawFd) {
+    pub(crate) fn change_failed(&mut self, fd: RawFd) {
         if self.entry(fd).is_some_and(|entry| entry.in_kernel) {
             self.release(fd);
         }
     }
 
     /// Count a recovery (ENOENT on modify, EEXIST on add).
-    pub fn recovered(&mut self) {
+    pub(crate) fn recovered(&mut self) {
         self.counters.recoveries += 1;
     }
 }

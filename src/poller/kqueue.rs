@@ -25,12 +25,12 @@ use std::os::fd::RawFd;
 
 /// `struct kevent`'s flags we use, with the values of FreeBSD's (and macOS's) `sys/event.h`.
 pub(super) mod ev {
-    pub const ADD: u16 = 0x0001;
-    pub const DELETE: u16 = 0x0002;
-    pub const ENABLE: u16 = 0x0004;
-    pub const DISABLE: u16 = 0x0008;
-    pub const RECEIPT: u16 = 0x0040;
-    pub const ERROR: u16 = 0x4000;
+    pub(crate) const ADD: u16 = 0x0001;
+    pub(crate) const DELETE: u16 = 0x0002;
+    pub(crate) const ENABLE: u16 = 0x0004;
+    pub(crate) const DISABLE: u16 = 0x0008;
+    pub(crate) const RECEIPT: u16 = 0x0040;
+    pub(crate) const ERROR: u16 = 0x4000;
     pub const EOF: u16 = 0x8000;
 }
 

@@ -12,7 +12,7 @@
 #[cfg(target_os = "linux")]
 mod epoll;
 #[deny(unsafe_code)]
-pub mod interest;
+pub(crate) mod interest;
 #[cfg(any(
     target_os = "freebsd",
     target_os = "macos",
@@ -200,7 +200,7 @@ impl Poller {
     }
 
     /// Whether the frontend socket is watched for writability (frames are waiting to go).
-    pub fn watch_frontend_writable(&mut self, on: bool) {
+    pub(crate) fn watch_frontend_writable(&mut self, on: bool) {
         dispatch!(&mut self.backend, b => b.watch_frontend_writable(on))
     }
 

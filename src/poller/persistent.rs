@@ -115,7 +115,7 @@ impl<K: KernelQueue> PersistentBackend<K> {
         self.changes.clear();
     }
 
-    pub fn watch_frontend_writable(&mut self, on: bool) {
+    pub(crate) fn watch_frontend_writable(&mut self, on: bool) {
         // The frontend stays registered for the process's life: a failed change leaves
         // readability alone driving the loop, and the next iteration tries again.
         if on != self.frontend_writable && self.kernel.watch_frontend_writable(on) {

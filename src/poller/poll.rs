@@ -77,7 +77,7 @@ impl PollBackend {
         Some(Slot::new(idx))
     }
 
-    pub fn watch_frontend_writable(&mut self, on: bool) {
+    pub(crate) fn watch_frontend_writable(&mut self, on: bool) {
         let entry = &mut self.fds[FRONTEND];
         if on {
             entry.events |= libc::POLLOUT;

@@ -23,7 +23,7 @@ impl Readiness {
     /// Hung up: both directions shut.
     pub const HUP: Readiness = Readiness(1 << 4);
     /// The peer shut down writing; only the frontend socket is watched for it.
-    pub const RDHUP: Readiness = Readiness(1 << 5);
+    pub(crate) const RDHUP: Readiness = Readiness(1 << 5);
     const ALL: Readiness = Readiness((1 << 6) - 1);
     const NAMES: [(Readiness, &'static str); 6] = [
         (Readiness::IN, "IN"),
@@ -121,7 +121,7 @@ impl Slot {
     }
 
     /// A number libslirp gave back; `None` for one no `add` can have returned (negative).
-    pub fn from_index(index: i64) -> Option<Slot> {
+    pub(crate) fn from_index(index: i64) -> Option<Slot> {
         u32::try_from(index).ok().map(Slot)
     }
 }

@@ -48,7 +48,7 @@ pub enum Outcome {
 
 /// Deny all file access except reading each of `readable` (missing files are skipped).
 /// Needs `no_new_privs` first.
-pub fn restrict_to(readable: &[&str]) -> io::Result<Outcome> {
+pub(crate) fn restrict_to(readable: &[&str]) -> io::Result<Outcome> {
     // SAFETY: the version query takes no pointers.
     let abi = unsafe {
         libc::syscall(

@@ -259,7 +259,7 @@ extern "C" fn on_sigsys(_: libc::c_int, info: *mut libc::siginfo_t, context: *mu
 }
 
 /// `no_new_privs` and the filter for `mode`. Irreversible for the process.
-pub fn enter(mode: Mode) -> io::Result<()> {
+pub(crate) fn enter(mode: Mode) -> io::Result<()> {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     let action = SigAction::new(
         SigHandler::SigAction(on_sigsys),

@@ -11,16 +11,16 @@ pub struct Slirp {
     _private: [u8; 0],
 }
 
-pub const SLIRP_POLL_IN: c_int = 1 << 0;
-pub const SLIRP_POLL_OUT: c_int = 1 << 1;
-pub const SLIRP_POLL_PRI: c_int = 1 << 2;
-pub const SLIRP_POLL_ERR: c_int = 1 << 3;
-pub const SLIRP_POLL_HUP: c_int = 1 << 4;
+pub(crate) const SLIRP_POLL_IN: c_int = 1 << 0;
+pub(crate) const SLIRP_POLL_OUT: c_int = 1 << 1;
+pub(crate) const SLIRP_POLL_PRI: c_int = 1 << 2;
+pub(crate) const SLIRP_POLL_ERR: c_int = 1 << 3;
+pub(crate) const SLIRP_POLL_HUP: c_int = 1 << 4;
 
-pub const SLIRP_HOSTFWD_UDP: c_int = 1;
+pub(crate) const SLIRP_HOSTFWD_UDP: c_int = 1;
 
 /// The config version we pass: 4 reads `disable_dhcp`, `init_completed` and `timer_new_opaque`.
-pub const SLIRP_CONFIG_VERSION: u32 = 4;
+pub(crate) const SLIRP_CONFIG_VERSION: u32 = 4;
 
 /// `SlirpTimerId`: a C enum, int-sized.
 pub type SlirpTimerId = c_int;

@@ -48,11 +48,11 @@ pub trait SlirpHost {
 }
 
 /// Network parameters, fixed for the process (as the C helper's).
-pub const VNETWORK: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 0);
-pub const VNETMASK: Ipv4Addr = Ipv4Addr::new(255, 255, 255, 0);
-pub const VHOST: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
-pub const VNAMESERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
-pub const VDHCP_START: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
+pub(crate) const VNETWORK: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 0);
+pub(crate) const VNETMASK: Ipv4Addr = Ipv4Addr::new(255, 255, 255, 0);
+pub(crate) const VHOST: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+pub(crate) const VNAMESERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
+pub(crate) const VDHCP_START: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
 
 /// What varies per VM.
 #[derive(Debug, Clone, Copy)]
@@ -65,7 +65,7 @@ pub struct StackConfig {
 }
 
 /// libslirp accepts `if_mtu`/`if_mru` of 0 or 68..=65521 (`slirp_new`).
-pub const MTU_RANGE: std::ops::RangeInclusive<usize> = 68..=65521;
+pub(crate) const MTU_RANGE: std::ops::RangeInclusive<usize> = 68..=65521;
 
 static CALLBACK_PANICKED: AtomicBool = AtomicBool::new(false);
 
@@ -187,7 +187,7 @@ const SLIRP_POLL_BITS: [(Readiness, c_int); 5] = [
 ];
 
 /// libslirp's `events` as the poller's readiness (unknown bits ignored).
-pub fn readiness_from_slirp(events: c_int) -> Readiness {
+pub(crate) fn readiness_from_slirp(events: c_int) -> Readiness {
     SLIRP_POLL_BITS
         .iter()
         .filter(|(_, bit)| events & bit != 0)
@@ -195,7 +195,7 @@ pub fn readiness_from_slirp(events: c_int) -> Readiness {
 }
 
 /// The poller's readiness as libslirp's `revents`.
-pub fn readiness_to_slirp(readiness: Readiness) -> c_int {
+pub(crate) fn readiness_to_slirp(readiness: Readiness) -> c_int {
     SLIRP_POLL_BITS
         .iter()
         .filter(|(r, _)| readiness.contains(*r))
@@ -318,7 +318,7 @@ impl<H: SlirpHost> Stack<H> {
 
     /// `slirp_pollfds_fill`: libslirp calls `add_poll` for each of its sockets and lowers
     /// `timeout_ms`.
-    pub fn pollfds_fill(&mut self, timeout_ms: &mut u32) {
+    pub(crate) fn pollfds_fill(&mut self, timeout_ms: &mut u32) {
         // SAFETY: the instance is alive; the host pointer is the one libslirp was given.
         unsafe {
             (self.api.pollfds_fill)(
@@ -331,7 +331,7 @@ impl<H: SlirpHost> Stack<H> {
     }
 
     /// `slirp_pollfds_poll`: timers, then `get_revents` for each socket `add_poll` saw.
-    pub fn pollfds_poll(&mut self, select_error: bool) {
+    pub(crate) fn pollfds_poll(&mut self, select_error: bool) {
         // SAFETY: as in pollfds_fill.
         unsafe {
             (self.api.pollfds_poll)(
@@ -352,7 +352,7 @@ impl<H: SlirpHost> Stack<H> {
     }
 
     /// Fire every timer due at `now_ms`.
-    pub fn run_due_timers(&mut self, now_ms: i64) {
+    pub(crate) fn run_due_timers(&mut self, now_ms: i64) {
         let mut due = std::mem::take(&mut self.due);
         self.host().timers().take_due(now_ms, &mut due);
         for target in due.drain(..) {

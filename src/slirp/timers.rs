@@ -65,14 +65,14 @@ impl Timers {
         }
     }
 
-    pub fn arm(&mut self, handle: *mut c_void, expire_ms: i64) {
+    pub(crate) fn arm(&mut self, handle: *mut c_void, expire_ms: i64) {
         if let Some(Some(timer)) = self.slot(handle) {
             timer.expire_ms = Some(expire_ms);
         }
     }
 
     /// The earliest armed deadline, in ms.
-    pub fn next_deadline_ms(&self) -> Option<i64> {
+    pub(crate) fn next_deadline_ms(&self) -> Option<i64> {
         self.slots
             .iter()
             .flatten()
@@ -81,7 +81,7 @@ impl Timers {
     }
 
     /// Disarm every timer due at `now_ms` and append its target to `due` (one-shot, as QEMU's).
-    pub fn take_due(&mut self, now_ms: i64, due: &mut Vec<TimerTarget>) {
+    pub(crate) fn take_due(&mut self, now_ms: i64, due: &mut Vec<TimerTarget>) {
         for timer in self.slots.iter_mut().flatten() {
             if timer.expire_ms.is_some_and(|t| t <= now_ms) {
                 timer.expire_ms = None;
