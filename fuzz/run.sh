@@ -15,7 +15,7 @@ secs=${1:-60}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(nvlist_decode bhyve_config hostfwd frame_path reasm)
+    targets=(nvlist_decode bhyve_config hostfwd frame_path reasm wire)
 fi
 cd "$(dirname "$0")/.."
 export RUSTC_BOOTSTRAP=1
