@@ -28,6 +28,8 @@ device configuration (a libnv nvlist), then exchanges Ethernet frames.
   --coalesce on|off   merge consecutive guest TCP segments read together
                       into one packet before libslirp (default: on when
                       the batch is above 1)
+  --exit-with-parent  end (as on SIGTERM) when the process that started
+                      the helper exits, even if it is killed
   -h, --help          this text
   -V, --version       this helper's version, and libslirp's (loaded as
                       for a run)
@@ -64,6 +66,8 @@ pub struct Options {
     pub batch: Option<usize>,
     /// Merge guest TCP segments before libslirp; `None`: on when the batch is above 1.
     pub coalesce: Option<bool>,
+    /// End when the parent exits (a hypervisor killed without closing its socket end).
+    pub exit_with_parent: bool,
 }
 
 /// A command line that cannot be run: one line, then [`USAGE`]; exit 1.
@@ -153,6 +157,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
     let mut poller = None;
     let mut batch = None;
     let mut coalesce = None;
+    let mut exit_with_parent = false;
     let mut version = false;
     let mut args = args.into_iter().map(|a| {
         a.into_string()
@@ -182,6 +187,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             }
             "--batch" => batch = Some(parse_batch("--batch", &value("--batch")?)?),
             "--coalesce" => coalesce = Some(parse_switch("--coalesce", &value("--coalesce")?)?),
+            "--exit-with-parent" => exit_with_parent = true,
             other => return Err(UsageError::Unexpected(other.to_owned())),
         }
     }
@@ -195,6 +201,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
         poller,
         batch,
         coalesce,
+        exit_with_parent,
     }))
 }
 
@@ -214,9 +221,14 @@ mod tests {
             poller: None,
             batch: None,
             coalesce: None,
+            exit_with_parent: false,
         });
         assert_eq!(parse(args(&["-S", "3"])), Ok(expect.clone()));
         assert_eq!(parse(args(&["-S3"])), Ok(expect));
+        match parse(args(&["-S", "3", "--exit-with-parent"])) {
+            Ok(Command::Run(o)) => assert!(o.exit_with_parent),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(parse(args(&["--help"])), Ok(Command::Help));
         assert_eq!(
             parse(args(&["-V"])),

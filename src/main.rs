@@ -180,10 +180,23 @@ fn coalescing(options: &Options, config: &BhyveConfig, batch: usize) -> Result<b
 }
 
 fn run(options: Options) -> Result<(), HelperError> {
+    let parent = sys::parent_pid();
     sys::install_signal_handlers().map_err(|err| HelperError::Setup {
         call: "sigaction",
         err,
     })?;
+    // Armed now for the wait for the configuration, and again after the privilege drop,
+    // which clears it.
+    let exit_with_parent = || {
+        if options.exit_with_parent {
+            sys::exit_with_parent(parent).map_err(|err| HelperError::Setup {
+                call: "exit-with-parent (PR_SET_PDEATHSIG / PROC_PDEATHSIG_CTL)",
+                err,
+            })?;
+        }
+        Ok::<(), HelperError>(())
+    };
+    exit_with_parent()?;
     let sock = adopt_socket(options.socket)?;
     diag::init();
     if let Err(e) = sys::raise_nofile_limit() {
@@ -242,6 +255,7 @@ fn run(options: Options) -> Result<(), HelperError> {
     }
 
     sandbox::drop_privileges()?;
+    exit_with_parent()?;
     sandbox::confine(restricted)?;
 
     let mut rx = FrameRx::new(sock.as_fd(), limit, batch);

@@ -470,3 +470,54 @@ pub(crate) fn monotonic_ns() -> i64 {
         .expect("CLOCK_MONOTONIC is always available");
     ts.tv_sec() as i64 * 1_000_000_000 + ts.tv_nsec() as i64
 }
+
+/// Have the kernel send SIGTERM to this process when its parent exits (Linux
+/// `PR_SET_PDEATHSIG`, FreeBSD `PROC_PDEATHSIG_CTL`). Both kernels clear the setting when the
+/// credentials change, so call it after the privilege drop. `parent` is the parent seen at
+/// start: if it is already gone (the helper was re-parented before the setting took), SIGTERM
+/// is raised at once, so the answer is the same whichever came first.
+pub fn exit_with_parent(parent: libc::pid_t) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: PR_SET_PDEATHSIG takes a signal number and reads no memory.
+        cvt(unsafe {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGTERM as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            )
+        })?;
+    }
+    #[cfg(target_os = "freebsd")]
+    {
+        let mut signal: libc::c_int = libc::SIGTERM;
+        // SAFETY: PROC_PDEATHSIG_CTL reads one int from `data`, which points at `signal`
+        // for the duration of the call; P_PID 0 is this process.
+        cvt(unsafe {
+            libc::procctl(
+                libc::P_PID,
+                0,
+                libc::PROC_PDEATHSIG_CTL,
+                (&mut signal as *mut libc::c_int).cast(),
+            )
+        })?;
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+    {
+        return Err(io::Error::from(io::ErrorKind::Unsupported));
+    }
+    // SAFETY: getppid cannot fail and touches no memory.
+    if unsafe { libc::getppid() } != parent {
+        // SAFETY: raise with a valid signal number; the handler only sets a flag.
+        cvt(unsafe { libc::raise(libc::SIGTERM) })?;
+    }
+    Ok(())
+}
+
+/// The parent's pid, for [`exit_with_parent`].
+pub fn parent_pid() -> libc::pid_t {
+    // SAFETY: getppid cannot fail and touches no memory.
+    unsafe { libc::getppid() }
+}

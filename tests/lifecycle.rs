@@ -675,3 +675,123 @@ fn bad_poller_or_batch_exits_1_naming_the_key() {
         );
     }
 }
+
+/// The helper's state letter from /proc (`None`: gone); `Z` is a zombie waiting for a reaper.
+fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
+}
+
+/// `--exit-with-parent` (QEMU and libvirt start the helper; #14): when the process that
+/// started it dies, even by SIGKILL and with its end of the socket still open elsewhere, the
+/// helper ends as on SIGTERM. Without the option it stays, as under bhyve, where the socket's
+/// end is what ends it.
+#[test]
+fn exit_with_parent_ends_the_helper_when_its_parent_is_killed() {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+
+    for with_option in [true, false] {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .expect("socketpair");
+        let log = std::env::temp_dir().join(format!(
+            "exit-with-parent-{}-{with_option}.log",
+            std::process::id()
+        ));
+        let flag = if with_option {
+            "--exit-with-parent"
+        } else {
+            ""
+        };
+        // The parent: starts the helper in the background, says its pid, then waits as
+        // `sleep` (exec keeps the pid: the helper's parent is the process we kill).
+        let script = format!(
+            "\"$0\" -S 3 {flag} 2>'{}' & echo $!; exec sleep 60",
+            log.display()
+        );
+        let their_fd = theirs.as_raw_fd();
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &script, HELPER])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped());
+        // SAFETY: runs in the forked child before exec; dup2 is async-signal-safe and the copy
+        // it makes (descriptor 3, without CLOEXEC) is what the helper inherits.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(their_fd, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut parent = cmd.spawn().expect("spawn sh");
+        drop(theirs);
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(parent.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let helper: i32 = line.trim().parse().expect("the helper's pid");
+        nix::sys::socket::send(
+            ours.as_raw_fd(),
+            &restricted_config(),
+            nix::sys::socket::MsgFlags::MSG_EOR,
+        )
+        .expect("send the config");
+        // Up: its start-up line (stderr is a file, so it logs there).
+        let t0 = Instant::now();
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(" with libslirp ")
+        {
+            assert!(t0.elapsed() < STEP, "helper did not start");
+            thread::sleep(Duration::from_millis(20));
+        }
+
+        parent.kill().unwrap();
+        parent.wait().unwrap();
+        let t0 = Instant::now();
+        let gone = loop {
+            match proc_state(helper) {
+                None | Some('Z') => break true,
+                _ if t0.elapsed() > Duration::from_secs(2) => break false,
+                _ => thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        let said = std::fs::read_to_string(&log).unwrap_or_default();
+        if with_option {
+            assert!(
+                gone,
+                "helper still running 2 s after its parent died:\n{said}"
+            );
+            assert!(said.contains("terminated by signal"), "{said}");
+        } else {
+            assert!(
+                !gone,
+                "without the option the helper must outlive its parent:\n{said}"
+            );
+            // SAFETY: kill with a pid we started (through sh) and a valid signal.
+            unsafe { libc::kill(helper, libc::SIGTERM) };
+            let t0 = Instant::now();
+            while !matches!(proc_state(helper), None | Some('Z')) {
+                assert!(t0.elapsed() < STEP, "helper did not end on SIGTERM");
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+        drop(ours);
+        let _ = std::fs::remove_file(&log);
+    }
+}
