@@ -50,7 +50,8 @@ impl<'fd> Host<'fd> {
         let poller = Poller::new(kind, wakeup_read.as_fd(), frontend)?;
         // Read after main raised the soft limit to the hard one: the budget is a share of
         // what the process can really open.
-        let nofile = crate::sys::nofile_limit()?;
+        let nofile = crate::sys::nofile_limit()
+            .map_err(|e| io::Error::new(e.kind(), format!("getrlimit(RLIMIT_NOFILE): {e}")))?;
         let budget = FlowBudget::new(nofile);
         Ok(Host {
             poller,
@@ -93,14 +94,14 @@ impl SlirpHost for Host<'_> {
 
     fn add_poll(&mut self, fd: RawFd, events: Readiness) -> Option<Slot> {
         let events = self.budget.add(fd, events);
-        let slot = self.poller.add(fd, events);
-        self.budget.note_slot(slot, fd);
-        slot
+        self.poller.add(fd, events)
     }
 
     fn get_revents(&mut self, slot: Slot) -> Readiness {
         let revents = self.poller.revents(slot);
-        self.budget.answered(slot, revents);
+        if let Some(fd) = self.poller.slot_fd(slot) {
+            self.budget.answered(fd, revents);
+        }
         revents
     }
 

@@ -26,7 +26,7 @@
 //! Owns: the per-descriptor bookkeeping above and its counters. Must never: allocate per
 //! frame, or hide readiness from libslirp except a backed-off listener's POLLIN.
 
-use crate::poller::{Readiness, Slot};
+use crate::poller::Readiness;
 use crate::stats::BudgetCounters;
 use crate::wire::ethernet::{self, EthernetFrame};
 use crate::wire::{icmp, ipv4, ipv6, protocol, tcp, udp};
@@ -126,9 +126,6 @@ pub struct FlowBudget {
     held: usize,
     /// Frames handed to libslirp since the last fill, each a socket it may have opened.
     passed_since_fill: usize,
-    /// `add_poll` index → descriptor, for `get_revents` (the poll backend's index is not
-    /// the descriptor). Entries of earlier fills are stale, never read.
-    index_fd: Vec<RawFd>,
     iteration: u32,
     now_ms: i64,
     next_unmask_ms: Option<i64>,
@@ -143,7 +140,6 @@ impl FlowBudget {
             fds: Vec::new(),
             held: 0,
             passed_since_fill: 0,
-            index_fd: Vec::new(),
             iteration: 0,
             now_ms: 0,
             next_unmask_ms: None,
@@ -215,34 +211,12 @@ impl FlowBudget {
         events & !Readiness::IN
     }
 
-    /// Remember which descriptor the poller's `slot` stands for.
-    pub(crate) fn note_slot(&mut self, slot: Option<Slot>, fd: RawFd) {
-        let Some(i) = slot.and_then(|s| usize::try_from(s.index()).ok()) else {
-            return;
-        };
-        if i >= self.index_fd.len() {
-            self.grow_index(i);
-        }
-        self.index_fd[i] = fd;
-    }
-
-    #[cold]
-    fn grow_index(&mut self, i: usize) {
-        self.index_fd.resize(i + 1, -1);
-    }
-
-    /// `get_revents` answered `revents` for `slot`: a listener readable again while no
+    /// `get_revents` answered `revents` for `fd`: a listener readable again while no
     /// descriptor is free is backed off.
-    pub fn answered(&mut self, slot: Slot, revents: Readiness) {
+    pub fn answered(&mut self, fd: RawFd, revents: Readiness) {
         if !revents.contains(Readiness::IN) {
             return;
         }
-        let Some(&fd) = usize::try_from(slot.index())
-            .ok()
-            .and_then(|i| self.index_fd.get(i))
-        else {
-            return;
-        };
         let (iteration, now) = (self.iteration, self.now_ms);
         let Some(st) = usize::try_from(fd).ok().and_then(|i| self.fds.get_mut(i)) else {
             return;

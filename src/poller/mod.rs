@@ -231,6 +231,11 @@ impl Poller {
         dispatch!(&self.backend, b => b.revents(slot))
     }
 
+    /// The descriptor behind a slot `add` returned this fill (`None` for any other number).
+    pub(crate) fn slot_fd(&self, slot: Slot) -> Option<RawFd> {
+        dispatch!(&self.backend, b => b.slot_fd(slot))
+    }
+
     /// Readiness of one of the helper's own descriptors this iteration.
     pub fn own_revents(&self, which: Own) -> Readiness {
         dispatch!(&self.backend, b => b.own_revents(which))

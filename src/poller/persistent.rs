@@ -140,6 +140,11 @@ impl<K: KernelQueue> PersistentBackend<K> {
         self.table.revents(slot)
     }
 
+    /// The slot is the descriptor itself.
+    pub fn slot_fd(&self, slot: Slot) -> Option<RawFd> {
+        RawFd::try_from(slot.index()).ok()
+    }
+
     pub fn own_revents(&self, which: Own) -> Readiness {
         match which {
             Own::Wakeup => self.wakeup,

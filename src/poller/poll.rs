@@ -94,6 +94,14 @@ impl PollBackend {
         Ok(())
     }
 
+    pub fn slot_fd(&self, slot: Slot) -> Option<RawFd> {
+        usize::try_from(slot.index())
+            .ok()
+            .filter(|&i| i > FRONTEND)
+            .and_then(|i| self.fds.get(i))
+            .map(|entry| entry.fd)
+    }
+
     pub fn revents(&self, slot: Slot) -> Readiness {
         // Indices below 2 are ours; libslirp only ever sees indices `add` returned.
         let Some(entry) = usize::try_from(slot.index())
