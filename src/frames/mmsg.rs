@@ -76,12 +76,6 @@ impl FrameBatch {
         self.hdrs.len()
     }
 
-    /// Bytes per slot.
-    #[inline]
-    pub fn slot_size(&self) -> usize {
-        self.slot
-    }
-
     /// `recvmmsg` up to `count` (at most `capacity`) messages into slots 0.., without waiting:
     /// how many arrived. EAGAIN, EINTR and the rest are the caller's to interpret.
     pub fn recv(&mut self, fd: BorrowedFd<'_>, count: usize) -> io::Result<usize> {
@@ -201,10 +195,13 @@ impl GatherList {
             };
             capacity
         ];
-        GatherList {
-            iovs: iovs.into_boxed_slice(),
-            hdrs: vec![empty_header(); capacity].into_boxed_slice(),
+        let mut iovs = iovs.into_boxed_slice();
+        let mut hdrs = vec![empty_header(); capacity].into_boxed_slice();
+        // Once: each header points at its own iovec, whose heap block never moves.
+        for (hdr, iov) in hdrs.iter_mut().zip(iovs.iter_mut()) {
+            set_iov(hdr, iov);
         }
+        GatherList { iovs, hdrs }
     }
 
     /// `sendmmsg` of `frames` (the first `capacity` of them), one message each, with `flags`:
@@ -216,23 +213,21 @@ impl GatherList {
         flags: libc::c_int,
     ) -> io::Result<usize> {
         let mut count = 0;
-        for ((hdr, iov), frame) in self.hdrs.iter_mut().zip(self.iovs.iter_mut()).zip(frames) {
+        for (iov, frame) in self.iovs.iter_mut().zip(frames) {
             // The kernel only reads through `iov_base` (sendmmsg): the `*mut` is C's type.
             *iov = libc::iovec {
                 iov_base: frame.as_ptr() as *mut libc::c_void,
                 iov_len: frame.len(),
             };
-            *hdr = empty_header();
-            hdr.msg_hdr.msg_iov = iov;
-            hdr.msg_hdr.msg_iovlen = 1;
             count += 1;
         }
         if count == 0 {
             return Ok(0);
         }
-        // SAFETY: the first `count` headers were just pointed at their own iovecs (owned by
-        // `self`), and each iovec at a frame borrowed for `'a`, which outlasts this call; the
-        // kernel only reads the frames and writes `msg_len` into the headers.
+        // SAFETY: every header points at its own iovec (set in `new`; both blocks are owned
+        // by `self` and never move), and the first `count` iovecs were just set to frames
+        // borrowed for `'a`, which outlasts this call; the kernel only reads the frames and
+        // writes `msg_len` into the headers.
         let n = cvt(unsafe {
             libc::sendmmsg(fd.as_raw_fd(), self.hdrs.as_mut_ptr(), count as _, flags)
         })?;
