@@ -476,20 +476,10 @@ pub(crate) fn monotonic_ns() -> i64 {
 /// credentials change, so call it after the privilege drop. `parent` is the parent seen at
 /// start: if it is already gone (the helper was re-parented before the setting took), SIGTERM
 /// is raised at once, so the answer is the same whichever came first.
+#[cfg(any(target_os = "linux", target_os = "freebsd"))]
 pub fn exit_with_parent(parent: libc::pid_t) -> io::Result<()> {
     #[cfg(target_os = "linux")]
-    {
-        // SAFETY: PR_SET_PDEATHSIG takes a signal number and reads no memory.
-        cvt(unsafe {
-            libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGTERM as libc::c_ulong,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-            )
-        })?;
-    }
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
     #[cfg(target_os = "freebsd")]
     {
         let mut signal: libc::c_int = libc::SIGTERM;
@@ -504,20 +494,19 @@ pub fn exit_with_parent(parent: libc::pid_t) -> io::Result<()> {
             )
         })?;
     }
-    #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
-    {
-        return Err(io::Error::from(io::ErrorKind::Unsupported));
-    }
-    // SAFETY: getppid cannot fail and touches no memory.
-    if unsafe { libc::getppid() } != parent {
-        // SAFETY: raise with a valid signal number; the handler only sets a flag.
-        cvt(unsafe { libc::raise(libc::SIGTERM) })?;
+    if parent_pid() != parent {
+        nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM)?;
     }
     Ok(())
 }
 
+/// Elsewhere the option cannot be honoured: say so rather than ignore it.
+#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+pub fn exit_with_parent(_parent: libc::pid_t) -> io::Result<()> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
 /// The parent's pid, for [`exit_with_parent`].
 pub fn parent_pid() -> libc::pid_t {
-    // SAFETY: getppid cannot fail and touches no memory.
-    unsafe { libc::getppid() }
+    std::os::unix::process::parent_id() as libc::pid_t
 }
