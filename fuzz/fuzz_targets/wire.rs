@@ -38,11 +38,8 @@ fn check_ipv4(bytes: &[u8]) {
     };
     assert!((20..=60).contains(&ip.header_len()));
     assert!(ip.header_len() <= ip.total_len() && ip.total_len() <= bytes.len());
-    assert_eq!(ip.header().len(), ip.header_len());
     assert_eq!(ip.options().len(), ip.header_len() - 20);
-    assert_eq!(ip.datagram().len(), ip.total_len());
     assert_eq!(ip.payload().len(), ip.total_len() - ip.header_len());
-    assert!(ip.fragment_offset() <= 0x1fff * 8);
     let _ = (ip.checksum_valid(), ip.repr(), ip.src(), ip.dst(), ip.protocol());
     check_transport(ip.payload());
 }
@@ -95,7 +92,6 @@ fuzz_target!(|data: &[u8]| {
     let bytes = &rest[usize::from(at).min(rest.len())..];
     assert_eq!(internet_checksum(bytes), reference_checksum(bytes));
     if let Ok(frame) = EthernetFrame::parse(bytes) {
-        assert_eq!(frame.header().len(), 14);
         assert_eq!(frame.header().len() + frame.payload().len(), bytes.len());
         check_ipv4(frame.payload());
         check_ipv6(frame.payload());
