@@ -3,6 +3,7 @@
 //! Root only (skipped otherwise).
 
 mod e2e_common;
+use e2e_common::process::gone_within;
 use e2e_common::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -43,26 +44,6 @@ fn helper_pid(err: &mut BufReader<std::process::ChildStderr>) -> Option<i32> {
         }
     }
     None
-}
-
-/// Whether `pid` is gone (or a zombie), polled up to `limit`.
-fn gone_within(pid: i32, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
-        match stat {
-            Err(_) => return true,
-            Ok(s)
-                if s.rsplit(')')
-                    .next()
-                    .is_some_and(|r| r.trim_start().starts_with('Z')) =>
-            {
-                return true
-            }
-            Ok(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-    false
 }
 
 #[test]

@@ -676,17 +676,6 @@ fn bad_poller_or_batch_exits_1_naming_the_key() {
     }
 }
 
-/// The helper's state letter from /proc (`None`: gone); `Z` is a zombie waiting for a reaper.
-fn proc_state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit(')')
-        .next()?
-        .split_whitespace()
-        .next()?
-        .chars()
-        .next()
-}
-
 /// `--exit-with-parent` (QEMU and libvirt start the helper; #14): when the process that
 /// started it dies, even by SIGKILL and with its end of the socket still open elsewhere, the
 /// helper ends as on SIGTERM. Without the option it stays, as under bhyve, where the socket's
@@ -763,14 +752,7 @@ fn exit_with_parent_ends_the_helper_when_its_parent_is_killed() {
 
         parent.kill().unwrap();
         parent.wait().unwrap();
-        let t0 = Instant::now();
-        let gone = loop {
-            match proc_state(helper) {
-                None | Some('Z') => break true,
-                _ if t0.elapsed() > Duration::from_secs(2) => break false,
-                _ => thread::sleep(Duration::from_millis(20)),
-            }
-        };
+        let gone = common::process::gone_within(helper, Duration::from_secs(2));
         let said = std::fs::read_to_string(&log).unwrap_or_default();
         if with_option {
             assert!(
@@ -783,13 +765,15 @@ fn exit_with_parent_ends_the_helper_when_its_parent_is_killed() {
                 !gone,
                 "without the option the helper must outlive its parent:\n{said}"
             );
-            // SAFETY: kill with a pid we started (through sh) and a valid signal.
-            unsafe { libc::kill(helper, libc::SIGTERM) };
-            let t0 = Instant::now();
-            while !matches!(proc_state(helper), None | Some('Z')) {
-                assert!(t0.elapsed() < STEP, "helper did not end on SIGTERM");
-                thread::sleep(Duration::from_millis(20));
-            }
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(helper),
+                nix::sys::signal::Signal::SIGTERM,
+            )
+            .unwrap();
+            assert!(
+                common::process::gone_within(helper, STEP),
+                "helper did not end on SIGTERM"
+            );
         }
         drop(ours);
         let _ = std::fs::remove_file(&log);

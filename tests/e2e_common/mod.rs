@@ -13,6 +13,8 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../common/process.rs"]
+pub mod process;
 #[path = "../common/skip.rs"]
 pub mod skip;
 use skip::skip;
