@@ -1,6 +1,7 @@
 //! The command line, compatible with the C helper: `-S <fd>` (getopt style), plus `--help`,
 //! `--version` and the helper's own options.
 
+use crate::config::settings::{self, Overrides};
 use crate::config::value::{self, Expected, ValueError};
 use crate::poller::PollerKind;
 use std::ffi::OsString;
@@ -30,12 +31,33 @@ device configuration (a libnv nvlist), then exchanges Ethernet frames.
                       the batch is above 1)
   --exit-with-parent  end (as on SIGTERM) when the process that started
                       the helper exits, even if it is killed
+
+The guest's network (also bhyve keys of the same name; see the man page):
+  --net A/LEN         IPv4 network, LEN 8..30 (default 10.0.2.0/24)
+  --host A, --dhcpstart A, --dns A
+                      the host, the first DHCP lease, the DNS proxy
+                      (default .2, .15 and .3 of the network)
+  --dnssearch N;N     DHCP domain search list (at most 6)
+  --domainname N, --hostname N
+                      DHCP domain name and the guest's host name
+  --dnsproxy on|off, --dhcp on|off
+                      libslirp's DNS proxy and DHCP server (default on)
+  --hostloopback on|off
+                      the guest reaches the host's 127.0.0.1 through the
+                      host address (default on)
+  --outbound A, --outbound6 A6
+                      source address of the guest's outbound connections
+  --ipv6 on|off       IPv6 for the guest (default off): router
+                      advertisements for SLAAC, DNS proxy, IPv6 forwards
+  --net6 P/LEN, --host6 A6, --dns6 A6
+                      IPv6 prefix, host and DNS (default fec0::/64, ::2, ::3)
+Every option also takes the form --name=value.
   -h, --help          this text
   -V, --version       this helper's version, and libslirp's (loaded as
                       for a run)
 
 --poller, --batch and --coalesce can also come as bhyve keys of the same
-name (-s 2,virtio-net,slirp,poller=poll); the option wins.
+name (-s 2,virtio-net,slirp,poller=poll); an option always wins over its key.
 
 Exit status: 0 when bhyve hangs up or on SIGTERM/SIGINT, 1 on bad usage,
 configuration, or libslirp, 4 on a bad boolean for 'open'.
@@ -68,6 +90,8 @@ pub struct Options {
     pub coalesce: Option<bool>,
     /// End when the parent exits (a hypervisor killed without closing its socket end).
     pub exit_with_parent: bool,
+    /// Network settings given as options (`--net 192.168.77.0/24`); they win over bhyve's keys.
+    pub settings: Overrides,
 }
 
 /// A command line that cannot be run: one line, then [`USAGE`]; exit 1.
@@ -163,11 +187,17 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
         a.into_string()
             .map_err(|a| UsageError::NotUtf8(a.as_encoded_bytes().escape_ascii().to_string()))
     });
+    let mut settings: Overrides = Vec::new();
     while let Some(arg) = args.next() {
         let arg = arg?;
-        let mut value = |name: &'static str| match args.next() {
-            Some(v) => v,
-            None => Err(UsageError::MissingValue(name)),
+        // `--name=value` (as libvirt writes options) or `--name value`.
+        let (arg, mut inline) = match arg.split_once('=') {
+            Some((name, v)) if name.starts_with("--") => (name.to_owned(), Some(v.to_owned())),
+            _ => (arg, None),
+        };
+        let mut value = |name: &'static str| match inline.take() {
+            Some(v) => Ok(v),
+            None => args.next().unwrap_or(Err(UsageError::MissingValue(name))),
         };
         match arg.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
@@ -188,7 +218,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             "--batch" => batch = Some(parse_batch("--batch", &value("--batch")?)?),
             "--coalesce" => coalesce = Some(parse_switch("--coalesce", &value("--coalesce")?)?),
             "--exit-with-parent" => exit_with_parent = true,
-            other => return Err(UsageError::Unexpected(other.to_owned())),
+            other => match settings::by_option(other) {
+                Some(setting) => settings.push((setting.key, value(setting.option)?)),
+                None => return Err(UsageError::Unexpected(other.to_owned())),
+            },
+        }
+        if let Some(v) = inline {
+            return Err(UsageError::Unexpected(format!("{arg}={v}")));
         }
     }
     if version {
@@ -202,6 +238,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
         batch,
         coalesce,
         exit_with_parent,
+        settings,
     }))
 }
 
@@ -214,6 +251,40 @@ mod tests {
     }
 
     #[test]
+    fn network_options_in_both_forms() {
+        let Ok(Command::Run(o)) = parse(args(&[
+            "-S",
+            "3",
+            "--net=192.168.77.0/24",
+            "--ipv6",
+            "on",
+            "--batch=8",
+            "--dnssearch=a.example;b.example",
+        ])) else {
+            panic!("refused");
+        };
+        assert_eq!(o.batch, Some(8));
+        assert_eq!(
+            o.settings,
+            vec![
+                ("net", "192.168.77.0/24".to_owned()),
+                ("ipv6", "on".to_owned()),
+                ("dnssearch", "a.example;b.example".to_owned()),
+            ]
+        );
+        for (bad, want) in [
+            (&["-S", "3", "--net"][..], "--net: missing value"),
+            (&["-S", "3", "--nett=1"], "unexpected argument '--nett'"),
+            (
+                &["-S", "3", "--exit-with-parent=yes"],
+                "unexpected argument '--exit-with-parent=yes'",
+            ),
+        ] {
+            assert_eq!(parse(args(bad)).unwrap_err().to_string(), want, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn accepts_the_c_helpers_forms() {
         let expect = Command::Run(Options {
             socket: 3,
@@ -222,6 +293,7 @@ mod tests {
             batch: None,
             coalesce: None,
             exit_with_parent: false,
+            settings: Vec::new(),
         });
         assert_eq!(parse(args(&["-S", "3"])), Ok(expect.clone()));
         assert_eq!(parse(args(&["-S3"])), Ok(expect));

@@ -261,9 +261,9 @@ mod tests {
             index: 2,
             rule: HostFwdRule {
                 proto: Proto::Tcp,
-                host_addr: Ipv4Addr::LOCALHOST,
+                host_addr: Ipv4Addr::LOCALHOST.into(),
                 host_port: 2222,
-                guest_addr: Ipv4Addr::new(10, 0, 2, 15),
+                guest_addr: Ipv4Addr::new(10, 0, 2, 15).into(),
                 guest_port: 22,
             },
             err: io::Error::from_raw_os_error(libc::EADDRINUSE),

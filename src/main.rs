@@ -4,7 +4,7 @@
 
 use slirp_helper::cli::{self, Command, Options};
 use slirp_helper::coalesce::Coalescer;
-use slirp_helper::config::{self, BhyveConfig, ConfigError, ValueError};
+use slirp_helper::config::{self, BhyveConfig, ConfigError, Network, Settings, ValueError};
 use slirp_helper::error::{HelperError, SocketError, SocketProblem};
 use slirp_helper::event_loop::{self, Exit, Host};
 use slirp_helper::frames::{FrameLimit, FrameRx, DEFAULT_BATCH};
@@ -211,8 +211,13 @@ fn run(options: Options) -> Result<(), HelperError> {
         sys::set_process_title(vmname);
     }
 
+    let network = Network::from_settings(&Settings::new(&options.settings, &config))?;
+
     let path = libslirp_path(options.libslirp.as_deref());
     let api = SlirpApi::load(&path)?;
+    network
+        .check_libslirp(api.version_number())
+        .map_err(ConfigError::from)?;
 
     let limit = FrameLimit::from_mtui(config.mtui);
     let kind = poller_kind(&options, &config)?;
@@ -235,6 +240,7 @@ fn run(options: Options) -> Result<(), HelperError> {
         StackConfig {
             restricted,
             mtu: limit.mtu(),
+            network: &network,
         },
         host,
     )
@@ -245,11 +251,12 @@ fn run(options: Options) -> Result<(), HelperError> {
         stack.version()
     ));
     for (i, rule) in config.hostfwd.iter().enumerate() {
+        let rule = rule.with_guest_default(network.dhcp_start);
         stack
-            .add_hostfwd(rule)
+            .add_hostfwd(&rule)
             .map_err(|err| HelperError::HostFwd {
                 index: i + 1,
-                rule: *rule,
+                rule,
                 err,
             })?;
     }

@@ -6,6 +6,7 @@
 //! (libslirp's own allocations go through glib's malloc and are not counted.)
 
 use slirp_helper::coalesce::Coalescer;
+use slirp_helper::config::Network;
 use slirp_helper::event_loop::{self, Host};
 use slirp_helper::frames::FrameLimit;
 use slirp_helper::frames::FrameRx;
@@ -193,11 +194,13 @@ fn steady_state_allocates_nothing_per_frame() {
             let limit = FrameLimit::from_mtui(Some(1500));
             let api = SlirpApi::load(DEFAULT_LIBSLIRP).expect("libslirp0 installed");
             let host = Host::new(kind, fd, limit, batch).unwrap();
+            let network = Network::default();
             let mut stack = Stack::new(
                 api,
                 StackConfig {
                     restricted: true,
                     mtu: limit.mtu(),
+                    network: &network,
                 },
                 host,
             )
