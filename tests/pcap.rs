@@ -359,6 +359,37 @@ fn a_full_disk_stops_capture_but_not_networking() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn a_file_past_the_size_limit_stops_capture_not_the_helper() {
+    let dir = test_dir("fsize");
+    let path = dir.join("vm.pcap");
+    // RLIMIT_FSIZE of 4 KiB: without SIGXFSZ ignored, the write past it would kill the helper.
+    let mut bhyve = Bhyve::spawn(Spawn {
+        config: Some(restricted_config()),
+        args: vec!["--pcap".into(), path.to_str().unwrap().into()],
+        fsize: Some(4096),
+        ..Spawn::default()
+    });
+    let answered = pings(&bhyve, 10, 1000);
+    assert_eq!(answered, 10, "stderr:\n{}", bhyve.stderr());
+    let stats = bhyve.stats_now(STEP).expect("stats line");
+    assert_eq!(counter(&stats, "pcap_stopped"), 1);
+    bhyve.hang_up();
+    assert_eq!(bhyve.expect_exit(STEP), 0, "{}", bhyve.stderr());
+    let stderr = bhyve.stderr();
+    let stops: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("capture stopped"))
+        .collect();
+    assert_eq!(stops.len(), 1, "{stderr}");
+    assert!(stops[0].contains("File too large"), "{}", stops[0]);
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(bytes.len(), 4096);
+    let (records, _) = read_pcap(&bytes);
+    assert_eq!(counter(&stats, "pcap_frames"), records.len() as u64);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Starts the helper with `--pcap path`; its exit code and stderr.
 fn refused(path: &Path) -> (i32, String) {
     let mut bhyve = Bhyve::spawn(Spawn {

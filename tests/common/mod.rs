@@ -193,6 +193,8 @@ pub struct Spawn {
     pub args: Vec<String>,
     /// RLIMIT_NOFILE, soft and hard, for the helper (so that it cannot raise it).
     pub nofile: Option<u64>,
+    /// RLIMIT_FSIZE in bytes, soft and hard: the largest file the helper may write.
+    pub fsize: Option<u64>,
     /// stderr on `/dev/null`, as bhyve starts the helper (diagnostics then go to syslog).
     pub stderr_null: bool,
     /// The descriptor number the helper's socket has in the child (and `-S` names), e.g. 2.
@@ -254,6 +256,7 @@ impl Bhyve {
         }
         let private_netns = opts.private_netns;
         let nofile = opts.nofile;
+        let fsize = opts.fsize;
         let tmpfs = opts.tmpfs.map(|(dir, bytes)| {
             (
                 dir,
@@ -299,12 +302,15 @@ impl Bhyve {
                 if tmpfs.is_some() {
                     return Err(io::Error::from(io::ErrorKind::Unsupported));
                 }
-                if let Some(n) = nofile {
+                for (resource, limit) in
+                    [(libc::RLIMIT_NOFILE, nofile), (libc::RLIMIT_FSIZE, fsize)]
+                {
+                    let Some(n) = limit else { continue };
                     let lim = libc::rlimit {
                         rlim_cur: n as libc::rlim_t,
                         rlim_max: n as libc::rlim_t,
                     };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    if libc::setrlimit(resource, &lim) != 0 {
                         return Err(io::Error::last_os_error());
                     }
                 }
