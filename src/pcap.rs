@@ -15,7 +15,7 @@ use crate::frames::FrameLimit;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// `pcap_max` when not set: 1 GiB.
@@ -64,6 +64,11 @@ pub enum CaptureProblem {
     /// The path exists and is not a regular file (a symbolic link, a directory, a fifo, a
     /// device, a socket): the name of what it is.
     NotRegular(&'static str),
+    /// An existing file with other names (hard links): truncating it would destroy what the
+    /// other names hold (FreeBSD lets any user link to another's file by default).
+    Linked { links: u64 },
+    /// An existing file that belongs to another user, who could read the guest's traffic.
+    Foreign { owner: u32, euid: u32 },
     /// A call on the path or the new descriptor failed.
     Call { call: &'static str, err: io::Error },
 }
@@ -76,6 +81,16 @@ impl fmt::Display for CaptureError {
                 f,
                 "pcap: '{path}' exists and is {what}, not a regular file: refusing to write to it"
             ),
+            CaptureProblem::Linked { links } => write!(
+                f,
+                "pcap: '{path}' has {links} hard links: refusing to truncate a file that has \
+                 other names"
+            ),
+            CaptureProblem::Foreign { owner, euid } => write!(
+                f,
+                "pcap: '{path}' belongs to uid {owner}, not to this process (uid {euid}): \
+                 refusing to write the guest's traffic to it"
+            ),
             CaptureProblem::Call { call, err } => write!(f, "pcap: '{path}': {call}: {err}"),
         }
     }
@@ -84,7 +99,9 @@ impl fmt::Display for CaptureError {
 impl std::error::Error for CaptureError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.problem {
-            CaptureProblem::NotRegular(_) => None,
+            CaptureProblem::NotRegular(_)
+            | CaptureProblem::Linked { .. }
+            | CaptureProblem::Foreign { .. } => None,
             CaptureProblem::Call { err, .. } => Some(err),
         }
     }
@@ -129,7 +146,8 @@ pub struct Capture {
 impl Capture {
     /// Open `path` for capture, before the sandbox. An existing path must be a regular file
     /// (checked without following a symbolic link: as root, a link someone planted must not
-    /// aim the helper at another file); it is truncated. The file ends up mode 0600 (it holds
+    /// aim the helper at another file) with no other name and owned by this process's user;
+    /// it is truncated. The file ends up mode 0600 (it holds
     /// the guest's traffic) and starts with the pcap header. `limit` bounds the frames either
     /// direction may carry; `max_bytes` is `pcap_max`.
     pub fn open(path: &str, max_bytes: u64, limit: FrameLimit) -> Result<Capture, CaptureError> {
@@ -165,6 +183,24 @@ impl Capture {
         let meta = file.metadata().map_err(|e| fail("fstat", e))?;
         if !meta.file_type().is_file() {
             return Err(refuse(kind_of(meta.file_type())));
+        }
+        // The helper runs as root: a file someone else prepared at the path must not become
+        // a way to destroy another file (a hard link) or to read the guest's traffic (theirs).
+        let problem = |problem| CaptureError {
+            path: path.to_owned(),
+            problem,
+        };
+        if meta.nlink() > 1 {
+            return Err(problem(CaptureProblem::Linked {
+                links: meta.nlink(),
+            }));
+        }
+        let euid = nix::unistd::geteuid().as_raw();
+        if meta.uid() != euid {
+            return Err(problem(CaptureProblem::Foreign {
+                owner: meta.uid(),
+                euid,
+            }));
         }
         file.set_len(0).map_err(|e| fail("ftruncate", e))?;
         if meta.permissions().mode() & 0o7777 != 0o600 {
@@ -320,10 +356,26 @@ mod tests {
         FrameLimit::from_mtui(Some(1500))
     }
 
-    fn temp_path(name: &str) -> String {
-        let dir = std::env::temp_dir().join(format!("pcap-unit-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir.join(name).to_str().unwrap().to_owned()
+    /// A directory of one test's files, removed when the test ends.
+    struct Scratch(std::path::PathBuf);
+
+    impl Scratch {
+        fn new(test: &str) -> Scratch {
+            let dir = std::env::temp_dir().join(format!("pcap-unit-{}-{test}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+
+        fn path(&self, name: &str) -> String {
+            self.0.join(name).to_str().unwrap().to_owned()
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 
     /// The records of a classic pcap file, read independently of the writer: (seconds,
@@ -353,7 +405,8 @@ mod tests {
 
     #[test]
     fn records_every_frame_with_its_time() {
-        let path = temp_path("records.pcap");
+        let scratch = Scratch::new("records_every_frame_with_its_time");
+        let path = scratch.path("records.pcap");
         let mut c = Capture::open(&path, DEFAULT_MAX_BYTES, mtu1500()).unwrap();
         let t = UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
         c.record_at(&[0xaa; 60], t);
@@ -382,7 +435,8 @@ mod tests {
 
     #[test]
     fn the_cap_stops_capture_before_the_record_that_would_pass_it() {
-        let path = temp_path("cap.pcap");
+        let scratch = Scratch::new("the_cap_stops_capture_before_the_record_that_would_pass_it");
+        let path = scratch.path("cap.pcap");
         // Header + two 100-byte frames fit exactly; the third does not.
         let max = (FILE_HEADER_LEN + 2 * (RECORD_HEADER_LEN + 100)) as u64;
         let mut c = Capture::open(&path, max, mtu1500()).unwrap();
@@ -406,7 +460,8 @@ mod tests {
 
     #[test]
     fn a_full_buffer_is_written_and_never_grows() {
-        let path = temp_path("full.pcap");
+        let scratch = Scratch::new("a_full_buffer_is_written_and_never_grows");
+        let path = scratch.path("full.pcap");
         let mut c =
             Capture::open(&path, DEFAULT_MAX_BYTES, FrameLimit::from_mtui(Some(65520))).unwrap();
         let capacity = c.buf.capacity();
@@ -425,7 +480,8 @@ mod tests {
 
     #[test]
     fn an_existing_regular_file_is_truncated_and_made_private() {
-        let path = temp_path("existing.pcap");
+        let scratch = Scratch::new("an_existing_regular_file_is_truncated_and_made_private");
+        let path = scratch.path("existing.pcap");
         std::fs::write(&path, vec![7u8; 5000]).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let c = Capture::open(&path, DEFAULT_MAX_BYTES, mtu1500()).unwrap();
@@ -436,9 +492,10 @@ mod tests {
 
     #[test]
     fn what_is_not_a_regular_file_is_refused_by_name() {
-        let dir = temp_path("a-directory");
+        let scratch = Scratch::new("what_is_not_a_regular_file_is_refused_by_name");
+        let dir = scratch.path("a-directory");
         std::fs::create_dir_all(&dir).unwrap();
-        let link = temp_path("link-to-null");
+        let link = scratch.path("link-to-null");
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink("/dev/null", &link).unwrap();
         for (path, what) in [
@@ -452,13 +509,45 @@ mod tests {
                 format!("pcap: '{path}' exists and is {what}, not a regular file: refusing to write to it")
             );
         }
-        let missing = temp_path("no/such/dir.pcap");
+        let missing = scratch.path("no/such/dir.pcap");
         let e = Capture::open(&missing, DEFAULT_MAX_BYTES, mtu1500()).unwrap_err();
         assert!(
             e.to_string()
                 .starts_with(&format!("pcap: '{missing}': open: ")),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_file_with_other_names_or_another_owner_is_refused() {
+        let scratch = Scratch::new("a_file_with_other_names_or_another_owner_is_refused");
+        let path = scratch.path("linked.pcap");
+        let other = scratch.path("other-name");
+        let _ = std::fs::remove_file(&other);
+        std::fs::write(&path, b"precious").unwrap();
+        std::fs::hard_link(&path, &other).unwrap();
+        let e = Capture::open(&path, DEFAULT_MAX_BYTES, mtu1500()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "pcap: '{path}' has 2 hard links: refusing to truncate a file that has other names"
+            )
+        );
+        assert_eq!(std::fs::read(&other).unwrap(), b"precious");
+        std::fs::remove_file(&other).unwrap();
+        if nix::unistd::geteuid().is_root() {
+            // As root, hand the file to `nobody` (65534) and try again.
+            std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+            let e = Capture::open(&path, DEFAULT_MAX_BYTES, mtu1500()).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "pcap: '{path}' belongs to uid 65534, not to this process (uid 0): refusing \
+                     to write the guest's traffic to it"
+                )
+            );
+            assert_eq!(std::fs::read(&path).unwrap(), b"precious");
+        }
     }
 
     #[test]
