@@ -176,7 +176,8 @@ impl Capture {
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open(path)
             .map_err(|e| match e.raw_os_error() {
-                Some(libc::ELOOP) => refuse("a symbolic link"),
+                // O_NOFOLLOW on a link: ELOOP on Linux, EMLINK on FreeBSD.
+                Some(libc::ELOOP) | Some(libc::EMLINK) => refuse("a symbolic link"),
                 Some(libc::EISDIR) => refuse("a directory"),
                 _ => fail("open", e),
             })?;
