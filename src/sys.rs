@@ -434,9 +434,9 @@ extern "C" fn on_dump_stats(_: libc::c_int) {
 }
 
 /// SIGPIPE and SIGXFSZ ignored (a send to a dead peer must be an EPIPE, a capture file over
-/// the size limit an EFBIG, never death); SIGTERM/SIGINT end
-/// the loop cleanly; SIGUSR1 (and SIGINFO on the BSDs) dump the counters. No SA_RESTART, so a
-/// signal interrupts the wait and is seen at once.
+/// the size limit an EFBIG, never death); SIGTERM/SIGINT end the loop cleanly; SIGUSR1 (and
+/// SIGINFO on the BSDs) dump the counters. No SA_RESTART, so a signal interrupts the wait and
+/// is seen at once.
 pub fn install_signal_handlers() -> io::Result<()> {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
@@ -536,8 +536,8 @@ pub(crate) fn limit_to_writing(file: &std::fs::File) -> io::Result<()> {
     Ok(())
 }
 
-/// Only FreeBSD has Capsicum; elsewhere the sandbox leaves `write` as the only call that can
-/// reach the capture file (Linux: Landlock and seccomp as without capture).
+/// Only FreeBSD limits a descriptor's rights. On Linux the sandbox stays what it is without
+/// capture: the loop only ever writes to the capture file.
 #[cfg(not(target_os = "freebsd"))]
 pub(crate) fn limit_to_writing(_file: &std::fs::File) -> io::Result<()> {
     Ok(())
