@@ -29,6 +29,11 @@ device configuration (a libnv nvlist), then exchanges Ethernet frames.
   --coalesce on|off   merge consecutive guest TCP segments read together
                       into one packet before libslirp (default: on when
                       the batch is above 1)
+  --pcap <path>       record every frame to and from bhyve in a pcap file
+                      (created 0600; an existing path must be a regular
+                      file, and is overwritten)
+  --pcap-max <bytes>  stop recording when the file would pass this size,
+                      24..=9223372036854775807 (default 1073741824, 1 GiB)
   --exit-with-parent  end (as on SIGTERM) when the process that started
                       the helper exits, even if it is killed
 
@@ -56,8 +61,9 @@ Every option also takes the form --name=value.
   -V, --version       this helper's version, and libslirp's (loaded as
                       for a run)
 
---poller, --batch and --coalesce can also come as bhyve keys of the same
-name (-s 2,virtio-net,slirp,poller=poll); an option always wins over its key.
+--poller, --batch, --coalesce, --pcap and --pcap-max can also come as bhyve
+keys (poller, batch, coalesce, pcap, pcap_max: -s 2,virtio-net,slirp,
+poller=poll,pcap=/tmp/vm0.pcap); an option always wins over its key.
 
 Exit status: 0 when bhyve hangs up or on SIGTERM/SIGINT, 1 on bad usage,
 configuration, or libslirp, 4 on a bad boolean for 'open'.
@@ -92,6 +98,10 @@ pub struct Options {
     pub exit_with_parent: bool,
     /// Network settings given as options (`--net 192.168.77.0/24`); they win over bhyve's keys.
     pub settings: Overrides,
+    /// Capture file; `None`: the `pcap` key, else no capture.
+    pub pcap: Option<String>,
+    /// Capture cap in bytes; `None`: the `pcap_max` key, else 1 GiB.
+    pub pcap_max: Option<u64>,
 }
 
 /// A command line that cannot be run: one line, then [`USAGE`]; exit 1.
@@ -159,6 +169,24 @@ pub fn parse_switch(setting: &'static str, text: &str) -> Result<bool, ValueErro
     value::parse_switch(setting, text)
 }
 
+/// A capture file (`--pcap` or the `pcap` key): any path but an empty one.
+pub fn parse_pcap_path(setting: &'static str, text: &str) -> Result<String, ValueError> {
+    if text.is_empty() {
+        return Err(ValueError::new(setting, text, Expected::Path));
+    }
+    Ok(text.to_owned())
+}
+
+/// The capture cap in bytes (`--pcap-max` or the `pcap_max` key): at least the file header.
+pub fn parse_pcap_max(setting: &'static str, text: &str) -> Result<u64, ValueError> {
+    value::parse_number(
+        setting,
+        text,
+        crate::pcap::FILE_HEADER_LEN as u64,
+        crate::pcap::MAX_MAX_BYTES,
+    )
+}
+
 /// The pollers this system has, the C helper's loop first.
 pub(crate) const POLLERS: &[&str] = if cfg!(target_os = "linux") {
     &["poll", "epoll"]
@@ -182,6 +210,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
     let mut batch = None;
     let mut coalesce = None;
     let mut exit_with_parent = false;
+    let mut pcap = None;
+    let mut pcap_max = None;
     let mut version = false;
     let mut args = args.into_iter().map(|a| {
         a.into_string()
@@ -218,6 +248,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             "--batch" => batch = Some(parse_batch("--batch", &value("--batch")?)?),
             "--coalesce" => coalesce = Some(parse_switch("--coalesce", &value("--coalesce")?)?),
             "--exit-with-parent" => exit_with_parent = true,
+            "--pcap" => pcap = Some(parse_pcap_path("--pcap", &value("--pcap")?)?),
+            "--pcap-max" => {
+                pcap_max = Some(parse_pcap_max("--pcap-max", &value("--pcap-max")?)?);
+            }
             other => match settings::by_option(other) {
                 Some(setting) => settings.push((setting.key, value(setting.option)?)),
                 None => return Err(UsageError::Unexpected(other.to_owned())),
@@ -239,6 +273,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
         coalesce,
         exit_with_parent,
         settings,
+        pcap,
+        pcap_max,
     }))
 }
 
@@ -294,6 +330,8 @@ mod tests {
             coalesce: None,
             exit_with_parent: false,
             settings: Vec::new(),
+            pcap: None,
+            pcap_max: None,
         });
         assert_eq!(parse(args(&["-S", "3"])), Ok(expect.clone()));
         assert_eq!(parse(args(&["-S3"])), Ok(expect));
@@ -366,6 +404,16 @@ mod tests {
                 &["-S", "3", "--libslirp", ""],
                 "--libslirp: '' is not a path",
             ),
+            (&["-S", "3", "--pcap", ""], "--pcap: '' is not a path"),
+            (&["-S", "3", "--pcap"], "--pcap: missing value"),
+            (
+                &["-S", "3", "--pcap-max", "23"],
+                "--pcap-max: '23' is not a number from 24 to 9223372036854775807",
+            ),
+            (
+                &["-S", "3", "--pcap-max", "1G"],
+                "--pcap-max: '1G' is not a number from 24 to 9223372036854775807",
+            ),
         ];
         for (list, want) in cases {
             let got = parse(args(list)).unwrap_err();
@@ -392,6 +440,30 @@ mod tests {
         let source = std::error::Error::source(&e).expect("a source");
         let value = source.downcast_ref::<ValueError>().expect("a ValueError");
         assert_eq!((value.setting, value.value.as_str()), ("--batch", "x"));
+    }
+
+    #[test]
+    fn pcap_options() {
+        match parse(args(&[
+            "-S",
+            "3",
+            "--pcap",
+            "/tmp/a b.pcap",
+            "--pcap-max",
+            "24",
+        ])) {
+            Ok(Command::Run(o)) => {
+                assert_eq!(o.pcap.as_deref(), Some("/tmp/a b.pcap"));
+                assert_eq!(o.pcap_max, Some(24));
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in ["0", "-1", "", "9223372036854775808", "1e9", " 100"] {
+            assert!(
+                parse(args(&["-S", "3", "--pcap-max", bad])).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

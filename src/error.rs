@@ -12,6 +12,7 @@ use std::os::fd::RawFd;
 use crate::cli::UsageError;
 use crate::config::{ConfigError, HostFwdRule, RecvError};
 use crate::event_loop::LoopError;
+use crate::pcap::CaptureError;
 use crate::sandbox::SandboxError;
 use crate::slirp::api::LoadError;
 
@@ -43,6 +44,8 @@ pub enum HelperError {
         rule: HostFwdRule,
         err: io::Error,
     },
+    /// The capture file (`pcap`) cannot be used.
+    Capture(CaptureError),
     /// Privileges could not be dropped or the sandbox entered: never run unconfined.
     Sandbox(SandboxError),
     /// The loop could not go on.
@@ -89,6 +92,7 @@ impl fmt::Display for HelperError {
                     "hostfwd: rule {index} '{rule}': libslirp cannot install it: {err}"
                 )
             }
+            HelperError::Capture(e) => e.fmt(f),
             HelperError::Sandbox(e) => e.fmt(f),
             HelperError::Loop { err, stats } => write!(f, "{err}; {stats}"),
         }
@@ -108,6 +112,7 @@ impl std::error::Error for HelperError {
             HelperError::Recv(e) => Some(e),
             HelperError::Config(e) => Some(e),
             HelperError::Libslirp(e) => Some(e),
+            HelperError::Capture(e) => Some(e),
             HelperError::Sandbox(e) => Some(e),
             HelperError::Loop { err, .. } => Some(err),
         }
@@ -131,6 +136,7 @@ from_cause! {
     ConfigError => Config,
     LoadError => Libslirp,
     SandboxError => Sandbox,
+    CaptureError => Capture,
 }
 
 /// `-S <fd>` names a descriptor that cannot be bhyve's socket.

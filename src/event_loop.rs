@@ -72,6 +72,23 @@ impl<'fd> Host<'fd> {
         self.resetting = true;
     }
 
+    /// A guest frame as it came off bhyve's socket, into the capture file when there is one
+    /// (before reassembly and coalescing). Off, this is one branch per frame.
+    #[inline]
+    fn capture_guest_frame(&mut self, frame: &[u8]) {
+        if let Some(capture) = &mut self.tx.capture {
+            capture.record(frame);
+        }
+    }
+
+    /// Buffered capture records to the file: at the end of every iteration, and before a
+    /// stats line so that its counters match the file.
+    fn flush_capture(&mut self) {
+        if let Some(capture) = &mut self.tx.capture {
+            capture.flush();
+        }
+    }
+
     fn drain_wakeup(&mut self) {
         let mut buf = [0u8; 64];
         // Bytes are only tokens; EAGAIN ends the drain.
@@ -178,6 +195,7 @@ pub fn stats_line(
     coalescer: &Coalescer,
 ) -> String {
     let host = stack.host();
+    host.flush_capture();
     let mut line = stats::line(&rx.counters, &host.tx.counters, &host.counters);
     line.push_str(&stats::reasm_fields(&reasm.counters));
     line.push_str(&stats::coalesce_fields(&coalescer.counters));
@@ -187,6 +205,9 @@ pub fn stats_line(
         &host.budget.counters,
     ));
     line.push_str(&format!(" sandbox_refused={}", crate::sandbox::refused()));
+    if let Some(capture) = &host.tx.capture {
+        line.push_str(&stats::capture_fields(&capture.counters));
+    }
     line.push_str(" poller=");
     line.push_str(host.poller.kind().name());
     if let Some(c) = host.poller.interest_counters() {
@@ -307,11 +328,14 @@ pub fn iterate(
     let frontend = host.poller.own_revents(Own::Frontend);
     // ERR is read too: the read reports (and clears) the pending error instead of spinning.
     if frontend.intersects(Readiness::IN | Readiness::ERR) {
-        let status = rx.drain(|frame| match reasm.push(frame, now_ms) {
-            Verdict::Pass(frame) | Verdict::Complete(frame) => {
-                coalescer.push(frame, |frame| input(stack, frame))
+        let status = rx.drain(|frame| {
+            stack.host().capture_guest_frame(frame);
+            match reasm.push(frame, now_ms) {
+                Verdict::Pass(frame) | Verdict::Complete(frame) => {
+                    coalescer.push(frame, |frame| input(stack, frame))
+                }
+                Verdict::Held | Verdict::Dropped(_) => {}
             }
-            Verdict::Held | Verdict::Dropped(_) => {}
         });
         // The batch is read: nothing waits for a frame that might never come.
         coalescer.flush(|frame| input(stack, frame));
@@ -330,6 +354,7 @@ pub fn iterate(
     }
     let host = stack.host();
     host.tx.flush();
+    host.flush_capture();
     if host.tx.peer_gone() {
         return Ok(Some(Exit::Hangup));
     }

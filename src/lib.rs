@@ -22,6 +22,8 @@ pub mod event_loop;
 #[deny(unsafe_code)]
 pub(crate) mod flow_budget;
 pub mod frames;
+#[deny(unsafe_code)]
+pub mod pcap;
 pub mod poller;
 #[deny(unsafe_code)]
 pub mod reasm;

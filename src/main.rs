@@ -8,6 +8,7 @@ use slirp_helper::config::{self, BhyveConfig, ConfigError, Network, Settings, Va
 use slirp_helper::error::{HelperError, SocketError, SocketProblem};
 use slirp_helper::event_loop::{self, Exit, Host};
 use slirp_helper::frames::{FrameLimit, FrameRx, DEFAULT_BATCH};
+use slirp_helper::pcap::{self, Capture};
 use slirp_helper::poller::PollerKind;
 use slirp_helper::reasm::{Ipv4Reassembler, ReasmLimits};
 use slirp_helper::slirp::api::{SlirpApi, DEFAULT_LIBSLIRP};
@@ -179,6 +180,39 @@ fn coalescing(options: &Options, config: &BhyveConfig, batch: usize) -> Result<b
     )
 }
 
+/// `pcap=PATH` / `--pcap PATH`: the capture file, opened now (before the privilege drop and
+/// the sandbox), or `None` without capture. `pcap_max` is checked even without `pcap`, so a
+/// bad value is never silently kept for later.
+fn capture(
+    options: &Options,
+    config: &BhyveConfig,
+    limit: FrameLimit,
+) -> Result<Option<Capture>, HelperError> {
+    let path = tunable(
+        options.pcap.clone(),
+        config,
+        "pcap",
+        cli::parse_pcap_path,
+        String::new,
+    )?;
+    let max = tunable(
+        options.pcap_max,
+        config,
+        "pcap_max",
+        cli::parse_pcap_max,
+        || pcap::DEFAULT_MAX_BYTES,
+    )?;
+    if path.is_empty() {
+        return Ok(None);
+    }
+    let capture = Capture::open(&path, max, limit)?;
+    diag::info(&format!(
+        "pcap: recording every frame to '{}' (at most {max} bytes)",
+        path.escape_debug()
+    ));
+    Ok(Some(capture))
+}
+
 fn run(options: Options) -> Result<(), HelperError> {
     let parent = sys::parent_pid();
     sys::install_signal_handlers().map_err(|err| HelperError::Setup {
@@ -233,7 +267,9 @@ fn run(options: Options) -> Result<(), HelperError> {
             ));
         }
     }
-    let host = Host::new(kind, sock.as_fd(), limit, batch).map_err(HelperError::Poller)?;
+    let capture = capture(&options, &config, limit)?;
+    let mut host = Host::new(kind, sock.as_fd(), limit, batch).map_err(HelperError::Poller)?;
+    host.tx.capture = capture;
     let restricted = !config.open;
     let mut stack = Stack::new(
         api,

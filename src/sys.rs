@@ -433,9 +433,10 @@ extern "C" fn on_dump_stats(_: libc::c_int) {
     SIGNALS.dump_stats.store(true, Ordering::Relaxed);
 }
 
-/// SIGPIPE ignored (a send to a dead peer must be an EPIPE, never death); SIGTERM/SIGINT end
-/// the loop cleanly; SIGUSR1 (and SIGINFO on the BSDs) dump the counters. No SA_RESTART, so a
-/// signal interrupts the wait and is seen at once.
+/// SIGPIPE and SIGXFSZ ignored (a send to a dead peer must be an EPIPE, a capture file over
+/// the size limit an EFBIG, never death); SIGTERM/SIGINT end the loop cleanly; SIGUSR1 (and
+/// SIGINFO on the BSDs) dump the counters. No SA_RESTART, so a signal interrupts the wait and
+/// is seen at once.
 pub fn install_signal_handlers() -> io::Result<()> {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
@@ -451,6 +452,9 @@ pub fn install_signal_handlers() -> io::Result<()> {
     );
     let mut table = vec![
         (Signal::SIGPIPE, ignore),
+        // A capture file past RLIMIT_FSIZE: `write` fails with EFBIG and capture stops,
+        // instead of the signal ending the helper and the guest's network with it.
+        (Signal::SIGXFSZ, ignore),
         (Signal::SIGTERM, term),
         (Signal::SIGINT, term),
         (Signal::SIGUSR1, dump),
@@ -509,4 +513,32 @@ pub fn exit_with_parent(_parent: libc::pid_t) -> io::Result<()> {
 /// The parent's pid, for [`exit_with_parent`].
 pub fn parent_pid() -> libc::pid_t {
     std::os::unix::process::parent_id() as libc::pid_t
+}
+
+/// Capsicum (FreeBSD): the capture file's descriptor may only be written to, whatever the
+/// process does next (rights hold with or without capability mode).
+#[cfg(target_os = "freebsd")]
+pub(crate) fn limit_to_writing(file: &std::fs::File) -> io::Result<()> {
+    let mut rights = std::mem::MaybeUninit::<libc::cap_rights_t>::uninit();
+    // SAFETY: `__cap_rights_init` (the function behind `cap_rights_init`) fills the
+    // `cap_rights_t` it is given with the listed rights; the list ends with 0, as the macro
+    // in <sys/capsicum.h> ends it.
+    unsafe {
+        libc::__cap_rights_init(
+            libc::CAP_RIGHTS_VERSION,
+            rights.as_mut_ptr(),
+            libc::CAP_WRITE,
+            0u64,
+        )
+    };
+    // SAFETY: initialised by the call above; the descriptor is open (borrowed from `file`).
+    cvt(unsafe { libc::cap_rights_limit(file.as_raw_fd(), rights.as_ptr()) })?;
+    Ok(())
+}
+
+/// Only FreeBSD limits a descriptor's rights. On Linux the sandbox stays what it is without
+/// capture: the loop only ever writes to the capture file.
+#[cfg(not(target_os = "freebsd"))]
+pub(crate) fn limit_to_writing(_file: &std::fs::File) -> io::Result<()> {
+    Ok(())
 }

@@ -146,10 +146,16 @@ fn options_are_the_ones_help_lists() {
     );
 }
 
-/// With the default poller (epoll on Linux) the line has every field, `poll_*` included.
+/// With the default poller (epoll on Linux) and a capture file the line has every field,
+/// `poll_*` and `pcap_*` included.
 #[test]
 fn counters_are_the_fields_of_a_real_line() {
-    let mut bhyve = Bhyve::start(&restricted_config());
+    let capture = std::env::temp_dir().join(format!("man-page-{}.pcap", std::process::id()));
+    let mut bhyve = Bhyve::spawn(Spawn {
+        config: Some(restricted_config()),
+        args: vec!["--pcap".into(), capture.to_str().unwrap().into()],
+        ..Spawn::default()
+    });
     // Up and serving first: a SIGUSR1 that arrives before the helper has installed its
     // handlers takes the default action (the process ends), as for any program.
     assert!(
@@ -171,9 +177,11 @@ fn counters_are_the_fields_of_a_real_line() {
         .filter_map(|kv| Some(kv.split_once('=')?.0))
         .collect();
     assert!(
-        fields.contains("poller") && fields.contains("poll_adds"),
+        fields.contains("poller") && fields.contains("poll_adds") && fields.contains("pcap_frames"),
         "{line}"
     );
+    drop(bhyve);
+    let _ = std::fs::remove_file(&capture);
 
     let page = page();
     let documented = items(section(&page, "COUNTERS"), "Va");
