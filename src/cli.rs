@@ -30,12 +30,14 @@ device configuration (a libnv nvlist), then exchanges Ethernet frames.
                       the batch is above 1)
   --exit-with-parent  end (as on SIGTERM) when the process that started
                       the helper exits, even if it is killed
+  --api <path>        control socket: add/remove port forwards, stats and
+                      connections as JSON (slirp4netns's API requests)
   -h, --help          this text
   -V, --version       this helper's version, and libslirp's (loaded as
                       for a run)
 
---poller, --batch and --coalesce can also come as bhyve keys of the same
-name (-s 2,virtio-net,slirp,poller=poll); the option wins.
+--poller, --batch, --coalesce and --api can also come as bhyve keys of the
+same name (-s 2,virtio-net,slirp,poller=poll); the option wins.
 
 Exit status: 0 when bhyve hangs up or on SIGTERM/SIGINT, 1 on bad usage,
 configuration, or libslirp, 4 on a bad boolean for 'open'.
@@ -68,6 +70,8 @@ pub struct Options {
     pub coalesce: Option<bool>,
     /// End when the parent exits (a hypervisor killed without closing its socket end).
     pub exit_with_parent: bool,
+    /// The control socket's path (`--api`); `None`: the `api` key, else no control socket.
+    pub api: Option<std::path::PathBuf>,
 }
 
 /// A command line that cannot be run: one line, then [`USAGE`]; exit 1.
@@ -150,6 +154,14 @@ pub fn parse_poller(setting: &'static str, text: &str) -> Result<PollerKind, Val
     PollerKind::parse(name).ok_or_else(|| ValueError::new(setting, text, Expected::OneOf(POLLERS)))
 }
 
+/// The control socket's path: `--api` or the `api` key. Not empty.
+pub fn parse_api_path(setting: &'static str, text: &str) -> Result<std::path::PathBuf, ValueError> {
+    if text.is_empty() {
+        return Err(ValueError::new(setting, text, Expected::Path));
+    }
+    Ok(std::path::PathBuf::from(text))
+}
+
 /// Parse the arguments after the program name.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageError> {
     let mut socket = None;
@@ -158,6 +170,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
     let mut batch = None;
     let mut coalesce = None;
     let mut exit_with_parent = false;
+    let mut api = None;
     let mut version = false;
     let mut args = args.into_iter().map(|a| {
         a.into_string()
@@ -188,6 +201,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             "--batch" => batch = Some(parse_batch("--batch", &value("--batch")?)?),
             "--coalesce" => coalesce = Some(parse_switch("--coalesce", &value("--coalesce")?)?),
             "--exit-with-parent" => exit_with_parent = true,
+            "--api" => api = Some(parse_api_path("--api", &value("--api")?)?),
             other => return Err(UsageError::Unexpected(other.to_owned())),
         }
     }
@@ -202,6 +216,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
         batch,
         coalesce,
         exit_with_parent,
+        api,
     }))
 }
 
@@ -222,6 +237,7 @@ mod tests {
             batch: None,
             coalesce: None,
             exit_with_parent: false,
+            api: None,
         });
         assert_eq!(parse(args(&["-S", "3"])), Ok(expect.clone()));
         assert_eq!(parse(args(&["-S3"])), Ok(expect));
@@ -294,6 +310,8 @@ mod tests {
                 &["-S", "3", "--libslirp", ""],
                 "--libslirp: '' is not a path",
             ),
+            (&["-S", "3", "--api"], "--api: missing value"),
+            (&["-S", "3", "--api", ""], "--api: '' is not a path"),
         ];
         for (list, want) in cases {
             let got = parse(args(list)).unwrap_err();

@@ -9,6 +9,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
 
+use crate::api::socket::ApiSocketError;
 use crate::cli::UsageError;
 use crate::config::{ConfigError, HostFwdRule, RecvError};
 use crate::event_loop::LoopError;
@@ -43,6 +44,8 @@ pub enum HelperError {
         rule: HostFwdRule,
         err: io::Error,
     },
+    /// The control socket (`api`) could not be created.
+    Api(ApiSocketError),
     /// Privileges could not be dropped or the sandbox entered: never run unconfined.
     Sandbox(SandboxError),
     /// The loop could not go on.
@@ -89,6 +92,7 @@ impl fmt::Display for HelperError {
                     "hostfwd: rule {index} '{rule}': libslirp cannot install it: {err}"
                 )
             }
+            HelperError::Api(e) => e.fmt(f),
             HelperError::Sandbox(e) => e.fmt(f),
             HelperError::Loop { err, stats } => write!(f, "{err}; {stats}"),
         }
@@ -108,6 +112,7 @@ impl std::error::Error for HelperError {
             HelperError::Recv(e) => Some(e),
             HelperError::Config(e) => Some(e),
             HelperError::Libslirp(e) => Some(e),
+            HelperError::Api(e) => Some(e),
             HelperError::Sandbox(e) => Some(e),
             HelperError::Loop { err, .. } => Some(err),
         }

@@ -80,7 +80,8 @@ fn role_entry() {
         assert_eq!(unsafe { libc::dup2(null.as_raw_fd(), 2) }, 2);
         slirp_helper::diag::init();
     }
-    slirp_helper::sandbox::confine(mode == "restricted").expect("entering the sandbox");
+    slirp_helper::sandbox::confine(mode.starts_with("restricted"), mode.ends_with("+api"))
+        .expect("entering the sandbox");
     let results: Vec<String> = probes
         .split(',')
         .map(|p| format!("{p}={}", probe(p, &mut pair)))

@@ -64,6 +64,10 @@ pub struct SlirpApi {
     pub pollfds_poll: SlirpPollfdsPollFn,
     pub handle_timer: SlirpHandleTimerFn,
     pub add_hostxfwd: SlirpAddHostxfwdFn,
+    pub remove_hostxfwd: SlirpRemoveHostxfwdFn,
+    pub connection_info: SlirpConnectionInfoFn,
+    /// GLib's allocator, for what `connection_info` returns.
+    pub g_free: GFreeFn,
     version_string: SlirpVersionStringFn,
     _library: Library,
 }
@@ -95,6 +99,10 @@ impl SlirpApi {
             pollfds_poll: resolve!("slirp_pollfds_poll", SlirpPollfdsPollFn),
             handle_timer: resolve!("slirp_handle_timer", SlirpHandleTimerFn),
             add_hostxfwd: resolve!("slirp_add_hostxfwd", SlirpAddHostxfwdFn),
+            remove_hostxfwd: resolve!("slirp_remove_hostxfwd", SlirpRemoveHostxfwdFn),
+            connection_info: resolve!("slirp_connection_info", SlirpConnectionInfoFn),
+            // dlsym on libslirp's handle searches its dependencies: GLib's g_free.
+            g_free: resolve!("g_free", GFreeFn),
             version_string: resolve!("slirp_version_string", SlirpVersionStringFn),
             _library: library,
         })

@@ -25,6 +25,7 @@ use timers::{TimerTarget, Timers};
 
 use crate::config::{HostFwdRule, Proto};
 use crate::poller::{Readiness, Slot};
+use nix::sys::socket::{SockaddrIn, SockaddrLike};
 
 /// What the helper provides to libslirp. Each method runs inside a libslirp call.
 pub trait SlirpHost {
@@ -369,17 +370,17 @@ impl<H: SlirpHost> Stack<H> {
     }
 
     /// Install one hostfwd rule (`slirp_add_hostxfwd`): libslirp binds the host socket now.
-    pub fn add_hostfwd(&mut self, rule: &HostFwdRule) -> io::Result<()> {
-        use nix::sys::socket::{SockaddrIn, SockaddrLike};
+    /// Returns the port it is bound to: the rule's, or the one the kernel chose for port 0.
+    pub fn add_hostfwd(&mut self, rule: &HostFwdRule) -> io::Result<u16> {
         let host = SockaddrIn::from(std::net::SocketAddrV4::new(rule.host_addr, rule.host_port));
         let guest = SockaddrIn::from(std::net::SocketAddrV4::new(
             rule.guest_addr,
             rule.guest_port,
         ));
-        let flags = match rule.proto {
-            Proto::Udp => SLIRP_HOSTFWD_UDP,
-            Proto::Tcp => 0,
-        };
+        // libslirp keeps the socket to itself (and tells us nothing of a TCP listener), but
+        // `tcpx_listen`/`udpx_listen` open exactly one socket for an IPv4 forward, and
+        // socket(2) takes the lowest free descriptor: the one free now, in this thread.
+        let lowest_free = crate::sys::lowest_free_fd();
         // SAFETY: both addresses are valid sockaddr_in of the given lengths for this call.
         let rc = unsafe {
             (self.api.add_hostxfwd)(
@@ -388,13 +389,67 @@ impl<H: SlirpHost> Stack<H> {
                 host.len(),
                 guest.as_ptr(),
                 guest.len(),
-                flags,
+                hostfwd_flags(rule.proto),
             )
         };
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
+        if rule.host_port != 0 {
+            return Ok(rule.host_port);
+        }
+        // Checked, not assumed: the descriptor must be bound to the rule's address.
+        let bound = lowest_free
+            .and_then(|fd| nix::sys::socket::getsockname::<SockaddrIn>(fd).ok())
+            .filter(|a| a.ip() == rule.host_addr && a.port() != 0);
+        bound.map(|a| a.port()).ok_or_else(|| {
+            io::Error::other("installed, but the port the kernel chose could not be read")
+        })
+    }
+
+    /// Remove the forward bound to `rule`'s host address and port (`slirp_remove_hostxfwd`):
+    /// its listener closes; connections it accepted live on.
+    pub fn remove_hostfwd(&mut self, rule: &HostFwdRule) -> io::Result<()> {
+        let host = SockaddrIn::from(std::net::SocketAddrV4::new(rule.host_addr, rule.host_port));
+        // SAFETY: a valid sockaddr_in of the given length for this call.
+        let rc = unsafe {
+            (self.api.remove_hostxfwd)(
+                self.slirp.as_ptr(),
+                host.as_ptr(),
+                host.len(),
+                hostfwd_flags(rule.proto),
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "libslirp has no forward bound there",
+            ));
+        }
         Ok(())
+    }
+
+    /// `slirp_connection_info`: libslirp's table of its sockets, as text.
+    pub fn connection_info(&mut self) -> String {
+        // SAFETY: the instance is alive; the call only reads libslirp's socket lists.
+        let text = unsafe { (self.api.connection_info)(self.slirp.as_ptr()) };
+        if text.is_null() {
+            return String::new();
+        }
+        // SAFETY: non-null, NUL-terminated (a GString's buffer), ours until freed below.
+        let out = unsafe { CStr::from_ptr(text) }
+            .to_string_lossy()
+            .into_owned();
+        // SAFETY: allocated by GLib for the caller; freed once, with GLib's allocator.
+        unsafe { (self.api.g_free)(text.cast()) };
+        out
+    }
+}
+
+fn hostfwd_flags(proto: Proto) -> c_int {
+    match proto {
+        Proto::Udp => SLIRP_HOSTFWD_UDP,
+        Proto::Tcp => 0,
     }
 }
 

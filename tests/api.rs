@@ -1,0 +1,574 @@
+//! The control socket (`--api PATH`, `api=PATH`, issue 13) with the real helper and the real
+//! libslirp: the socket file's life, slirp4netns's request shapes, forwards added, used,
+//! listed and removed while a guest (smoltcp, over bhyve's socketpair) runs, `stats`,
+//! `connections`, `version`, and every abuse case with its exact reply.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddrV4, TcpStream, UdpSocket};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+const GPORT: u16 = 2222;
+const GPORT_UDP: u16 = 5353;
+
+/// A fresh directory for one test's socket (short: sun_path holds 108 bytes).
+fn socket_path(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("bsh-api-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("api.sock")
+}
+
+fn spawn(config: Vec<u8>, path: &Path) -> Bhyve {
+    Bhyve::spawn(Spawn {
+        config: Some(config),
+        args: vec!["--api".into(), path.to_str().unwrap().into()],
+        ..Spawn::default()
+    })
+}
+
+/// Waits (bounded) for the helper to serve on `path`.
+fn wait_for_socket(path: &Path, bhyve: &Bhyve) {
+    let deadline = Instant::now() + STEP;
+    while Instant::now() < deadline {
+        if UnixStream::connect(path).is_ok() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    panic!(
+        "no control socket at {}; stderr:\n{}",
+        path.display(),
+        bhyve.stderr()
+    );
+}
+
+fn wait_gone(path: &Path, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if std::fs::symlink_metadata(path).is_err() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// One client connection: requests one per line, replies one per line.
+struct Client {
+    reader: BufReader<UnixStream>,
+    stream: UnixStream,
+}
+
+impl Client {
+    fn connect(path: &Path) -> Client {
+        let stream = UnixStream::connect(path).expect("connect to the control socket");
+        stream.set_read_timeout(Some(STEP)).unwrap();
+        stream.set_write_timeout(Some(STEP)).unwrap();
+        Client {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            stream,
+        }
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write a request");
+    }
+
+    fn reply_line(&mut self) -> String {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("read a reply");
+        line
+    }
+
+    fn request(&mut self, request: &str) -> Value {
+        self.send_raw(format!("{request}\n").as_bytes());
+        let line = self.reply_line();
+        assert!(line.ends_with('\n'), "reply to {request}: {line:?}");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("reply {line:?}: {e}"))
+    }
+
+    /// The connection is closed by the helper (EOF, or a reset after unread input).
+    fn closed(&mut self) -> bool {
+        let mut rest = Vec::new();
+        match self.reader.read_to_end(&mut rest) {
+            Ok(_) => rest.is_empty(),
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+}
+
+fn add_request(proto: &str, host_port: u16, guest_port: u16) -> String {
+    format!(
+        r#"{{"execute":"add_hostfwd","arguments":{{"proto":"{proto}","host_addr":"127.0.0.1","host_port":{host_port},"guest_addr":"10.0.2.15","guest_port":{guest_port}}}}}"#
+    )
+}
+
+fn start_guest(config: ConfigBuilder, path: &Path) -> Guest {
+    let mut guest = Guest::new(spawn(config.encode(), path));
+    guest.set_static();
+    assert!(
+        guest.ping(HOST_IP, STEP),
+        "no ping reply; stderr:\n{}",
+        guest.bhyve.stderr()
+    );
+    wait_for_socket(path, &guest.bhyve);
+    guest
+}
+
+fn connect_within(addr: SocketAddrV4, timeout: Duration) -> TcpStream {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match TcpStream::connect_timeout(&addr.into(), Duration::from_secs(2)) {
+            Ok(s) => return s,
+            Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(100)),
+            Err(e) => panic!("connect {addr}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn socket_file_is_0600_and_removed_on_hangup_sigterm_and_fatal_error() {
+    // Hangup.
+    let path = socket_path("life-hup");
+    let mut bhyve = spawn(restricted_config(), &path);
+    wait_for_socket(&path, &bhyve);
+    let meta = std::fs::symlink_metadata(&path).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    bhyve.hang_up();
+    assert_eq!(bhyve.expect_exit(STEP), 0);
+    assert!(wait_gone(&path, STEP), "socket left after hangup");
+
+    // SIGTERM.
+    let path = socket_path("life-term");
+    let mut bhyve = spawn(restricted_config(), &path);
+    wait_for_socket(&path, &bhyve);
+    bhyve.signal(libc::SIGTERM);
+    assert_eq!(bhyve.expect_exit(STEP), 0);
+    assert!(wait_gone(&path, STEP), "socket left after SIGTERM");
+
+    // A fatal error after the socket exists: the config's forward cannot bind.
+    let path = socket_path("life-fatal");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = ConfigBuilder::bhyve()
+        .hostfwd(&format!("tcp:127.0.0.1:{port}-:80"))
+        .encode();
+    let mut bhyve = spawn(config, &path);
+    assert_eq!(bhyve.expect_exit(STEP), 1);
+    assert!(
+        bhyve.stderr().contains("cannot install it"),
+        "{}",
+        bhyve.stderr()
+    );
+    assert!(wait_gone(&path, STEP), "socket left after a fatal error");
+
+    // SIGKILL: nothing in the helper runs, the file goes all the same.
+    let path = socket_path("life-kill");
+    let mut bhyve = spawn(restricted_config(), &path);
+    wait_for_socket(&path, &bhyve);
+    bhyve.signal(libc::SIGKILL);
+    bhyve.wait_exit(STEP);
+    assert!(wait_gone(&path, STEP), "socket left after SIGKILL");
+}
+
+#[test]
+fn a_stale_socket_is_replaced_and_anything_else_is_refused() {
+    let path = socket_path("stale");
+    drop(UnixListener::bind(&path).unwrap()); // the file stays, nobody accepts
+    let mut bhyve = spawn(restricted_config(), &path);
+    wait_for_socket(&path, &bhyve);
+    let mut c = Client::connect(&path);
+    assert_eq!(
+        c.request(r#"{"execute":"list_hostfwd"}"#)["return"]["entries"],
+        json!([])
+    );
+    bhyve.hang_up();
+    assert_eq!(bhyve.expect_exit(STEP), 0);
+
+    let path = socket_path("regular");
+    std::fs::write(&path, b"keep me").unwrap();
+    let mut bhyve = spawn(restricted_config(), &path);
+    assert_eq!(bhyve.expect_exit(STEP), 1);
+    let want = format!(
+        "api: {} exists and is not a socket; refusing to replace it",
+        path.display()
+    );
+    assert!(bhyve.stderr().contains(&want), "{}", bhyve.stderr());
+    assert_eq!(std::fs::read(&path).unwrap(), b"keep me");
+
+    let path = socket_path("live");
+    let _live = UnixListener::bind(&path).unwrap();
+    let mut bhyve = spawn(restricted_config(), &path);
+    assert_eq!(bhyve.expect_exit(STEP), 1);
+    let want = format!(
+        "api: {} is in use (a process accepts connections on it)",
+        path.display()
+    );
+    assert!(bhyve.stderr().contains(&want), "{}", bhyve.stderr());
+    assert!(
+        std::fs::symlink_metadata(&path).is_ok(),
+        "a live socket was removed"
+    );
+
+    // The key works as the option does.
+    let path = socket_path("key");
+    let config = ConfigBuilder::bhyve()
+        .string("api", path.to_str().unwrap())
+        .encode();
+    let mut bhyve = Bhyve::start(&config);
+    wait_for_socket(&path, &bhyve);
+    bhyve.hang_up();
+    assert_eq!(bhyve.expect_exit(STEP), 0);
+}
+
+/// Add, use (TCP and UDP), list, remove; the removed port closes, the connection opened
+/// through it finishes intact. In restricted and open mode (the Linux sandbox widened for
+/// `add_hostfwd` only).
+fn forwards_while_the_guest_runs(open: bool) {
+    let name = if open { "fwd-open" } else { "fwd-restricted" };
+    let path = socket_path(name);
+    let config_port = free_tcp_port();
+    let mut config = ConfigBuilder::bhyve().hostfwd(&format!("tcp:127.0.0.1:{config_port}-:7"));
+    if open {
+        config = config.open();
+    }
+    let mut guest = start_guest(config, &path);
+    let mut api = Client::connect(&path);
+
+    // Port 0: the reply says which port the kernel chose.
+    let added = api.request(&add_request("tcp", 0, GPORT));
+    let tcp_port = added["return"]["host_port"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{added}")) as u16;
+    assert_eq!(added, json!({"return": {"id": 2, "host_port": tcp_port}}));
+    assert_ne!(tcp_port, 0);
+    let udp_port = free_udp_port();
+    assert_eq!(
+        api.request(&add_request("udp", udp_port, GPORT_UDP)),
+        json!({"return": {"id": 3}})
+    );
+    let listed = api.request(r#"{"execute":"list_hostfwd"}"#);
+    assert_eq!(
+        listed,
+        json!({"return": {"entries": [
+            {"id": 1, "proto": "tcp", "host_addr": "127.0.0.1", "host_port": config_port,
+             "guest_addr": "10.0.2.15", "guest_port": 7},
+            {"id": 2, "proto": "tcp", "host_addr": "127.0.0.1", "host_port": tcp_port,
+             "guest_addr": "10.0.2.15", "guest_port": GPORT},
+            {"id": 3, "proto": "udp", "host_addr": "127.0.0.1", "host_port": udp_port,
+             "guest_addr": "10.0.2.15", "guest_port": GPORT_UDP},
+        ]}})
+    );
+
+    // TCP through the new forward; half the data before the removal, half after.
+    let listen = guest.tcp_listen(GPORT);
+    let to_guest = pattern(128 * 1024, 11);
+    let addr = SocketAddrV4::new([127, 0, 0, 1].into(), tcp_port);
+    let (first, second) = to_guest.split_at(64 * 1024);
+    let (first, second) = (first.to_vec(), second.to_vec());
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let host = thread::spawn(move || {
+        let mut s = connect_within(addr, STEP);
+        s.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
+        s.write_all(&first).expect("host write");
+        go_rx.recv_timeout(Duration::from_secs(60)).expect("go");
+        s.write_all(&second).expect("host write after the removal");
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    assert!(
+        guest.tcp_wait_established(listen, Duration::from_secs(30)),
+        "forwarded connection never reached the guest; stderr:\n{}",
+        guest.bhyve.stderr()
+    );
+    // `connections` shows it (libslirp's source is the host side for an incoming one).
+    let conns = api.request(r#"{"execute":"connections"}"#);
+    let rows = conns["return"]["connections"].as_array().unwrap();
+    assert!(
+        rows.iter().any(|r| r["proto"] == "tcp"
+            && r["state"] == "ESTABLISHED"
+            && r["dst_addr"] == "10.0.2.15"
+            && r["dst_port"] == GPORT),
+        "{conns}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r["state"] == "HOST_FORWARD" && r["src_port"] == tcp_port),
+        "{conns}"
+    );
+
+    assert_eq!(
+        api.request(r#"{"execute":"remove_hostfwd","arguments":{"id":2}}"#),
+        json!({"return": {}})
+    );
+    go_tx.send(()).unwrap();
+    let got = guest.tcp_exchange(listen, &[], to_guest.len(), Duration::from_secs(90));
+    host.join().expect("host thread");
+    assert_eq!(got.len(), to_guest.len());
+    assert_eq!(Sha256::digest(&got), Sha256::digest(&to_guest));
+    // The port is closed: nobody accepts any more.
+    let refused = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(2));
+    assert!(refused.is_err(), "port {tcp_port} still accepts");
+
+    // UDP through its forward, then removed.
+    let sock = guest.udp_bind(GPORT_UDP);
+    let host_udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let deadline = Instant::now() + STEP;
+    let mut received = false;
+    while Instant::now() < deadline && !received {
+        host_udp
+            .send_to(b"api-udp", ("127.0.0.1", udp_port))
+            .unwrap();
+        if let Some((data, _)) = guest.udp_recv(sock, Duration::from_millis(500)) {
+            assert_eq!(data, b"api-udp");
+            received = true;
+        }
+    }
+    assert!(received, "datagram never reached the guest");
+    assert_eq!(
+        api.request(r#"{"execute":"remove_hostfwd","arguments":{"id":3}}"#),
+        json!({"return": {}})
+    );
+    // The host port is free again: we can bind it.
+    UdpSocket::bind(("127.0.0.1", udp_port)).expect("the removed UDP port is free");
+    let listed = api.request(r#"{"execute":"list_hostfwd"}"#);
+    assert_eq!(listed["return"]["entries"].as_array().unwrap().len(), 1);
+
+    let stats = guest.bhyve.stats_now(STEP).expect("stats line");
+    assert_eq!(
+        stats.get("sandbox_refused"),
+        Some(&0),
+        "{}",
+        guest.bhyve.stderr()
+    );
+}
+
+#[test]
+fn forwards_added_used_listed_and_removed_restricted() {
+    forwards_while_the_guest_runs(false);
+}
+
+#[test]
+fn forwards_added_used_listed_and_removed_open() {
+    forwards_while_the_guest_runs(true);
+}
+
+#[test]
+fn stats_matches_the_sigusr1_line_and_version_names_both() {
+    let path = socket_path("stats");
+    let mut guest = start_guest(ConfigBuilder::bhyve(), &path);
+    let mut api = Client::connect(&path);
+    // The client is connected (and registered) before both readings.
+    let version = api.request(r#"{"execute":"version"}"#);
+    assert_eq!(version["return"]["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(version["return"]["name"], "bhyve-slirp-helper");
+    assert!(
+        version["return"]["libslirp"]
+            .as_str()
+            .is_some_and(|v| v.starts_with('4')),
+        "{version}"
+    );
+    let line = guest.bhyve.stats_now(STEP).expect("a stats line");
+    let json = api.request(r#"{"execute":"stats"}"#);
+    let object = json["return"].as_object().expect("an object");
+    let mut keys: Vec<&String> = object.keys().collect();
+    let mut line_keys: Vec<&String> = line.keys().collect();
+    keys.sort();
+    line_keys.sort();
+    // `poller=epoll` is no number: the line parser leaves it out; JSON has it as a string.
+    keys.retain(|k| k.as_str() != "poller");
+    assert_eq!(keys, line_keys);
+    assert_eq!(object["poller"], "epoll");
+    // The guest is idle between the two readings: its counters are the same.
+    for key in [
+        "rx_frames",
+        "rx_bytes",
+        "tx_frames",
+        "tx_bytes",
+        "frag_in",
+        "guest_errors",
+    ] {
+        assert_eq!(object[key].as_u64(), line.get(key).copied(), "{key}");
+    }
+    assert!(object["iterations"].as_u64().unwrap() >= line["iterations"]);
+    assert_eq!(
+        object["api_requests"].as_u64(),
+        Some(line["api_requests"] + 1)
+    );
+    drop(guest);
+}
+
+#[test]
+fn abuse_gets_exact_replies_and_leaves_the_helper_unchanged() {
+    let path = socket_path("abuse");
+    let config_port = free_tcp_port();
+    let mut guest = start_guest(
+        ConfigBuilder::bhyve().hostfwd(&format!("tcp:127.0.0.1:{config_port}-:7")),
+        &path,
+    );
+    let pid = guest.bhyve.pid();
+    // Baseline with one client connected, as during the cases.
+    let mut api = Client::connect(&path);
+    let list = r#"{"execute":"list_hostfwd"}"#;
+    let before = api.request(list);
+    let fds = fd_count(pid);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    let cases: Vec<(String, Value)> = vec![
+        (
+            "{not json".into(),
+            json!({"error": {"desc": "bad request: cannot parse JSON: key must be a string at line 1 column 2"}}),
+        ),
+        (
+            r#"{"execute":"reboot"}"#.into(),
+            json!({"error": {"desc": "bad request: unknown execute 'reboot' (known: add_hostfwd, list_hostfwd, remove_hostfwd, stats, connections, version)"}}),
+        ),
+        (
+            r#"{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_port":"80","guest_port":80}}"#.into(),
+            json!({"error": {"desc": "bad request: add_hostfwd: bad arguments.host_port: must be an integer from 0 to 65535, not a string"}}),
+        ),
+        (
+            add_request("tcp", config_port, 7),
+            json!({"error": {"desc": format!("add_hostfwd: tcp 127.0.0.1:{config_port} is already forwarded (id 1)")}}),
+        ),
+        (
+            add_request("tcp", taken_port, 7),
+            json!({"error": {"desc": format!("add_hostfwd: cannot forward tcp 127.0.0.1:{taken_port}: Address already in use (os error 98)")}}),
+        ),
+        (
+            r#"{"execute":"remove_hostfwd","arguments":{"id":99}}"#.into(),
+            json!({"error": {"desc": "remove_hostfwd: bad arguments.id: no forward has id 99"}}),
+        ),
+    ];
+    for (request, want) in &cases {
+        assert_eq!(&api.request(request), want, "{request}");
+    }
+    assert_eq!(api.request(list), before);
+
+    // A line over 64 KiB: an error, then the connection closes.
+    let mut long = Client::connect(&path);
+    long.send_raw(&vec![b' '; 64 * 1024 + 10]);
+    let line = long.reply_line();
+    assert_eq!(
+        serde_json::from_str::<Value>(&line).unwrap(),
+        json!({"error": {"desc": "bad request: request line longer than 65536 bytes; closing the connection"}})
+    );
+    assert!(long.closed());
+    drop(long);
+
+    // Eight clients at once; the ninth is refused and counted. The eight never read or
+    // write: frames keep flowing.
+    let idle: Vec<UnixStream> = (0..7)
+        .map(|_| UnixStream::connect(&path).unwrap())
+        .collect();
+    assert!(guest.ping(HOST_IP, STEP), "an idle client stalled the loop");
+    let mut ninth = Client::connect(&path);
+    assert_eq!(
+        serde_json::from_str::<Value>(&ninth.reply_line()).unwrap(),
+        json!({"error": {"desc": "too many clients: 8 are connected"}})
+    );
+    assert!(ninth.closed());
+    // A client that sends requests and never reads its replies stalls nothing either.
+    let mut deaf = UnixStream::connect(&path).unwrap();
+    drop(idle);
+    deaf.set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let stats_req = b"{\"execute\":\"connections\"}\n";
+    for _ in 0..20_000 {
+        if deaf.write_all(stats_req).is_err() {
+            break;
+        }
+    }
+    assert!(
+        guest.ping(HOST_IP, STEP),
+        "a client that never reads stalled the loop"
+    );
+    let stats = api.request(r#"{"execute":"stats"}"#);
+    assert_eq!(stats["return"]["api_clients_refused"], 1, "{stats}");
+    drop(deaf);
+    assert_eq!(api.request(list), before);
+    // Descriptors back to the baseline once the clients are gone.
+    let deadline = Instant::now() + STEP;
+    while fd_count(pid) != fds && Instant::now() < deadline {
+        assert!(guest.ping(HOST_IP, STEP));
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(fd_count(pid), fds, "descriptors after the abuse");
+}
+
+/// slirp4netns's clients unchanged: one object without a newline, then either a half-close
+/// (rootlesskit) or a wait for the reply (`echo -n … | nc -U`); the reply comes and the
+/// connection closes, as slirp4netns's does.
+#[test]
+fn slirp4netns_request_shapes_work_unchanged() {
+    let path = socket_path("compat");
+    let mut guest = start_guest(ConfigBuilder::bhyve(), &path);
+    let port = free_tcp_port();
+    // As rootlesskit's Go client: write, CloseWrite, read all.
+    let mut s = UnixStream::connect(&path).unwrap();
+    s.set_read_timeout(Some(STEP)).unwrap();
+    write!(
+        s,
+        r#"{{"execute": "add_hostfwd", "arguments": {{"proto": "tcp", "host_addr": "127.0.0.1", "host_port": {port}, "guest_port": 80}}}}"#
+    )
+    .unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&reply).unwrap(),
+        json!({"return": {"id": 1}})
+    );
+    // As `echo -n '…' | nc -U`: no newline, no half-close; the helper closes after the reply.
+    let mut s = UnixStream::connect(&path).unwrap();
+    s.set_read_timeout(Some(STEP)).unwrap();
+    s.write_all(br#"{"execute": "list_hostfwd"}"#).unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    let v: Value = serde_json::from_str(&reply).unwrap();
+    assert_eq!(
+        v,
+        json!({"return": {"entries": [{"id": 1, "proto": "tcp", "host_addr": "127.0.0.1",
+            "host_port": port, "guest_addr": "10.0.2.15", "guest_port": 80}]}})
+    );
+    let mut s = UnixStream::connect(&path).unwrap();
+    s.set_read_timeout(Some(STEP)).unwrap();
+    s.write_all(br#"{"execute": "remove_hostfwd", "arguments": {"id": 1}}"#)
+        .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&reply).unwrap(),
+        json!({"return": {}})
+    );
+
+    // The same through nc -U, when this system has an nc that speaks UNIX sockets.
+    let nc = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "printf '%s' '{{\"execute\": \"list_hostfwd\"}}' | timeout 10 nc -U {}",
+            path.display()
+        ))
+        .output();
+    match nc {
+        Ok(out) if out.status.success() => {
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(v, json!({"return": {"entries": []}}));
+        }
+        _ => common::skip::skip(
+            "slirp4netns_request_shapes_work_unchanged",
+            "no nc with -U here: the nc -U part did not run",
+        ),
+    }
+    assert!(guest.ping(HOST_IP, STEP));
+}
