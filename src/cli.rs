@@ -12,6 +12,7 @@ pub const USAGE: &str = "usage: bhyve-slirp-helper -S <socket> [options] (see --
 
 pub const HELP: &str = "\
 usage: bhyve-slirp-helper -S <socket> [options]
+       bhyve-slirp-helper --api <path> <request>
 
 User-mode networking for a bhyve guest: libslirp behind bhyve's slirp backend.
 bhyve starts the helper with one end of a SOCK_SEQPACKET socket, sends the
@@ -31,7 +32,9 @@ device configuration (a libnv nvlist), then exchanges Ethernet frames.
   --exit-with-parent  end (as on SIGTERM) when the process that started
                       the helper exits, even if it is killed
   --api <path>        control socket: add/remove port forwards, stats and
-                      connections as JSON (slirp4netns's API requests)
+                      connections as JSON (slirp4netns's API requests);
+                      without -S and with a request, send it to a running
+                      helper's socket and print the reply
   -h, --help          this text
   -V, --version       this helper's version, and libslirp's (loaded as
                       for a run)
@@ -55,6 +58,11 @@ pub enum Command {
     /// environment, then the default).
     Version {
         libslirp: Option<String>,
+    },
+    /// `--api PATH REQUEST` without `-S`: send `request` to a running helper's control socket.
+    ApiRequest {
+        path: std::path::PathBuf,
+        request: String,
     },
 }
 
@@ -85,6 +93,8 @@ pub enum UsageError {
     Unexpected(String),
     /// No `-S <socket>`.
     MissingSocket,
+    /// A request to send (`--api PATH REQUEST`) and `-S` too: a client or a helper, not both.
+    RequestWithSocket,
     /// An option's value that it does not take.
     Value(ValueError),
 }
@@ -98,6 +108,9 @@ impl fmt::Display for UsageError {
                 write!(f, "unexpected argument '{}'", arg.escape_debug())
             }
             UsageError::MissingSocket => f.write_str("-S: missing (the socket to bhyve)"),
+            UsageError::RequestWithSocket => f.write_str(
+                "a request after --api <path> sends it to a running helper; it takes no -S",
+            ),
             UsageError::Value(e) => e.fmt(f),
         }
     }
@@ -171,6 +184,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
     let mut coalesce = None;
     let mut exit_with_parent = false;
     let mut api = None;
+    let mut api_request = None;
     let mut version = false;
     let mut args = args.into_iter().map(|a| {
         a.into_string()
@@ -202,11 +216,23 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             "--coalesce" => coalesce = Some(parse_switch("--coalesce", &value("--coalesce")?)?),
             "--exit-with-parent" => exit_with_parent = true,
             "--api" => api = Some(parse_api_path("--api", &value("--api")?)?),
+            request if api.is_some() && api_request.is_none() && !request.starts_with('-') => {
+                api_request = Some(request.to_owned())
+            }
             other => return Err(UsageError::Unexpected(other.to_owned())),
         }
     }
     if version {
         return Ok(Command::Version { libslirp });
+    }
+    if let (Some(path), Some(request)) = (&api, api_request) {
+        if socket.is_some() {
+            return Err(UsageError::RequestWithSocket);
+        }
+        return Ok(Command::ApiRequest {
+            path: path.clone(),
+            request,
+        });
     }
     let socket = socket.ok_or(UsageError::MissingSocket)?;
     Ok(Command::Run(Options {
@@ -312,6 +338,11 @@ mod tests {
             ),
             (&["-S", "3", "--api"], "--api: missing value"),
             (&["-S", "3", "--api", ""], "--api: '' is not a path"),
+            (
+                &["-S", "3", "--api", "/s", "{}"],
+                "a request after --api <path> sends it to a running helper; it takes no -S",
+            ),
+            (&["{}"], "unexpected argument '{}'"),
         ];
         for (list, want) in cases {
             let got = parse(args(list)).unwrap_err();
@@ -338,6 +369,21 @@ mod tests {
         let source = std::error::Error::source(&e).expect("a source");
         let value = source.downcast_ref::<ValueError>().expect("a ValueError");
         assert_eq!((value.setting, value.value.as_str()), ("--batch", "x"));
+    }
+
+    #[test]
+    fn api_path_then_request_is_a_client() {
+        assert_eq!(
+            parse(args(&["--api", "/run/vm0.sock", r#"{"execute":"stats"}"#])),
+            Ok(Command::ApiRequest {
+                path: "/run/vm0.sock".into(),
+                request: r#"{"execute":"stats"}"#.into()
+            })
+        );
+        match parse(args(&["-S", "3", "--api", "/run/vm0.sock"])) {
+            Ok(Command::Run(o)) => assert_eq!(o.api, Some("/run/vm0.sock".into())),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

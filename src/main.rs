@@ -39,10 +39,30 @@ fn main() -> ExitCode {
             print!("{}", version_text(libslirp.as_deref()));
             ExitCode::SUCCESS
         }
+        Command::ApiRequest { path, request } => api_request(&path, &request),
         Command::Run(options) => match run(options) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },
+    }
+}
+
+/// `--api PATH REQUEST`: the replies on stdout; exit 0 when every one is a success, 1 on an
+/// error reply or when the helper cannot be reached.
+fn api_request(path: &std::path::Path, request: &str) -> ExitCode {
+    match slirp_helper::api::client::request(path, request, Duration::from_secs(10)) {
+        Ok(replies) => {
+            print!("{replies}");
+            if slirp_helper::api::client::all_succeeded(&replies) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("bhyve-slirp-helper: {}: {e}", path.display());
+            ExitCode::FAILURE
+        }
     }
 }
 

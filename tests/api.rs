@@ -478,11 +478,16 @@ fn abuse_gets_exact_replies_and_leaves_the_helper_unchanged() {
         json!({"error": {"desc": "too many clients: 8 are connected"}})
     );
     assert!(ninth.closed());
-    // A client that sends requests and never reads its replies stalls nothing either.
-    let mut deaf = UnixStream::connect(&path).unwrap();
+    // A client that sends requests and never reads its replies stalls nothing either. It
+    // connects once the helper has seen the idle ones go.
     drop(idle);
-    deaf.set_write_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
+    let deadline = Instant::now() + STEP;
+    while api.request(r#"{"execute":"stats"}"#)["return"]["api_clients"] != 1 {
+        assert!(Instant::now() < deadline, "the idle clients were never closed");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let mut deaf = UnixStream::connect(&path).unwrap();
+    deaf.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
     let stats_req = b"{\"execute\":\"connections\"}\n";
     for _ in 0..20_000 {
         if deaf.write_all(stats_req).is_err() {
@@ -571,4 +576,43 @@ fn slirp4netns_request_shapes_work_unchanged() {
         ),
     }
     assert!(guest.ping(HOST_IP, STEP));
+}
+
+/// The one-line client for shells without `nc -U` or `socat`: `bhyve-slirp-helper --api PATH
+/// REQUEST` prints the reply; exit 0 on success, 1 on an error reply or no helper.
+#[test]
+fn the_helper_is_its_own_one_line_client() {
+    let path = socket_path("client");
+    let mut guest = start_guest(ConfigBuilder::bhyve(), &path);
+    let run = |request: &str| {
+        std::process::Command::new(HELPER)
+            .args(["--api", path.to_str().unwrap(), request])
+            .output()
+            .expect("run the client")
+    };
+    let out = run(r#"{"execute":"list_hostfwd"}"#);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "{\"return\":{\"entries\":[]}}\n"
+    );
+    let out = run("{\"execute\":\"version\"}\n{\"execute\":\"nope\"}");
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].starts_with("{\"return\":{"), "{text}");
+    assert!(
+        lines[1].starts_with("{\"error\":{\"desc\":\"bad request: unknown execute 'nope'"),
+        "{text}"
+    );
+    assert!(guest.ping(HOST_IP, STEP));
+    guest.bhyve.hang_up();
+    assert_eq!(guest.bhyve.expect_exit(STEP), 0);
+    let out = run(r#"{"execute":"stats"}"#);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(path.to_str().unwrap()),
+        "{out:?}"
+    );
 }

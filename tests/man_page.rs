@@ -115,10 +115,18 @@ fn options_are_the_ones_help_lists() {
     );
 }
 
-/// With the default poller (epoll on Linux) the line has every field, `poll_*` included.
+/// With the default poller (epoll on Linux) and the control socket on, the line has every
+/// field, `poll_*` and `api_*` included.
 #[test]
 fn counters_are_the_fields_of_a_real_line() {
-    let mut bhyve = Bhyve::start(&restricted_config());
+    let dir = std::env::temp_dir().join(format!("bsh-man-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let api = dir.join("api.sock");
+    let mut bhyve = Bhyve::spawn(Spawn {
+        config: Some(restricted_config()),
+        args: vec!["--api".into(), api.to_str().unwrap().into()],
+        ..Spawn::default()
+    });
     // Up and serving first: a SIGUSR1 that arrives before the helper has installed its
     // handlers takes the default action (the process ends), as for any program.
     assert!(
@@ -140,7 +148,9 @@ fn counters_are_the_fields_of_a_real_line() {
         .filter_map(|kv| Some(kv.split_once('=')?.0))
         .collect();
     assert!(
-        fields.contains("poller") && fields.contains("poll_adds"),
+        fields.contains("poller")
+            && fields.contains("poll_adds")
+            && fields.contains("api_requests"),
         "{line}"
     );
 

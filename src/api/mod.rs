@@ -13,6 +13,7 @@
 //! holds one pending reply and nothing more: its requests are read again only when its reply
 //! is gone.
 
+pub mod client;
 pub mod connections;
 pub mod request;
 pub mod socket;
