@@ -483,11 +483,15 @@ fn abuse_gets_exact_replies_and_leaves_the_helper_unchanged() {
     drop(idle);
     let deadline = Instant::now() + STEP;
     while api.request(r#"{"execute":"stats"}"#)["return"]["api_clients"] != 1 {
-        assert!(Instant::now() < deadline, "the idle clients were never closed");
+        assert!(
+            Instant::now() < deadline,
+            "the idle clients were never closed"
+        );
         thread::sleep(Duration::from_millis(20));
     }
     let mut deaf = UnixStream::connect(&path).unwrap();
-    deaf.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
+    deaf.set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let stats_req = b"{\"execute\":\"connections\"}\n";
     for _ in 0..20_000 {
         if deaf.write_all(stats_req).is_err() {
