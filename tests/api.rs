@@ -620,3 +620,64 @@ fn the_helper_is_its_own_one_line_client() {
         "{out:?}"
     );
 }
+
+/// No descriptor left for a client: the listener is not watched for a while (the loop does
+/// not spin on a listener it cannot accept from), counted; it serves again once clients go.
+#[test]
+fn a_full_descriptor_table_pauses_the_listener() {
+    // The helper's own descriptors, with the control socket and one client.
+    let path = socket_path("emfile-base");
+    let mut bhyve = spawn(restricted_config(), &path);
+    wait_for_socket(&path, &bhyve);
+    let mut api = Client::connect(&path);
+    api.request(r#"{"execute":"version"}"#);
+    let base = fd_count(bhyve.pid());
+    bhyve.hang_up();
+    bhyve.expect_exit(STEP);
+
+    // Room for the first client and two more, not for all eight.
+    let limit = base as u64 + 2;
+    let path = socket_path("emfile");
+    let mut bhyve = Bhyve::spawn(Spawn {
+        config: Some(restricted_config()),
+        args: vec!["--api".into(), path.to_str().unwrap().into()],
+        nofile: Some(limit),
+        ..Spawn::default()
+    });
+    wait_for_socket(&path, &bhyve);
+    let pid = bhyve.pid();
+    let mut api = Client::connect(&path);
+    api.request(r#"{"execute":"version"}"#);
+    // Connects succeed (the kernel queues them in the backlog) beyond what the helper can
+    // accept.
+    let others: Vec<UnixStream> = (0..6)
+        .map(|_| UnixStream::connect(&path).unwrap())
+        .collect();
+    let deadline = Instant::now() + STEP;
+    let stats = loop {
+        let stats = api.request(r#"{"execute":"stats"}"#);
+        if stats["return"]["api_accept_pauses"].as_u64() > Some(0) {
+            break stats;
+        }
+        assert!(Instant::now() < deadline, "fds {}: {stats}", fd_count(pid));
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert!(fd_count(pid) as u64 <= limit, "{stats}");
+    // The loop still answers.
+    assert_eq!(
+        api.request(r#"{"execute":"version"}"#)["return"]["name"],
+        "bhyve-slirp-helper"
+    );
+    drop(others);
+    // Served again after the pause (libslirp's 1 s cap on the wait brings the loop round).
+    let deadline = Instant::now() + STEP;
+    loop {
+        let mut c = Client::connect(&path);
+        if c.request(r#"{"execute":"version"}"#)["return"]["name"] == "bhyve-slirp-helper" {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+    }
+    bhyve.hang_up();
+    assert_eq!(bhyve.expect_exit(STEP), 0);
+}

@@ -38,6 +38,10 @@ pub const MAX_CLIENTS: usize = 8;
 pub const MAX_FORWARDS: usize = 256;
 /// Connections accepted per loop iteration: a flood of connects cannot hold the loop.
 const ACCEPTS_PER_ITERATION: usize = 16;
+/// How long the listener is not watched after `accept` found no descriptor or memory free: a
+/// level-triggered listener that cannot be accepted from would spin the loop. libslirp caps
+/// the loop's wait at 1 s, so the listener is watched again within about this long.
+const ACCEPT_PAUSE_MS: i64 = 1000;
 
 /// What the control socket counts (`api_*` in the stats line).
 #[derive(Debug, Default, Clone, Copy)]
@@ -48,6 +52,8 @@ pub struct ApiCounters {
     pub errors: u64,
     /// Connections refused because [`MAX_CLIENTS`] were connected.
     pub clients_refused: u64,
+    /// Times the listener was not watched for a while because `accept` found no descriptor.
+    pub accept_pauses: u64,
 }
 
 /// One forward: its id and the rule, with the port it is bound to.
@@ -106,6 +112,8 @@ impl Client {
 pub struct ApiServer {
     socket: ControlSocket,
     listener_slot: Option<Slot>,
+    /// Monotonic ms until which the listener is not watched (see [`ACCEPT_PAUSE_MS`]).
+    listener_paused_until: Option<i64>,
     clients: Vec<Client>,
     forwards: Vec<Forward>,
     next_id: u64,
@@ -176,6 +184,7 @@ impl ApiServer {
         ApiServer {
             socket,
             listener_slot: None,
+            listener_paused_until: None,
             clients: Vec::with_capacity(MAX_CLIENTS),
             next_id: forwards.len() as u64 + 1,
             forwards,
@@ -188,14 +197,17 @@ impl ApiServer {
         &self.forwards
     }
 
-    /// ` api_requests=… api_errors=… api_clients=… api_clients_refused=…` for the stats line.
+    /// ` api_requests=… api_errors=… api_clients=… api_clients_refused=… api_accept_pauses=…`
+    /// for the stats line.
     pub fn stats_fields(&self) -> String {
         format!(
-            " api_requests={} api_errors={} api_clients={} api_clients_refused={}",
+            " api_requests={} api_errors={} api_clients={} api_clients_refused={} \
+             api_accept_pauses={}",
             self.counters.requests,
             self.counters.errors,
             self.clients.len(),
-            self.counters.clients_refused
+            self.counters.clients_refused,
+            self.counters.accept_pauses
         )
     }
 
@@ -203,7 +215,17 @@ impl ApiServer {
     pub fn fill(&mut self, poller: &mut Poller) {
         // Watched at the client limit too: a client beyond it is refused at once rather than
         // left waiting in the backlog.
-        self.listener_slot = poller.add(self.socket.as_fd().as_raw_fd(), Readiness::IN);
+        let now_ms = crate::sys::monotonic_ns() / 1_000_000;
+        if self
+            .listener_paused_until
+            .is_some_and(|until| now_ms >= until)
+        {
+            self.listener_paused_until = None;
+        }
+        self.listener_slot = match self.listener_paused_until {
+            None => poller.add(self.socket.as_fd().as_raw_fd(), Readiness::IN),
+            Some(_) => None,
+        };
         for client in &mut self.clients {
             let mut events = Readiness::EMPTY;
             if client.wants_input() {
@@ -249,8 +271,20 @@ impl ApiServer {
             let stream = match self.socket.accept() {
                 Ok(Some(stream)) => stream,
                 Ok(None) => return,
-                // A client that left before the accept (ECONNABORTED), or no descriptor left
-                // (EMFILE): nothing to serve now; the next iteration tries again.
+                // No descriptor or memory for it: the listener stays readable, so it is not
+                // watched for a while instead of spinning the loop.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                    ) =>
+                {
+                    self.counters.accept_pauses += 1;
+                    let now_ms = crate::sys::monotonic_ns() / 1_000_000;
+                    self.listener_paused_until = Some(now_ms + ACCEPT_PAUSE_MS);
+                    return;
+                }
+                // A client that left before the accept (ECONNABORTED): nothing to serve.
                 Err(_) => return,
             };
             if self.clients.len() >= MAX_CLIENTS {
@@ -374,11 +408,17 @@ impl ApiServer {
             }
             // No newline: a slirp4netns client sends one object without it, then waits (or
             // half-closes). A complete object (or input that can never become one) is its
-            // request; the connection closes after the reply, as slirp4netns's does.
-            let complete = match serde_json::from_slice::<Value>(&client.input) {
-                Ok(_) => true,
-                Err(e) => !e.is_eof() || client.eof,
-            };
+            // request; the connection closes after the reply, as slirp4netns's does. Parsed
+            // only when it can be complete (ends with '}', or does not start as an object),
+            // so a client trickling bytes does not make every read a 64 KiB parse.
+            let text = client.input.trim_ascii();
+            let may_be_whole = text.ends_with(b"}") || !text.starts_with(b"{");
+            let complete = client.eof
+                || (may_be_whole
+                    && match serde_json::from_slice::<Value>(&client.input) {
+                        Ok(_) => true,
+                        Err(e) => !e.is_eof(),
+                    });
             if !complete {
                 return None;
             }
