@@ -29,9 +29,15 @@ fn socket_path(test: &str) -> PathBuf {
 }
 
 fn spawn(config: Vec<u8>, path: &Path) -> Bhyve {
+    spawn_with(config, path, &[])
+}
+
+fn spawn_with(config: Vec<u8>, path: &Path, extra: &[&str]) -> Bhyve {
+    let mut args = vec!["--api".to_string(), path.to_str().unwrap().to_string()];
+    args.extend(extra.iter().map(|a| a.to_string()));
     Bhyve::spawn(Spawn {
         config: Some(config),
-        args: vec!["--api".into(), path.to_str().unwrap().into()],
+        args,
         ..Spawn::default()
     })
 }
@@ -114,7 +120,11 @@ fn add_request(proto: &str, host_port: u16, guest_port: u16) -> String {
 }
 
 fn start_guest(config: ConfigBuilder, path: &Path) -> Guest {
-    let mut guest = Guest::new(spawn(config.encode(), path));
+    start_guest_with(config, path, &[])
+}
+
+fn start_guest_with(config: ConfigBuilder, path: &Path, extra: &[&str]) -> Guest {
+    let mut guest = Guest::new(spawn_with(config.encode(), path, extra));
     guest.set_static();
     assert!(
         guest.ping(HOST_IP, STEP),
@@ -235,15 +245,19 @@ fn a_stale_socket_is_replaced_and_anything_else_is_refused() {
 /// Add, use (TCP and UDP), list, remove; the removed port closes, the connection opened
 /// through it finishes intact. In restricted and open mode (the Linux sandbox widened for
 /// `add_hostfwd` only).
-fn forwards_while_the_guest_runs(open: bool) {
-    let name = if open { "fwd-open" } else { "fwd-restricted" };
+fn forwards_while_the_guest_runs(open: bool, extra: &[&str]) {
+    let name = match (open, extra.is_empty()) {
+        (true, _) => "fwd-open",
+        (false, true) => "fwd-restricted",
+        (false, false) => "fwd-poll",
+    };
     let path = socket_path(name);
     let config_port = free_tcp_port();
     let mut config = ConfigBuilder::bhyve().hostfwd(&format!("tcp:127.0.0.1:{config_port}-:7"));
     if open {
         config = config.open();
     }
-    let mut guest = start_guest(config, &path);
+    let mut guest = start_guest_with(config, &path, extra);
     let mut api = Client::connect(&path);
 
     // Port 0: the reply says which port the kernel chose.
@@ -355,12 +369,19 @@ fn forwards_while_the_guest_runs(open: bool) {
 
 #[test]
 fn forwards_added_used_listed_and_removed_restricted() {
-    forwards_while_the_guest_runs(false);
+    forwards_while_the_guest_runs(false, &[]);
 }
 
 #[test]
 fn forwards_added_used_listed_and_removed_open() {
-    forwards_while_the_guest_runs(true);
+    forwards_while_the_guest_runs(true, &[]);
+}
+
+/// The C helper's loop (`poll(2)` over a list rebuilt every iteration) serves the control
+/// socket's descriptors as well as the persistent backend.
+#[test]
+fn forwards_added_used_listed_and_removed_with_the_poll_backend() {
+    forwards_while_the_guest_runs(false, &["--poller", "poll", "--batch", "1"]);
 }
 
 #[test]
