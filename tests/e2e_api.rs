@@ -162,14 +162,15 @@ fn forwards_added_used_and_removed_while_a_kernel_guest_runs() {
     let (tcp_id, tcp_port) = api.add("tcp", GUEST_TCP);
     let (udp_id, udp_port) = api.add("udp", GUEST_UDP);
     let listed = api.request(json!({"execute": "list_hostfwd"}));
+    assert_eq!(listed["entries"], listed["return"]["entries"]);
     assert_eq!(
-        listed,
-        json!({"return": {"entries": [
+        listed["return"],
+        json!({"entries": [
             {"id": tcp_id, "proto": "tcp", "host_addr": "127.0.0.1", "host_port": tcp_port,
              "guest_addr": "10.0.2.15", "guest_port": GUEST_TCP},
             {"id": udp_id, "proto": "udp", "host_addr": "127.0.0.1", "host_port": udp_port,
              "guest_addr": "10.0.2.15", "guest_port": GUEST_UDP},
-        ]}})
+        ]})
     );
     assert!(
         guest_answers(tcp_port, Duration::from_secs(30)),
@@ -229,8 +230,8 @@ fn forwards_added_used_and_removed_while_a_kernel_guest_runs() {
     );
     UdpSocket::bind(("127.0.0.1", udp_port)).expect("the removed UDP port is free");
     assert_eq!(
-        api.request(json!({"execute": "list_hostfwd"})),
-        json!({"return": {"entries": []}})
+        api.request(json!({"execute": "list_hostfwd"}))["return"],
+        json!({"entries": []})
     );
     let stats = api.request(json!({"execute": "stats"}));
     assert_eq!(stats["return"]["sandbox_refused"], 0, "{stats}");

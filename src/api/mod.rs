@@ -427,7 +427,10 @@ impl ApiServer {
         }
     }
 
-    /// Run one request and say how it went.
+    /// Run one request and say how it went. Every refusal starts as slirp4netns's does
+    /// (`bad request: COMMAND: …`), and where slirp4netns names the field or the libslirp call
+    /// that failed, ours begins with its exact text and adds why, so scripts that match on
+    /// slirp4netns's errors keep working.
     fn execute(
         &mut self,
         bytes: &[u8],
@@ -438,7 +441,6 @@ impl ApiServer {
         let reply = match request::parse(bytes) {
             Err(e) => Err(e.to_string()),
             Ok(Request::AddHostFwd(rule)) => self.add(rule, stack),
-            Ok(Request::ListHostFwd) => Ok(self.list()),
             Ok(Request::RemoveHostFwd { id }) => self.remove(id, stack),
             Ok(Request::Stats) => {
                 let mut line = stats.stats_line(stack);
@@ -449,6 +451,13 @@ impl ApiServer {
                 .map(|rows| json!({ "connections": rows }))
                 .map_err(|e| format!("connections: {e}")),
             Ok(Request::Version) => return version_reply(stack),
+            Ok(Request::ListHostFwd) => {
+                // slirp4netns answers this one without the "return" wrapper
+                // (`{"entries":[…]}`), and scripts read `.entries`; the issue's shape is
+                // `{"return":{"entries":[…]}}`. Both, so that either works.
+                let list = self.list();
+                return json!({ "entries": list["entries"].clone(), "return": list });
+            }
         };
         match reply {
             Ok(value) => json!({ "return": value }),
@@ -461,7 +470,7 @@ impl ApiServer {
 
     fn add(&mut self, rule: HostFwdRule, stack: &mut Stack<Host<'_>>) -> Result<Value, String> {
         if let Some(why) = self.add_refused {
-            return Err(format!("add_hostfwd: refused: {why}"));
+            return Err(format!("bad request: add_hostfwd: refused: {why}"));
         }
         let same = |f: &&Forward| {
             f.rule.proto == rule.proto
@@ -471,7 +480,7 @@ impl ApiServer {
         if rule.host_port != 0 {
             if let Some(f) = self.forwards.iter().find(same) {
                 return Err(format!(
-                    "add_hostfwd: {} {}:{} is already forwarded (id {})",
+                    "bad request: add_hostfwd: {} {}:{} is already forwarded (id {})",
                     proto_name(rule.proto),
                     rule.host_addr,
                     rule.host_port,
@@ -481,12 +490,13 @@ impl ApiServer {
         }
         if self.forwards.len() >= MAX_FORWARDS {
             return Err(format!(
-                "add_hostfwd: {MAX_FORWARDS} forwards already (the limit); remove one first"
+                "bad request: add_hostfwd: {MAX_FORWARDS} forwards already (the limit); remove one \
+                 first"
             ));
         }
         let port = stack.add_hostfwd(&rule).map_err(|e| {
             format!(
-                "add_hostfwd: cannot forward {} {}:{}: {e}",
+                "bad request: add_hostfwd: slirp_add_hostfwd failed: {} {}:{}: {e}",
                 proto_name(rule.proto),
                 rule.host_addr,
                 rule.host_port
@@ -529,12 +539,14 @@ impl ApiServer {
     fn remove(&mut self, id: u64, stack: &mut Stack<Host<'_>>) -> Result<Value, String> {
         let Some(pos) = self.forwards.iter().position(|f| f.id == id) else {
             return Err(format!(
-                "remove_hostfwd: bad arguments.id: no forward has id {id}"
+                "bad request: remove_hostfwd: bad arguments.id: no forward has id {id}"
             ));
         };
         stack
             .remove_hostfwd(&self.forwards[pos].rule)
-            .map_err(|e| format!("remove_hostfwd: id {id}: {e}"))?;
+            .map_err(|e| {
+                format!("bad request: remove_hostfwd: slirp_remove_hostfwd failed: id {id}: {e}")
+            })?;
         self.forwards.remove(pos);
         Ok(json!({}))
     }

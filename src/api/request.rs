@@ -107,7 +107,7 @@ pub fn parse(bytes: &[u8]) -> Result<Request, RequestError> {
         "list_hostfwd" => Ok(Request::ListHostFwd),
         "remove_hostfwd" => {
             let id = integer(arguments, "remove_hostfwd", "id", u64::MAX)?
-                .ok_or_else(|| bad("remove_hostfwd: missing arguments.id"))?;
+                .ok_or_else(|| bad("remove_hostfwd: bad arguments.id: missing"))?;
             Ok(Request::RemoveHostFwd { id })
         }
         "stats" => Ok(Request::Stats),
@@ -180,7 +180,9 @@ fn add_hostfwd(arguments: &Map<String, Value>) -> Result<HostFwdRule, RequestErr
         Some(Value::String(p)) if p == "tcp" => Proto::Tcp,
         Some(Value::String(p)) if p == "udp" => Proto::Udp,
         None | Some(Value::Null) => {
-            return Err(bad("add_hostfwd: missing arguments.proto (tcp or udp)"))
+            return Err(bad(
+                "add_hostfwd: bad arguments.proto: missing (tcp or udp)",
+            ))
         }
         Some(Value::String(p)) => {
             return Err(bad(format!(
@@ -200,7 +202,7 @@ fn add_hostfwd(arguments: &Map<String, Value>) -> Result<HostFwdRule, RequestErr
     let port = |name| -> Result<u16, RequestError> {
         integer(arguments, "add_hostfwd", name, u64::from(u16::MAX))?
             .map(|p| p as u16)
-            .ok_or_else(|| bad(format!("add_hostfwd: missing arguments.{name}")))
+            .ok_or_else(|| bad(format!("add_hostfwd: bad arguments.{name}: missing")))
     };
     let host_port = port("host_port")?;
     let guest_port = port("guest_port")?;
@@ -286,7 +288,7 @@ mod tests {
             ),
             (
                 r#"{"execute":"add_hostfwd","arguments":{"host_port":1,"guest_port":1}}"#,
-                "bad request: add_hostfwd: missing arguments.proto (tcp or udp)",
+                "bad request: add_hostfwd: bad arguments.proto: missing (tcp or udp)",
             ),
             (
                 r#"{"execute":"add_hostfwd","arguments":{"proto":"sctp","host_port":1,"guest_port":1}}"#,
@@ -310,7 +312,7 @@ mod tests {
             ),
             (
                 r#"{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_port":1}}"#,
-                "bad request: add_hostfwd: missing arguments.guest_port",
+                "bad request: add_hostfwd: bad arguments.guest_port: missing",
             ),
             (
                 r#"{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_port":1,"guest_port":0}}"#,
@@ -330,7 +332,7 @@ mod tests {
             ),
             (
                 r#"{"execute":"remove_hostfwd"}"#,
-                "bad request: remove_hostfwd: missing arguments.id",
+                "bad request: remove_hostfwd: bad arguments.id: missing",
             ),
             (
                 r#"{"execute":"remove_hostfwd","arguments":{"id":true}}"#,
