@@ -2,7 +2,7 @@
 //! guest runs, counters and connections as JSON, in slirp4netns's request shapes.
 //!
 //! Owns: the listening socket, at most [`MAX_CLIENTS`] client connections, their line
-//! framing and limits, the forward table (ids), and the replies. Runs inside the loop: its
+//! framing and limits, and the replies; the forward table is `forwards.rs`'s. Runs inside the loop: its
 //! descriptors sit in the same poller as libslirp's (added to each fill set, answered after
 //! the wait), every socket is non-blocking, and it never waits on a client. Never on the
 //! per-frame path: with `api` unset the loop does not reach this module.
@@ -15,13 +15,15 @@
 
 pub mod client;
 pub mod connections;
+pub mod forwards;
 pub mod request;
 pub mod socket;
 
-use crate::config::{HostFwdRule, Proto};
+use crate::config::HostFwdRule;
 use crate::event_loop::Host;
 use crate::poller::{Poller, Readiness, Slot};
 use crate::slirp::Stack;
+use forwards::{Forward, ForwardTable};
 use request::{Request, RequestError};
 use serde_json::{json, Map, Value};
 use socket::ControlSocket;
@@ -34,8 +36,6 @@ use std::os::unix::net::UnixStream;
 pub const MAX_LINE: usize = 64 * 1024;
 /// Clients served at once; more are refused (one error line, then closed) and counted.
 pub const MAX_CLIENTS: usize = 8;
-/// Forwards at once (the config's included): each holds a host socket.
-pub const MAX_FORWARDS: usize = 256;
 /// Connections accepted per loop iteration: a flood of connects cannot hold the loop.
 const ACCEPTS_PER_ITERATION: usize = 16;
 /// How long the listener is not watched after `accept` found no descriptor or memory free: a
@@ -54,13 +54,6 @@ pub struct ApiCounters {
     pub clients_refused: u64,
     /// Times the listener was not watched for a while because `accept` found no descriptor.
     pub accept_pauses: u64,
-}
-
-/// One forward: its id and the rule, with the port it is bound to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Forward {
-    pub id: u64,
-    pub rule: HostFwdRule,
 }
 
 struct Client {
@@ -115,10 +108,7 @@ pub struct ApiServer {
     /// Monotonic ms until which the listener is not watched (see [`ACCEPT_PAUSE_MS`]).
     listener_paused_until: Option<i64>,
     clients: Vec<Client>,
-    forwards: Vec<Forward>,
-    next_id: u64,
-    /// Why `add_hostfwd` cannot work in this process (FreeBSD's Capsicum), if it cannot.
-    add_refused: Option<&'static str>,
+    forwards: ForwardTable,
     pub counters: ApiCounters,
 }
 
@@ -146,13 +136,6 @@ fn error_reply(desc: impl std::fmt::Display) -> Value {
     json!({"error": {"desc": desc.to_string()}})
 }
 
-fn proto_name(p: Proto) -> &'static str {
-    match p {
-        Proto::Tcp => "tcp",
-        Proto::Udp => "udp",
-    }
-}
-
 /// Every `key=value` of the stats line: numbers as JSON numbers, names (the poller) as strings.
 pub fn stats_object(line: &str) -> Value {
     let mut out = Map::new();
@@ -169,32 +152,25 @@ pub fn stats_object(line: &str) -> Value {
 }
 
 impl ApiServer {
-    /// Serve `socket`; `forwards` are the config's rules as installed (ids 1..=N).
+    /// Serve `socket`; `installed` are the config's rules as installed (ids 1..=N).
     /// `add_refused`: why adding a forward cannot work after the sandbox, if it cannot.
     pub fn new(
         socket: ControlSocket,
         installed: &[HostFwdRule],
         add_refused: Option<&'static str>,
     ) -> ApiServer {
-        let forwards: Vec<Forward> = installed
-            .iter()
-            .zip(1..)
-            .map(|(rule, id)| Forward { id, rule: *rule })
-            .collect();
         ApiServer {
             socket,
             listener_slot: None,
             listener_paused_until: None,
             clients: Vec::with_capacity(MAX_CLIENTS),
-            next_id: forwards.len() as u64 + 1,
-            forwards,
-            add_refused,
+            forwards: ForwardTable::new(installed, add_refused),
             counters: ApiCounters::default(),
         }
     }
 
     pub fn forwards(&self) -> &[Forward] {
-        &self.forwards
+        self.forwards.entries()
     }
 
     /// ` api_requests=… api_errors=… api_clients=… api_clients_refused=… api_accept_pauses=…`
@@ -440,8 +416,10 @@ impl ApiServer {
         self.counters.requests += 1;
         let reply = match request::parse(bytes) {
             Err(e) => Err(e.to_string()),
-            Ok(Request::AddHostFwd(rule)) => self.add(rule, stack),
-            Ok(Request::RemoveHostFwd { id }) => self.remove(id, stack),
+            Ok(Request::AddHostFwd(rule)) => self.forwards.add(rule, |r| stack.add_hostfwd(r)),
+            Ok(Request::RemoveHostFwd { id }) => {
+                self.forwards.remove(id, |r| stack.remove_hostfwd(r))
+            }
             Ok(Request::Stats) => {
                 let mut line = stats.stats_line(stack);
                 line.push_str(&self.stats_fields());
@@ -455,7 +433,7 @@ impl ApiServer {
                 // slirp4netns answers this one without the "return" wrapper
                 // (`{"entries":[…]}`), and scripts read `.entries`; the issue's shape is
                 // `{"return":{"entries":[…]}}`. Both, so that either works.
-                let list = self.list();
+                let list = self.forwards.list();
                 return json!({ "entries": list["entries"].clone(), "return": list });
             }
         };
@@ -466,89 +444,6 @@ impl ApiServer {
                 error_reply(desc)
             }
         }
-    }
-
-    fn add(&mut self, rule: HostFwdRule, stack: &mut Stack<Host<'_>>) -> Result<Value, String> {
-        if let Some(why) = self.add_refused {
-            return Err(format!("bad request: add_hostfwd: refused: {why}"));
-        }
-        let same = |f: &&Forward| {
-            f.rule.proto == rule.proto
-                && f.rule.host_addr == rule.host_addr
-                && f.rule.host_port == rule.host_port
-        };
-        if rule.host_port != 0 {
-            if let Some(f) = self.forwards.iter().find(same) {
-                return Err(format!(
-                    "bad request: add_hostfwd: {} {}:{} is already forwarded (id {})",
-                    proto_name(rule.proto),
-                    rule.host_addr,
-                    rule.host_port,
-                    f.id
-                ));
-            }
-        }
-        if self.forwards.len() >= MAX_FORWARDS {
-            return Err(format!(
-                "bad request: add_hostfwd: {MAX_FORWARDS} forwards already (the limit); remove one \
-                 first"
-            ));
-        }
-        let port = stack.add_hostfwd(&rule).map_err(|e| {
-            format!(
-                "bad request: add_hostfwd: slirp_add_hostfwd failed: {} {}:{}: {e}",
-                proto_name(rule.proto),
-                rule.host_addr,
-                rule.host_port
-            )
-        })?;
-        let id = self.next_id;
-        self.next_id += 1;
-        self.forwards.push(Forward {
-            id,
-            rule: HostFwdRule {
-                host_port: port,
-                ..rule
-            },
-        });
-        Ok(if rule.host_port == 0 {
-            json!({"id": id, "host_port": port})
-        } else {
-            json!({ "id": id })
-        })
-    }
-
-    fn list(&self) -> Value {
-        let entries: Vec<Value> = self
-            .forwards
-            .iter()
-            .map(|f| {
-                json!({
-                    "id": f.id,
-                    "proto": proto_name(f.rule.proto),
-                    "host_addr": f.rule.host_addr.to_string(),
-                    "host_port": f.rule.host_port,
-                    "guest_addr": f.rule.guest_addr.to_string(),
-                    "guest_port": f.rule.guest_port,
-                })
-            })
-            .collect();
-        json!({ "entries": entries })
-    }
-
-    fn remove(&mut self, id: u64, stack: &mut Stack<Host<'_>>) -> Result<Value, String> {
-        let Some(pos) = self.forwards.iter().position(|f| f.id == id) else {
-            return Err(format!(
-                "bad request: remove_hostfwd: bad arguments.id: no forward has id {id}"
-            ));
-        };
-        stack
-            .remove_hostfwd(&self.forwards[pos].rule)
-            .map_err(|e| {
-                format!("bad request: remove_hostfwd: slirp_remove_hostfwd failed: id {id}: {e}")
-            })?;
-        self.forwards.remove(pos);
-        Ok(json!({}))
     }
 }
 
