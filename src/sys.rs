@@ -519,8 +519,9 @@ pub fn parent_pid() -> libc::pid_t {
 /// neither write the directory nor call `unlink`.
 ///
 /// The child keeps no other descriptor (bhyve's socket among them: a copy would hide
-/// bhyve's hangup), ignores the terminal's signals (a ^C to the process group must not skip
-/// the clean-up) and allocates nothing after the fork.
+/// bhyve's hangup) and ignores the terminal's signals (a ^C to the process group must not
+/// skip the clean-up). The helper is single-threaded when it forks, so the child may
+/// allocate (its title); it runs nothing else but the wait and the unlink.
 pub fn unlink_when_gone(path: &std::path::Path, dev: u64, ino: u64) -> io::Result<OwnedFd> {
     use nix::sys::signal::{signal, SigHandler, Signal};
     use std::os::unix::ffi::OsStrExt;
@@ -528,8 +529,9 @@ pub fn unlink_when_gone(path: &std::path::Path, dev: u64, ino: u64) -> io::Resul
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path with a NUL byte"))?;
     // Not CLOEXEC-free: the child reads the original before any exec (it never execs).
     let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    // SAFETY: the helper is single-threaded at start-up, so the child may run anything; it
-    // runs only async-signal-safe calls on memory prepared before the fork, then `_exit`.
+    // SAFETY: the helper is single-threaded at start-up (no lock can be held by another
+    // thread across the fork), so the child may run ordinary code; it sets its title, waits,
+    // unlinks and leaves with `_exit`, never returning into the caller's code.
     match unsafe { nix::unistd::fork() }? {
         nix::unistd::ForkResult::Parent { .. } => {
             drop(read_end);
@@ -548,6 +550,8 @@ pub fn unlink_when_gone(path: &std::path::Path, dev: u64, ino: u64) -> io::Resul
                 let _ = unsafe { signal(sig, SigHandler::SigIgn) };
             }
             drop(write_end);
+            // `ps` tells it from the helper (Linux shows 15 bytes of it).
+            set_process_title("api-sock-remover");
             // SAFETY: in the child, after the fork: every descriptor but the pipe's read end
             // is a copy nothing here uses; moving the read end to 0 and closing the rest from
             // 1 leaves the child holding only the pipe.

@@ -20,12 +20,40 @@ use sha2::{Digest, Sha256};
 const GPORT: u16 = 2222;
 const GPORT_UDP: u16 = 5353;
 
-/// A fresh directory for one test's socket (short: sun_path holds 108 bytes).
-fn socket_path(test: &str) -> PathBuf {
+/// A fresh directory for one test's socket (short: sun_path holds 108 bytes), removed with
+/// what is left in it when the test is done.
+struct SocketPath {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl std::ops::Deref for SocketPath {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<Path> for SocketPath {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for SocketPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn socket_path(test: &str) -> SocketPath {
     let dir = std::env::temp_dir().join(format!("bsh-api-{}-{test}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir.join("api.sock")
+    SocketPath {
+        path: dir.join("api.sock"),
+        dir,
+    }
 }
 
 fn spawn(config: Vec<u8>, path: &Path) -> Bhyve {

@@ -253,4 +253,5 @@ fn forwards_added_used_and_removed_while_a_kernel_guest_runs() {
         std::fs::symlink_metadata(&path).is_err(),
         "socket file left"
     );
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }

@@ -138,6 +138,8 @@ fn counters_are_the_fields_of_a_real_line() {
         .stats_now(STEP)
         .unwrap_or_else(|| panic!("no counters line on SIGUSR1; stderr:\n{}", bhyve.stderr()));
     let stderr = bhyve.stderr();
+    drop(bhyve);
+    let _ = std::fs::remove_dir_all(&dir);
     let line = stderr
         .lines()
         .rev()

@@ -2,10 +2,10 @@
 //! guest runs, counters and connections as JSON, in slirp4netns's request shapes.
 //!
 //! Owns: the listening socket, at most [`MAX_CLIENTS`] client connections, their line
-//! framing and limits, and the replies; the forward table is `forwards.rs`'s. Runs inside the loop: its
-//! descriptors sit in the same poller as libslirp's (added to each fill set, answered after
-//! the wait), every socket is non-blocking, and it never waits on a client. Never on the
-//! per-frame path: with `api` unset the loop does not reach this module.
+//! framing and limits, and the replies (the forward table is `forwards.rs`'s). Runs inside
+//! the loop: its descriptors sit in the same poller as libslirp's (added to each fill set,
+//! answered after the wait), every socket is non-blocking, and it never waits on a client.
+//! Never on the per-frame path: with `api` unset the loop does not reach this module.
 //!
 //! Framing: one JSON object per line, several per connection. A request that arrives
 //! without its newline (slirp4netns's clients write one object and wait) is answered as
