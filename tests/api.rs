@@ -259,6 +259,36 @@ fn a_stale_socket_is_replaced_and_anything_else_is_refused() {
         "a live socket was removed"
     );
 
+    // Bad values, named: an empty key, a path too long for a UNIX socket, no such directory.
+    let mut bhyve = Bhyve::start(&ConfigBuilder::bhyve().string("api", "").encode());
+    assert_eq!(bhyve.expect_exit(STEP), 1);
+    assert!(
+        bhyve
+            .stderr()
+            .contains("configuration: api: '' is not a path"),
+        "{}",
+        bhyve.stderr()
+    );
+    let long = format!("/tmp/{}", "x".repeat(120));
+    let mut bhyve = spawn(restricted_config(), Path::new(&long));
+    assert_eq!(bhyve.expect_exit(STEP), 1);
+    assert!(
+        bhyve.stderr().contains(&format!("api: {long}: bind: ")),
+        "{}",
+        bhyve.stderr()
+    );
+    let missing = path.with_file_name("no-such-dir").join("api.sock");
+    let mut bhyve = spawn(restricted_config(), &missing);
+    assert_eq!(bhyve.expect_exit(STEP), 1);
+    assert!(
+        bhyve.stderr().contains(&format!(
+            "api: {}: bind: No such file or directory",
+            missing.display()
+        )),
+        "{}",
+        bhyve.stderr()
+    );
+
     // The key works as the option does.
     let path = socket_path("key");
     let config = ConfigBuilder::bhyve()
