@@ -370,7 +370,8 @@ impl<H: SlirpHost> Stack<H> {
     }
 
     /// Install one hostfwd rule (`slirp_add_hostxfwd`): libslirp binds the host socket now.
-    /// Returns the port it is bound to: the rule's, or the one the kernel chose for port 0.
+    /// Returns the port it is bound to: the rule's, or the one the kernel chose for port 0
+    /// (0 if that could not be read).
     pub fn add_hostfwd(&mut self, rule: &HostFwdRule) -> io::Result<u16> {
         let host = SockaddrIn::from(std::net::SocketAddrV4::new(rule.host_addr, rule.host_port));
         let guest = SockaddrIn::from(std::net::SocketAddrV4::new(
@@ -398,13 +399,12 @@ impl<H: SlirpHost> Stack<H> {
         if rule.host_port != 0 {
             return Ok(rule.host_port);
         }
-        // Checked, not assumed: the descriptor must be bound to the rule's address.
+        // Checked, not assumed: the descriptor must be bound to the rule's address. The
+        // forward is installed either way; 0 says its port could not be read.
         let bound = lowest_free
             .and_then(|fd| nix::sys::socket::getsockname::<SockaddrIn>(fd).ok())
             .filter(|a| a.ip() == rule.host_addr && a.port() != 0);
-        bound.map(|a| a.port()).ok_or_else(|| {
-            io::Error::other("installed, but the port the kernel chose could not be read")
-        })
+        Ok(bound.map_or(0, |a| a.port()))
     }
 
     /// Remove the forward bound to `rule`'s host address and port (`slirp_remove_hostxfwd`):
