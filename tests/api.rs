@@ -916,3 +916,26 @@ fn replies_match_slirp4netns_itself() {
     }
     assert!(guest.ping(HOST_IP, STEP));
 }
+
+/// A config rule with host port 0 is listed with the port the kernel chose, and that port
+/// really is the forward (a connection to it is accepted).
+#[test]
+fn a_config_forward_on_port_0_is_listed_with_its_port() {
+    let path = socket_path("config-port0");
+    let mut guest = start_guest(
+        ConfigBuilder::bhyve().hostfwd("tcp:127.0.0.1:0-:7;udp:127.0.0.1:0-:53"),
+        &path,
+    );
+    let mut api = Client::connect(&path);
+    let listed = api.request(r#"{"execute":"list_hostfwd"}"#);
+    let entries = listed["return"]["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{listed}");
+    let tcp_port = entries[0]["host_port"].as_u64().unwrap() as u16;
+    let udp_port = entries[1]["host_port"].as_u64().unwrap() as u16;
+    assert!(tcp_port != 0 && udp_port != 0, "{listed}");
+    // libslirp accepts on the forward (then closes: nobody listens in the guest).
+    TcpStream::connect(("127.0.0.1", tcp_port)).expect("the listed TCP port accepts");
+    // The UDP port is taken by the forward.
+    assert!(UdpSocket::bind(("127.0.0.1", udp_port)).is_err());
+    assert!(guest.ping(HOST_IP, STEP));
+}
