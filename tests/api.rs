@@ -183,6 +183,9 @@ fn socket_file_is_0600_and_removed_on_hangup_sigterm_and_fatal_error() {
     let meta = std::fs::symlink_metadata(&path).unwrap();
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    // Owned by the user who started the helper (it drops to `nobody` only afterwards).
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(meta.uid(), nix::unistd::geteuid().as_raw());
     bhyve.hang_up();
     assert_eq!(bhyve.expect_exit(STEP), 0);
     assert!(wait_gone(&path, STEP), "socket left after hangup");
