@@ -942,3 +942,45 @@ fn a_config_forward_on_port_0_is_listed_with_its_port() {
     assert!(UdpSocket::bind(("127.0.0.1", udp_port)).is_err());
     assert!(guest.ping(HOST_IP, STEP));
 }
+
+/// Forwards to addresses where no guest is (the host's own 10.0.2.2, the DNS proxy's
+/// 10.0.2.3, the broadcast address, an address outside the network): libslirp takes them;
+/// a connection to one goes nowhere, and the helper serves on.
+#[test]
+fn forwards_to_odd_guest_addresses_harm_nothing() {
+    let path = socket_path("odd-guest");
+    let mut guest = start_guest(ConfigBuilder::bhyve(), &path);
+    let mut api = Client::connect(&path);
+    for addr in [
+        "10.0.2.2",
+        "10.0.2.3",
+        "10.0.2.255",
+        "192.0.2.1",
+        "0.0.0.0",
+        "127.0.0.1",
+    ] {
+        let reply = api.request(&format!(
+            r#"{{"execute":"add_hostfwd","arguments":{{"proto":"tcp","host_addr":"127.0.0.1","host_port":0,"guest_addr":"{addr}","guest_port":80}}}}"#
+        ));
+        let port = reply["return"]["host_port"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{addr}: {reply}"));
+        let c = TcpStream::connect(("127.0.0.1", port as u16));
+        if let Ok(c) = c {
+            c.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            let _ = (&c).write_all(b"x");
+            let _ = (&c).read(&mut [0u8; 16]);
+        }
+        assert!(
+            guest.ping(HOST_IP, STEP),
+            "after a connection to a forward to {addr}"
+        );
+    }
+    assert_eq!(
+        api.request(r#"{"execute":"list_hostfwd"}"#)["entries"]
+            .as_array()
+            .map(Vec::len),
+        Some(6)
+    );
+}
