@@ -7,6 +7,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddrV4, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -261,6 +262,49 @@ fn a_stale_socket_is_replaced_and_anything_else_is_refused() {
         std::fs::symlink_metadata(&path).is_ok(),
         "a live socket was removed"
     );
+
+    // A live socket whose backlog is full (its owner stuck): refused at once, no hang.
+    let path = socket_path("full-backlog");
+    let full = {
+        use nix::sys::socket::{
+            bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
+        };
+        let s = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        bind(s.as_raw_fd(), &UnixAddr::new(&*path).unwrap()).unwrap();
+        listen(&s, Backlog::new(0).unwrap()).unwrap();
+        s
+    };
+    let mut queued = Vec::new();
+    for _ in 0..4 {
+        let c = nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            nix::sys::socket::SockFlag::SOCK_NONBLOCK | nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let _ = nix::sys::socket::connect(
+            c.as_raw_fd(),
+            &nix::sys::socket::UnixAddr::new(&*path).unwrap(),
+        );
+        queued.push(c);
+    }
+    let mut bhyve = spawn(restricted_config(), &path);
+    assert_eq!(bhyve.expect_exit(STEP), 1);
+    assert!(
+        bhyve
+            .stderr()
+            .contains("is in use (a process accepts connections on it)"),
+        "{}",
+        bhyve.stderr()
+    );
+    drop((full, queued));
 
     // Bad values, named: an empty key, a path too long for a UNIX socket, no such directory.
     let mut bhyve = Bhyve::start(&ConfigBuilder::bhyve().string("api", "").encode());

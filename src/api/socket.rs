@@ -8,7 +8,7 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -73,8 +73,14 @@ impl ControlSocket {
             move |err| ApiSocketError::Call { path, call, err }
         };
         match std::fs::symlink_metadata(path) {
-            Ok(meta) if meta.file_type().is_socket() => match UnixStream::connect(path) {
-                Ok(_) => {
+            Ok(meta) if meta.file_type().is_socket() => match probe(path) {
+                // Someone accepts (or its backlog is full: EAGAIN): in use.
+                Ok(()) => {
+                    return Err(ApiSocketError::InUse {
+                        path: path.to_path_buf(),
+                    })
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
                     return Err(ApiSocketError::InUse {
                         path: path.to_path_buf(),
                     })
@@ -129,6 +135,21 @@ impl ControlSocket {
             Err(e) => Err(e),
         }
     }
+}
+
+/// A non-blocking connect to the socket at `path`: a live listener whose backlog is full
+/// answers EAGAIN at once, where a blocking connect would wait for it.
+fn probe(path: &Path) -> io::Result<()> {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    let sock = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let addr = UnixAddr::new(path)?;
+    connect(sock.as_raw_fd(), &addr)?;
+    Ok(())
 }
 
 impl AsFd for ControlSocket {
