@@ -13,6 +13,7 @@ pub const USAGE: &str = "usage: bhyve-slirp-helper -S <socket> [options] (see --
 
 pub const HELP: &str = "\
 usage: bhyve-slirp-helper -S <socket> [options]
+       bhyve-slirp-helper --api <path> <request>
 
 User-mode networking for a bhyve guest: libslirp behind bhyve's slirp backend.
 bhyve starts the helper with one end of a SOCK_SEQPACKET socket, sends the
@@ -36,6 +37,10 @@ device configuration (a libnv nvlist), then exchanges Ethernet frames.
                       24..=9223372036854775807 (default 1073741824, 1 GiB)
   --exit-with-parent  end (as on SIGTERM) when the process that started
                       the helper exits, even if it is killed
+  --api <path>        control socket: add/remove port forwards, stats and
+                      connections as JSON (slirp4netns's API requests);
+                      without -S and with a request, send it to a running
+                      helper's socket and print the reply
 
 The guest's network (also bhyve keys of the same name; see the man page):
   --net A/LEN         IPv4 network, LEN 8..30 (default 10.0.2.0/24)
@@ -61,9 +66,9 @@ Every option also takes the form --name=value.
   -V, --version       this helper's version, and libslirp's (loaded as
                       for a run)
 
---poller, --batch, --coalesce, --pcap and --pcap-max can also come as bhyve
-keys (poller, batch, coalesce, pcap, pcap_max: -s 2,virtio-net,slirp,
-poller=poll,pcap=/tmp/vm0.pcap); an option always wins over its key.
+--poller, --batch, --coalesce, --pcap, --pcap-max and --api can also come as
+bhyve keys (poller, batch, coalesce, pcap, pcap_max, api: -s 2,virtio-net,
+slirp,poller=poll,pcap=/tmp/vm0.pcap); an option always wins over its key.
 
 Exit status: 0 when bhyve hangs up or on SIGTERM/SIGINT, 1 on bad usage,
 configuration, or libslirp, 4 on a bad boolean for 'open'.
@@ -81,6 +86,11 @@ pub enum Command {
     /// environment, then the default).
     Version {
         libslirp: Option<String>,
+    },
+    /// `--api PATH REQUEST` without `-S`: send `request` to a running helper's control socket.
+    ApiRequest {
+        path: std::path::PathBuf,
+        request: String,
     },
 }
 
@@ -102,6 +112,8 @@ pub struct Options {
     pub pcap: Option<String>,
     /// Capture cap in bytes; `None`: the `pcap_max` key, else 1 GiB.
     pub pcap_max: Option<u64>,
+    /// The control socket's path (`--api`); `None`: the `api` key, else no control socket.
+    pub api: Option<std::path::PathBuf>,
 }
 
 /// A command line that cannot be run: one line, then [`USAGE`]; exit 1.
@@ -115,6 +127,8 @@ pub enum UsageError {
     Unexpected(String),
     /// No `-S <socket>`.
     MissingSocket,
+    /// A request to send (`--api PATH REQUEST`) and `-S` too: a client or a helper, not both.
+    RequestWithSocket,
     /// An option's value that it does not take.
     Value(ValueError),
 }
@@ -128,6 +142,9 @@ impl fmt::Display for UsageError {
                 write!(f, "unexpected argument '{}'", arg.escape_debug())
             }
             UsageError::MissingSocket => f.write_str("-S: missing (the socket to bhyve)"),
+            UsageError::RequestWithSocket => f.write_str(
+                "a request after --api <path> sends it to a running helper; it takes no -S",
+            ),
             UsageError::Value(e) => e.fmt(f),
         }
     }
@@ -202,6 +219,14 @@ pub fn parse_poller(setting: &'static str, text: &str) -> Result<PollerKind, Val
     PollerKind::parse(name).ok_or_else(|| ValueError::new(setting, text, Expected::OneOf(POLLERS)))
 }
 
+/// The control socket's path: `--api` or the `api` key. Not empty.
+pub fn parse_api_path(setting: &'static str, text: &str) -> Result<std::path::PathBuf, ValueError> {
+    if text.is_empty() {
+        return Err(ValueError::new(setting, text, Expected::Path));
+    }
+    Ok(std::path::PathBuf::from(text))
+}
+
 /// Parse the arguments after the program name.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageError> {
     let mut socket = None;
@@ -212,6 +237,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
     let mut exit_with_parent = false;
     let mut pcap = None;
     let mut pcap_max = None;
+    let mut api = None;
+    let mut api_request = None;
     let mut version = false;
     let mut args = args.into_iter().map(|a| {
         a.into_string()
@@ -252,6 +279,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             "--pcap-max" => {
                 pcap_max = Some(parse_pcap_max("--pcap-max", &value("--pcap-max")?)?);
             }
+            "--api" => api = Some(parse_api_path("--api", &value("--api")?)?),
+            request if api.is_some() && api_request.is_none() && !request.starts_with('-') => {
+                api_request = Some(request.to_owned())
+            }
             other => match settings::by_option(other) {
                 Some(setting) => settings.push((setting.key, value(setting.option)?)),
                 None => return Err(UsageError::Unexpected(other.to_owned())),
@@ -264,6 +295,15 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
     if version {
         return Ok(Command::Version { libslirp });
     }
+    if let (Some(path), Some(request)) = (&api, api_request) {
+        if socket.is_some() {
+            return Err(UsageError::RequestWithSocket);
+        }
+        return Ok(Command::ApiRequest {
+            path: path.clone(),
+            request,
+        });
+    }
     let socket = socket.ok_or(UsageError::MissingSocket)?;
     Ok(Command::Run(Options {
         socket,
@@ -275,6 +315,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
         settings,
         pcap,
         pcap_max,
+        api,
     }))
 }
 
@@ -332,6 +373,7 @@ mod tests {
             settings: Vec::new(),
             pcap: None,
             pcap_max: None,
+            api: None,
         });
         assert_eq!(parse(args(&["-S", "3"])), Ok(expect.clone()));
         assert_eq!(parse(args(&["-S3"])), Ok(expect));
@@ -414,6 +456,13 @@ mod tests {
                 &["-S", "3", "--pcap-max", "1G"],
                 "--pcap-max: '1G' is not a number from 24 to 9223372036854775807",
             ),
+            (&["-S", "3", "--api"], "--api: missing value"),
+            (&["-S", "3", "--api", ""], "--api: '' is not a path"),
+            (
+                &["-S", "3", "--api", "/s", "{}"],
+                "a request after --api <path> sends it to a running helper; it takes no -S",
+            ),
+            (&["{}"], "unexpected argument '{}'"),
         ];
         for (list, want) in cases {
             let got = parse(args(list)).unwrap_err();
@@ -463,6 +512,21 @@ mod tests {
                 parse(args(&["-S", "3", "--pcap-max", bad])).is_err(),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn api_path_then_request_is_a_client() {
+        assert_eq!(
+            parse(args(&["--api", "/run/vm0.sock", r#"{"execute":"stats"}"#])),
+            Ok(Command::ApiRequest {
+                path: "/run/vm0.sock".into(),
+                request: r#"{"execute":"stats"}"#.into()
+            })
+        );
+        match parse(args(&["-S", "3", "--api", "/run/vm0.sock"])) {
+            Ok(Command::Run(o)) => assert_eq!(o.api, Some("/run/vm0.sock".into())),
+            other => panic!("{other:?}"),
         }
     }
 

@@ -9,6 +9,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
 
+use crate::api::socket::ApiSocketError;
 use crate::cli::UsageError;
 use crate::config::{ConfigError, HostFwdRule, RecvError};
 use crate::event_loop::LoopError;
@@ -46,6 +47,8 @@ pub enum HelperError {
     },
     /// The capture file (`pcap`) cannot be used.
     Capture(CaptureError),
+    /// The control socket (`api`) could not be created.
+    Api(ApiSocketError),
     /// Privileges could not be dropped or the sandbox entered: never run unconfined.
     Sandbox(SandboxError),
     /// The loop could not go on.
@@ -93,6 +96,7 @@ impl fmt::Display for HelperError {
                 )
             }
             HelperError::Capture(e) => e.fmt(f),
+            HelperError::Api(e) => e.fmt(f),
             HelperError::Sandbox(e) => e.fmt(f),
             HelperError::Loop { err, stats } => write!(f, "{err}; {stats}"),
         }
@@ -113,6 +117,7 @@ impl std::error::Error for HelperError {
             HelperError::Config(e) => Some(e),
             HelperError::Libslirp(e) => Some(e),
             HelperError::Capture(e) => Some(e),
+            HelperError::Api(e) => Some(e),
             HelperError::Sandbox(e) => Some(e),
             HelperError::Loop { err, .. } => Some(err),
         }

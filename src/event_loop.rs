@@ -7,6 +7,7 @@
 //!
 //! Owns: the [`Host`] libslirp's callbacks reach, and the decision to end the loop.
 
+use crate::api::ApiServer;
 use crate::coalesce::Coalescer;
 use crate::flow_budget::FlowBudget;
 use crate::frames::{FrameLimit, FrameRx, FrameTx, RxStatus};
@@ -233,15 +234,20 @@ pub fn run(
     rx: &mut FrameRx<'_>,
     reasm: &mut Ipv4Reassembler,
     coalescer: &mut Coalescer,
+    mut api: Option<&mut ApiServer>,
 ) -> Result<Exit, LoopError> {
     loop {
         if SIGNALS.terminate.load(Ordering::Relaxed) {
             return Ok(Exit::Terminated);
         }
         if SIGNALS.dump_stats.swap(false, Ordering::Relaxed) {
-            diag::info(&stats_line(stack, rx, reasm, coalescer));
+            let mut line = stats_line(stack, rx, reasm, coalescer);
+            if let Some(api) = api.as_deref() {
+                line.push_str(&api.stats_fields());
+            }
+            diag::info(&line);
         }
-        if let Some(exit) = iterate(stack, rx, reasm, coalescer)? {
+        if let Some(exit) = iterate_serving(stack, rx, reasm, coalescer, api.as_deref_mut())? {
             return Ok(exit);
         }
         if slirp::callback_panicked() {
@@ -267,12 +273,24 @@ fn input(stack: &mut Stack<Host<'_>>, frame: &[u8]) {
     stack.host().tx.note_input(frame.len());
 }
 
-/// One iteration. `Some(exit)` when the loop must end.
+/// One iteration without the control socket. `Some(exit)` when the loop must end.
 pub fn iterate(
     stack: &mut Stack<Host<'_>>,
     rx: &mut FrameRx<'_>,
     reasm: &mut Ipv4Reassembler,
     coalescer: &mut Coalescer,
+) -> Result<Option<Exit>, LoopError> {
+    iterate_serving(stack, rx, reasm, coalescer, None)
+}
+
+/// One iteration; the control socket's descriptors join the fill set and are served after
+/// libslirp's, once per iteration, never per frame.
+pub fn iterate_serving(
+    stack: &mut Stack<Host<'_>>,
+    rx: &mut FrameRx<'_>,
+    reasm: &mut Ipv4Reassembler,
+    coalescer: &mut Coalescer,
+    mut api: Option<&mut ApiServer>,
 ) -> Result<Option<Exit>, LoopError> {
     let now_ms = crate::sys::monotonic_ns() / 1_000_000;
     let host = stack.host();
@@ -280,6 +298,9 @@ pub fn iterate(
     host.budget.begin_fill(now_ms);
     let mut timeout: u32 = u32::MAX;
     stack.pollfds_fill(&mut timeout);
+    if let Some(api) = api.as_deref_mut() {
+        api.fill(&mut stack.host().poller);
+    }
 
     let host = stack.host();
     host.counters.iterations += 1;
@@ -319,6 +340,12 @@ pub fn iterate(
     let now_ms = crate::sys::monotonic_ns() / 1_000_000;
     stack.run_due_timers(now_ms);
     reasm.expire(now_ms);
+
+    if let Some(api) = api {
+        api.serve(stack, &mut |stack: &mut Stack<Host<'_>>| {
+            stats_line(stack, rx, reasm, coalescer)
+        });
+    }
 
     let host = stack.host();
     if host.poller.own_revents(Own::Wakeup).contains(Readiness::IN) {

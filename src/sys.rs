@@ -542,3 +542,92 @@ pub(crate) fn limit_to_writing(file: &std::fs::File) -> io::Result<()> {
 pub(crate) fn limit_to_writing(_file: &std::fs::File) -> io::Result<()> {
     Ok(())
 }
+
+/// Remove `path` once this process is gone, however it ends (a fatal error, SIGTERM, even
+/// SIGKILL): a child process created now waits for the returned pipe end to close, which the
+/// kernel does when the last holder exits, then unlinks `path` if it is still the file with
+/// inode `(dev, ino)` (a newer helper may have replaced a stale one). A child, because the
+/// helper itself cannot do it at exit: after the privilege drop and inside the sandbox it may
+/// neither write the directory nor call `unlink`.
+///
+/// The child keeps no other descriptor (bhyve's socket among them: a copy would hide
+/// bhyve's hangup) and ignores the terminal's signals (a ^C to the process group must not
+/// skip the clean-up). The helper is single-threaded when it forks, so the child may
+/// allocate (its title); it runs nothing else but the wait and the unlink.
+pub fn unlink_when_gone(path: &std::path::Path, dev: u64, ino: u64) -> io::Result<OwnedFd> {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    use std::os::unix::ffi::OsStrExt;
+    let cpath = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path with a NUL byte"))?;
+    // Not CLOEXEC-free: the child reads the original before any exec (it never execs).
+    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // SAFETY: the helper is single-threaded at start-up (no lock can be held by another
+    // thread across the fork), so the child may run ordinary code; it sets its title, waits,
+    // unlinks and leaves with `_exit`, never returning into the caller's code.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Parent { .. } => {
+            drop(read_end);
+            Ok(write_end)
+        }
+        nix::unistd::ForkResult::Child => {
+            for sig in [
+                Signal::SIGINT,
+                Signal::SIGTERM,
+                Signal::SIGHUP,
+                Signal::SIGQUIT,
+                Signal::SIGUSR1,
+                Signal::SIGPIPE,
+            ] {
+                // SAFETY: SIG_IGN installs no handler code.
+                let _ = unsafe { signal(sig, SigHandler::SigIgn) };
+            }
+            drop(write_end);
+            // `ps` tells it from the helper (Linux shows 15 bytes of it).
+            set_process_title("api-sock-remover");
+            // SAFETY: in the child, after the fork: every descriptor but the pipe's read end
+            // is a copy nothing here uses; moving the read end to 0 and closing the rest from
+            // 1 leaves the child holding only the pipe.
+            unsafe {
+                if libc::dup2(read_end.as_raw_fd(), 0) < 0 {
+                    libc::_exit(1);
+                }
+                closefrom(1);
+            }
+            let mut byte = [0u8; 1];
+            loop {
+                // SAFETY: reads into a one-byte stack buffer.
+                let n = unsafe { libc::read(0, byte.as_mut_ptr().cast(), 1) };
+                if n == 0
+                    || (n < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR))
+                {
+                    break;
+                }
+            }
+            // SAFETY: a zeroed stat is a valid out-buffer; the path is NUL-terminated.
+            unsafe {
+                let mut st: libc::stat = std::mem::zeroed();
+                if libc::lstat(cpath.as_ptr(), &mut st) == 0
+                    && st.st_dev as u64 == dev
+                    && st.st_ino as u64 == ino
+                {
+                    libc::unlink(cpath.as_ptr());
+                }
+                libc::_exit(0)
+            }
+        }
+    }
+}
+
+/// The lowest descriptor number not open now (the one socket(2) would return), or `None`
+/// when that cannot be found out.
+pub(crate) fn lowest_free_fd() -> Option<RawFd> {
+    // F_DUPFD from 0 answers with the lowest free number; fd 0 itself closed is the answer.
+    match nix::fcntl::fcntl(std::io::stdin(), nix::fcntl::FcntlArg::F_DUPFD(0)) {
+        Ok(fd) => {
+            let _ = close_raw(fd);
+            Some(fd)
+        }
+        Err(nix::errno::Errno::EBADF) => Some(0),
+        Err(_) => None,
+    }
+}

@@ -146,14 +146,22 @@ fn options_are_the_ones_help_lists() {
     );
 }
 
-/// With the default poller (epoll on Linux) and a capture file the line has every field,
-/// `poll_*` and `pcap_*` included.
+/// With the default poller (epoll on Linux), a capture file and the control socket on, the
+/// line has every field, `poll_*`, `pcap_*` and `api_*` included.
 #[test]
 fn counters_are_the_fields_of_a_real_line() {
     let capture = std::env::temp_dir().join(format!("man-page-{}.pcap", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("bsh-man-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let api = dir.join("api.sock");
     let mut bhyve = Bhyve::spawn(Spawn {
         config: Some(restricted_config()),
-        args: vec!["--pcap".into(), capture.to_str().unwrap().into()],
+        args: vec![
+            "--pcap".into(),
+            capture.to_str().unwrap().into(),
+            "--api".into(),
+            api.to_str().unwrap().into(),
+        ],
         ..Spawn::default()
     });
     // Up and serving first: a SIGUSR1 that arrives before the helper has installed its
@@ -167,6 +175,8 @@ fn counters_are_the_fields_of_a_real_line() {
         .stats_now(STEP)
         .unwrap_or_else(|| panic!("no counters line on SIGUSR1; stderr:\n{}", bhyve.stderr()));
     let stderr = bhyve.stderr();
+    drop(bhyve);
+    let _ = std::fs::remove_dir_all(&dir);
     let line = stderr
         .lines()
         .rev()
@@ -177,10 +187,12 @@ fn counters_are_the_fields_of_a_real_line() {
         .filter_map(|kv| Some(kv.split_once('=')?.0))
         .collect();
     assert!(
-        fields.contains("poller") && fields.contains("poll_adds") && fields.contains("pcap_frames"),
+        fields.contains("poller")
+            && fields.contains("poll_adds")
+            && fields.contains("pcap_frames")
+            && fields.contains("api_requests"),
         "{line}"
     );
-    drop(bhyve);
     let _ = std::fs::remove_file(&capture);
 
     let page = page();

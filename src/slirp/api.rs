@@ -67,6 +67,10 @@ pub struct SlirpApi {
     /// libslirp gets version 3 and only ever calls `timer_new`.
     pub handle_timer: Option<SlirpHandleTimerFn>,
     pub add_hostxfwd: SlirpAddHostxfwdFn,
+    pub remove_hostxfwd: SlirpRemoveHostxfwdFn,
+    pub connection_info: SlirpConnectionInfoFn,
+    /// GLib's allocator, for what `connection_info` returns.
+    pub g_free: GFreeFn,
     version_string: SlirpVersionStringFn,
     _library: Library,
 }
@@ -101,6 +105,10 @@ impl SlirpApi {
                 .ok()
                 .map(|symbol| *symbol),
             add_hostxfwd: resolve!("slirp_add_hostxfwd", SlirpAddHostxfwdFn),
+            remove_hostxfwd: resolve!("slirp_remove_hostxfwd", SlirpRemoveHostxfwdFn),
+            connection_info: resolve!("slirp_connection_info", SlirpConnectionInfoFn),
+            // dlsym on libslirp's handle searches its dependencies: GLib's g_free.
+            g_free: resolve!("g_free", GFreeFn),
             version_string: resolve!("slirp_version_string", SlirpVersionStringFn),
             _library: library,
         })

@@ -131,6 +131,16 @@ pub type SlirpAddHostxfwdFn = unsafe extern "C" fn(
     flags: c_int,
 ) -> c_int;
 pub type SlirpVersionStringFn = unsafe extern "C" fn() -> *const c_char;
+pub type SlirpRemoveHostxfwdFn = unsafe extern "C" fn(
+    slirp: *mut Slirp,
+    haddr: *const libc::sockaddr,
+    haddrlen: libc::socklen_t,
+    flags: c_int,
+) -> c_int;
+/// Returns a string the caller frees with GLib's `g_free`.
+pub type SlirpConnectionInfoFn = unsafe extern "C" fn(slirp: *mut Slirp) -> *mut c_char;
+/// GLib's `g_free`, reached through libslirp's own dependency on GLib.
+pub type GFreeFn = unsafe extern "C" fn(mem: *mut c_void);
 
 #[cfg(all(test, target_pointer_width = "64"))]
 mod tests {

@@ -449,16 +449,15 @@ impl<H: SlirpHost> Stack<H> {
 
     /// Install one hostfwd rule (`slirp_add_hostxfwd`): libslirp binds the host socket now.
     /// An IPv6 host address listens for IPv6 only, so an IPv4 rule may share its port.
-    pub fn add_hostfwd(&mut self, rule: &HostFwdRule) -> io::Result<()> {
-        let mut flags = match rule.proto {
-            Proto::Udp => SLIRP_HOSTFWD_UDP,
-            Proto::Tcp => 0,
-        };
-        if rule.host_addr.is_ipv6() {
-            flags |= SLIRP_HOSTFWD_V6ONLY;
-        }
+    /// Returns the port it is bound to: the rule's, or the one the kernel chose for port 0
+    /// (0 if that could not be read).
+    pub fn add_hostfwd(&mut self, rule: &HostFwdRule) -> io::Result<u16> {
         let host = SockaddrStorage::from(SocketAddr::new(rule.host_addr, rule.host_port));
         let guest = SockaddrStorage::from(SocketAddr::new(rule.guest_addr, rule.guest_port));
+        // libslirp keeps the socket to itself (and tells us nothing of a TCP listener), but
+        // `tcpx_listen`/`udpx_listen` open exactly one socket for a forward, and socket(2)
+        // takes the lowest free descriptor: the one free now, in this thread.
+        let lowest_free = crate::sys::lowest_free_fd();
         // SAFETY: both are valid sockaddr_in or sockaddr_in6 of the given lengths.
         let rc = unsafe {
             (self.api.add_hostxfwd)(
@@ -467,14 +466,79 @@ impl<H: SlirpHost> Stack<H> {
                 host.len(),
                 guest.as_ptr(),
                 guest.len(),
-                flags,
+                hostfwd_flags(rule),
             )
         };
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
+        if rule.host_port != 0 {
+            return Ok(rule.host_port);
+        }
+        // Checked, not assumed: the descriptor must be bound to the rule's address. The
+        // forward is installed either way; 0 says its port could not be read.
+        let bound = lowest_free
+            .and_then(|fd| nix::sys::socket::getsockname::<SockaddrStorage>(fd).ok())
+            .and_then(|a| match (a.as_sockaddr_in(), a.as_sockaddr_in6()) {
+                (Some(v4), _) => Some(SocketAddr::from(SocketAddrV4::from(*v4))),
+                (_, Some(v6)) => Some(SocketAddr::from(SocketAddrV6::from(*v6))),
+                _ => None,
+            })
+            .filter(|a| a.ip() == rule.host_addr && a.port() != 0);
+        Ok(bound.map_or(0, |a| a.port()))
+    }
+
+    /// Remove the forward bound to `rule`'s host address and port (`slirp_remove_hostxfwd`):
+    /// its listener closes; connections it accepted live on.
+    pub fn remove_hostfwd(&mut self, rule: &HostFwdRule) -> io::Result<()> {
+        let host = SockaddrStorage::from(SocketAddr::new(rule.host_addr, rule.host_port));
+        // SAFETY: a valid sockaddr_in or sockaddr_in6 of the given length for this call.
+        let rc = unsafe {
+            (self.api.remove_hostxfwd)(
+                self.slirp.as_ptr(),
+                host.as_ptr(),
+                host.len(),
+                hostfwd_flags(rule),
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "libslirp has no forward bound there",
+            ));
+        }
         Ok(())
     }
+
+    /// `slirp_connection_info`: libslirp's table of its sockets, as text.
+    pub fn connection_info(&mut self) -> String {
+        // SAFETY: the instance is alive; the call only reads libslirp's socket lists.
+        let text = unsafe { (self.api.connection_info)(self.slirp.as_ptr()) };
+        if text.is_null() {
+            return String::new();
+        }
+        // SAFETY: non-null, NUL-terminated (a GString's buffer), ours until freed below.
+        let out = unsafe { CStr::from_ptr(text) }
+            .to_string_lossy()
+            .into_owned();
+        // SAFETY: allocated by GLib for the caller; freed once, with GLib's allocator.
+        unsafe { (self.api.g_free)(text.cast()) };
+        out
+    }
+}
+
+fn hostfwd_flags(rule: &HostFwdRule) -> c_int {
+    let proto = match rule.proto {
+        Proto::Udp => SLIRP_HOSTFWD_UDP,
+        Proto::Tcp => 0,
+    };
+    // An IPv6 host address takes IPv6 only, so an IPv4 rule may share the port.
+    let v6only = if rule.host_addr.is_ipv6() {
+        SLIRP_HOSTFWD_V6ONLY
+    } else {
+        0
+    };
+    proto | v6only
 }
 
 impl<H: SlirpHost> Drop for Stack<H> {
