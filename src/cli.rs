@@ -1,5 +1,8 @@
 //! The command line, compatible with the C helper: `-S <fd>` (getopt style), plus `--help`,
-//! `--version` and the helper's own options.
+//! `--version` and the helper's own options; and libvirt's slirp-helper contract
+//! (`src/qemu/qemu_slirp.c`): `--print-capabilities`, then `--fd=N` with the configuration
+//! on the command line instead of an nvlist. Every option that takes a value takes it as the
+//! next argument or after `=` (`--batch 8`, `--batch=8`), as libvirt writes them.
 
 use crate::config::value::{self, Expected, ValueError};
 use crate::poller::PollerKind;
@@ -12,12 +15,23 @@ pub const USAGE: &str = "usage: bhyve-slirp-helper -S <socket> [options] (see --
 
 pub const HELP: &str = "\
 usage: bhyve-slirp-helper -S <socket> [options]
+       bhyve-slirp-helper --fd=<socket> [options]
+       bhyve-slirp-helper --print-capabilities
 
 User-mode networking for a bhyve guest: libslirp behind bhyve's slirp backend.
 bhyve starts the helper with one end of a SOCK_SEQPACKET socket, sends the
 device configuration (a libnv nvlist), then exchanges Ethernet frames.
+QEMU's -netdev socket,fd=N works the same over a SOCK_DGRAM socketpair.
 
-  -S <socket>         descriptor of the socket to bhyve (required)
+  -S <socket>         descriptor of the socket to bhyve (the configuration
+                      comes first on it, as an nvlist)
+  --fd <socket>       descriptor of a SOCK_DGRAM or SOCK_SEQPACKET socket
+                      that carries frames only, as libvirt starts a slirp
+                      helper for QEMU: no nvlist is read, the configuration
+                      is the defaults and the options; inherited
+                      descriptors are kept (libvirt's pidfile lock)
+  --print-capabilities
+                      print what this helper supports, as JSON for libvirt
   --libslirp <path>   libslirp to load (default libslirp.so.0, or
                       $SLIRP_HELPER_LIBSLIRP)
   --batch <n>         frames per socket syscall, 1..=256 (1: the C helper's
@@ -34,6 +48,7 @@ device configuration (a libnv nvlist), then exchanges Ethernet frames.
   -V, --version       this helper's version, and libslirp's (loaded as
                       for a run)
 
+Options that take a value also take it after '=' (--batch=8, --fd=3).
 --poller, --batch and --coalesce can also come as bhyve keys of the same
 name (-s 2,virtio-net,slirp,poller=poll); the option wins.
 
@@ -44,11 +59,51 @@ configuration, or libslirp, 4 on a bad boolean for 'open'.
 /// Environment override of the libslirp path.
 pub const LIBSLIRP_ENV: &str = "SLIRP_HELPER_LIBSLIRP";
 
+/// What libvirt may use (`qemuSlirpFeature` in libvirt's `src/qemu/qemu_slirp.c`): only what
+/// really works here. The IPv6 work adds `"ipv6"` to this list when it lands. Never `tftp`,
+/// `dbus-address`, `dbus-p2p` or `migrate`: the helper has none of them, and libvirt would
+/// then pass `--dbus-*` options it refuses.
+pub const CAPABILITIES: &[&str] = if cfg!(any(target_os = "linux", target_os = "freebsd")) {
+    &["ipv4", "restrict", "exit-with-parent"]
+} else {
+    // No parent-death signal elsewhere (`sys::exit_with_parent`).
+    &["ipv4", "restrict"]
+};
+
+/// `--print-capabilities`: `{"features":[…]}` and a newline, the document libvirt parses.
+pub fn capabilities_json() -> String {
+    let names: Vec<String> = CAPABILITIES.iter().map(|n| format!("\"{n}\"")).collect();
+    format!("{{\"features\":[{}]}}\n", names.join(","))
+}
+
+/// Where the frontend's socket came from, which decides where the configuration comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Socket {
+    /// `-S <fd>`: bhyve's socket; the config nvlist comes first on it, the socket moves to
+    /// descriptor 3 and every other inherited descriptor is closed, as the C helper does.
+    Bhyve(RawFd),
+    /// `--fd <fd>`: libvirt's (or any QEMU launcher's) socket; frames only, the configuration
+    /// is the options. The socket keeps its number and inherited descriptors stay open:
+    /// libvirt hands the helper its pidfile locked on one of them, and stops the helper only
+    /// while that lock is held.
+    Frames(RawFd),
+}
+
+impl Socket {
+    pub fn fd(self) -> RawFd {
+        match self {
+            Socket::Bhyve(fd) | Socket::Frames(fd) => fd,
+        }
+    }
+}
+
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Run(Options),
     Help,
+    /// `--print-capabilities` ([`capabilities_json`]).
+    Capabilities,
     /// Print the versions; libslirp is found as for a run (`--libslirp`, then the
     /// environment, then the default).
     Version {
@@ -58,7 +113,7 @@ pub enum Command {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
-    pub socket: RawFd,
+    pub socket: Socket,
     /// Explicit `--libslirp`; otherwise the environment or the default.
     pub libslirp: Option<String>,
     pub poller: Option<PollerKind>,
@@ -79,7 +134,11 @@ pub enum UsageError {
     MissingValue(&'static str),
     /// An argument that is no option of ours.
     Unexpected(String),
-    /// No `-S <socket>`.
+    /// A switch given a value (`--exit-with-parent=yes`).
+    NoValue(&'static str),
+    /// `-S` and `--fd` both, or either twice.
+    TwoSockets,
+    /// No `-S <socket>` or `--fd <socket>`.
     MissingSocket,
     /// An option's value that it does not take.
     Value(ValueError),
@@ -93,7 +152,13 @@ impl fmt::Display for UsageError {
             UsageError::Unexpected(arg) => {
                 write!(f, "unexpected argument '{}'", arg.escape_debug())
             }
-            UsageError::MissingSocket => f.write_str("-S: missing (the socket to bhyve)"),
+            UsageError::NoValue(option) => write!(f, "{option}: takes no value"),
+            UsageError::TwoSockets => {
+                f.write_str("-S, --fd: give one socket, once (-S for bhyve, --fd for libvirt)")
+            }
+            UsageError::MissingSocket => {
+                f.write_str("-S: missing (the socket to bhyve; --fd for libvirt)")
+            }
             UsageError::Value(e) => e.fmt(f),
         }
     }
@@ -114,12 +179,12 @@ impl From<ValueError> for UsageError {
     }
 }
 
-/// `-S`'s descriptor number.
-fn parse_fd(text: &str) -> Result<RawFd, ValueError> {
+/// `-S`'s or `--fd`'s descriptor number.
+fn parse_fd(option: &'static str, text: &str) -> Result<RawFd, ValueError> {
     let max = RawFd::MAX as u64;
-    value::parse_number("-S", text, 0, max)
+    value::parse_number(option, text, 0, max)
         .map(|fd| fd as RawFd)
-        .map_err(|_| ValueError::new("-S", text, Expected::Descriptor))
+        .map_err(|_| ValueError::new(option, text, Expected::Descriptor))
 }
 
 /// Largest batch: beyond this the rings only cost memory (measured in `benches/frames.rs`).
@@ -159,21 +224,46 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
     let mut coalesce = None;
     let mut exit_with_parent = false;
     let mut version = false;
+    let mut capabilities = false;
     let mut args = args.into_iter().map(|a| {
         a.into_string()
             .map_err(|a| UsageError::NotUtf8(a.as_encoded_bytes().escape_ascii().to_string()))
     });
+    let mut set_socket = |s: Socket| match socket.replace(s) {
+        None => Ok(()),
+        Some(_) => Err(UsageError::TwoSockets),
+    };
     while let Some(arg) = args.next() {
         let arg = arg?;
-        let mut value = |name: &'static str| match args.next() {
-            Some(v) => v,
-            None => Err(UsageError::MissingValue(name)),
+        // `--name=value` (libvirt's form) is `--name value`; `-S3` is getopt's `-S 3`.
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, v)) if name.starts_with("--") => (name, Some(v.to_owned())),
+            _ if arg.starts_with("-S") && arg.len() > 2 => ("-S", Some(arg[2..].to_owned())),
+            _ => (arg.as_str(), None),
         };
-        match arg.as_str() {
-            "-h" | "--help" => return Ok(Command::Help),
-            "-V" | "--version" => version = true,
-            "-S" => socket = Some(parse_fd(&value("-S")?)?),
-            s if s.starts_with("-S") => socket = Some(parse_fd(&s[2..])?),
+        let mut value = |option: &'static str| match inline.clone() {
+            Some(v) => Ok(v),
+            None => args.next().unwrap_or(Err(UsageError::MissingValue(option))),
+        };
+        let switch = |option: &'static str| match inline {
+            Some(_) => Err(UsageError::NoValue(option)),
+            None => Ok(()),
+        };
+        match name {
+            "-h" | "--help" => {
+                switch("--help")?;
+                return Ok(Command::Help);
+            }
+            "-V" | "--version" => {
+                switch("--version")?;
+                version = true;
+            }
+            "--print-capabilities" => {
+                switch("--print-capabilities")?;
+                capabilities = true;
+            }
+            "-S" => set_socket(Socket::Bhyve(parse_fd("-S", &value("-S")?)?))?,
+            "--fd" => set_socket(Socket::Frames(parse_fd("--fd", &value("--fd")?)?))?,
             "--libslirp" => {
                 let path = value("--libslirp")?;
                 // dlopen("") would hand back the helper's own binary.
@@ -187,9 +277,15 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             }
             "--batch" => batch = Some(parse_batch("--batch", &value("--batch")?)?),
             "--coalesce" => coalesce = Some(parse_switch("--coalesce", &value("--coalesce")?)?),
-            "--exit-with-parent" => exit_with_parent = true,
-            other => return Err(UsageError::Unexpected(other.to_owned())),
+            "--exit-with-parent" => {
+                switch("--exit-with-parent")?;
+                exit_with_parent = true;
+            }
+            _ => return Err(UsageError::Unexpected(arg)),
         }
+    }
+    if capabilities {
+        return Ok(Command::Capabilities);
     }
     if version {
         return Ok(Command::Version { libslirp });
@@ -216,7 +312,7 @@ mod tests {
     #[test]
     fn accepts_the_c_helpers_forms() {
         let expect = Command::Run(Options {
-            socket: 3,
+            socket: Socket::Bhyve(3),
             libslirp: None,
             poller: None,
             batch: None,
@@ -276,7 +372,7 @@ mod tests {
     #[test]
     fn every_usage_error_names_its_option_and_the_valid_values() {
         let cases: &[(&[&str], &str)] = &[
-            (&[], "-S: missing (the socket to bhyve)"),
+            (&[], "-S: missing (the socket to bhyve; --fd for libvirt)"),
             (&["-S"], "-S: missing value"),
             (&["-S", "x"], "-S: 'x' is not a descriptor number"),
             (&["-S-1"], "-S: '-1' is not a descriptor number"),
@@ -320,6 +416,83 @@ mod tests {
         let source = std::error::Error::source(&e).expect("a source");
         let value = source.downcast_ref::<ValueError>().expect("a ValueError");
         assert_eq!((value.setting, value.value.as_str()), ("--batch", "x"));
+    }
+
+    #[test]
+    fn libvirts_invocation() {
+        // As `qemuSlirpStart` writes it.
+        match parse(args(&["--fd=7", "--exit-with-parent"])) {
+            Ok(Command::Run(o)) => {
+                assert_eq!(o.socket, Socket::Frames(7));
+                assert!(o.exit_with_parent);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(args(&[
+            "--fd",
+            "7",
+            "--batch=8",
+            "--poller=poll",
+            "--coalesce=off",
+        ])) {
+            Ok(Command::Run(o)) => {
+                assert_eq!(o.socket, Socket::Frames(7));
+                assert_eq!(o.batch, Some(8));
+                assert_eq!(o.poller, Some(PollerKind::Poll));
+                assert_eq!(o.coalesce, Some(false));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            parse(args(&["--print-capabilities"])),
+            Ok(Command::Capabilities)
+        );
+        // `--libslirp=` is the empty path, refused as `--libslirp ''` is.
+        assert!(parse(args(&["--fd=3", "--libslirp="])).is_err());
+    }
+
+    #[test]
+    fn libvirt_mistakes_name_the_option() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--fd=x"], "--fd: 'x' is not a descriptor number"),
+            (&["--fd"], "--fd: missing value"),
+            (
+                &["--fd=3", "-S", "4"],
+                "-S, --fd: give one socket, once (-S for bhyve, --fd for libvirt)",
+            ),
+            (
+                &["--fd=3", "--exit-with-parent=yes"],
+                "--exit-with-parent: takes no value",
+            ),
+            (
+                &["--fd=3", "--dbus-id=slirp-52:54:00:12:34:56"],
+                "unexpected argument '--dbus-id=slirp-52:54:00:12:34:56'",
+            ),
+            (&["--fd=3", "--migrate"], "unexpected argument '--migrate'"),
+        ];
+        for (list, want) in cases {
+            let got = parse(args(list)).unwrap_err();
+            assert_eq!(got.to_string(), *want, "{list:?}");
+        }
+    }
+
+    #[test]
+    fn capabilities_are_json_libvirt_reads() {
+        let text = capabilities_json();
+        assert!(text.ends_with("}\n"), "{text}");
+        // libvirt's enum (qemu_slirp.c): anything else is warned about and ignored; the D-Bus
+        // and migration features must never be claimed.
+        for name in CAPABILITIES {
+            assert!(
+                ["ipv4", "ipv6", "tftp", "restrict", "exit-with-parent"].contains(name),
+                "{name}"
+            );
+            assert!(text.contains(&format!("\"{name}\"")), "{text}");
+        }
+        for never in ["dbus-address", "dbus-p2p", "migrate", "tftp"] {
+            assert!(!text.contains(never), "{text}");
+        }
+        assert!(CAPABILITIES.contains(&"ipv4") && CAPABILITIES.contains(&"restrict"));
     }
 
     #[test]

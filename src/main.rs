@@ -1,8 +1,9 @@
 //! `bhyve-slirp-helper -S <fd>`: start-up in the C helper's order (design note 7), then the
-//! loop. Exit status: 0 on hangup or SIGTERM, else [`HelperError::exit_code`] (1 on bad
+//! loop. `--fd <fd>` (libvirt's slirp-helper contract) is the same start-up without the nvlist
+//! and without the descriptor shuffle. Exit status: 0 on hangup or SIGTERM, else [`HelperError::exit_code`] (1 on bad
 //! usage/config/libslirp, 4 on a bad boolean for `open`).
 
-use slirp_helper::cli::{self, Command, Options};
+use slirp_helper::cli::{self, Command, Options, Socket};
 use slirp_helper::coalesce::Coalescer;
 use slirp_helper::config::{self, BhyveConfig, ConfigError, ValueError};
 use slirp_helper::error::{HelperError, SocketError, SocketProblem};
@@ -30,6 +31,10 @@ fn main() -> ExitCode {
     match command {
         Command::Help => {
             print!("{}", cli::HELP);
+            ExitCode::SUCCESS
+        }
+        Command::Capabilities => {
+            print!("{}", cli::capabilities_json());
             ExitCode::SUCCESS
         }
         Command::Version { libslirp } => {
@@ -65,11 +70,26 @@ fn version_text(libslirp: Option<&str>) -> String {
     }
 }
 
-/// Check `-S`, move the socket to fd 3, close everything else inherited from bhyve, and point
-/// the standard descriptors the socket vacated (or that were closed) at `/dev/null`. Only then
-/// may `diag::init` open its syslog socket: nothing but frames is ever written to fd 3.
-fn adopt_socket(fd: RawFd) -> Result<OwnedFd, HelperError> {
-    let refuse = |problem| HelperError::from(SocketError { fd, problem });
+/// Check the socket. `-S` (bhyve): move it to fd 3, close everything else inherited from
+/// bhyve, and point the standard descriptors the socket vacated (or that were closed) at
+/// `/dev/null`. `--fd` (libvirt): the socket keeps its number and inherited descriptors stay
+/// open, since libvirt's pidfile lock is one of them (`virCommandSetPidFile` leaks the locked
+/// descriptor into the helper, and `virPidFileForceCleanupPath` kills the helper only while
+/// the lock is held); only closed standard descriptors are pointed at `/dev/null`. Only then
+/// may `diag::init` open its syslog socket: nothing but frames is ever written to the socket.
+fn adopt_socket(socket: Socket) -> Result<OwnedFd, HelperError> {
+    let fd = socket.fd();
+    let option = match socket {
+        Socket::Bhyve(_) => "-S",
+        Socket::Frames(_) => "--fd",
+    };
+    let refuse = |problem| {
+        HelperError::from(SocketError {
+            option,
+            fd,
+            problem,
+        })
+    };
     if !sys::fd_is_open(fd) {
         return Err(refuse(SocketProblem::NotOpen));
     }
@@ -88,21 +108,36 @@ fn adopt_socket(fd: RawFd) -> Result<OwnedFd, HelperError> {
             }))
         }
     }
+    if matches!(socket, Socket::Frames(_)) && fd < SOCKET_FD {
+        return Err(refuse(SocketProblem::Standard));
+    }
     let vacant: Vec<RawFd> = (0..SOCKET_FD)
         .filter(|&std_fd| std_fd == fd || !sys::fd_is_open(std_fd))
         .collect();
     let setup = |call| move |err| HelperError::Setup { call, err };
-    // SAFETY: this is start-up, before anything in the process opened a descriptor it keeps
-    // (`diag::init` opens its log channel only after): `fd` is bhyve's socket, which nothing
-    // here owns; descriptor 3 and those above it are leftovers of bhyve's that nothing here
-    // uses; and the standard descriptors pointed at /dev/null are vacant.
-    let sock = unsafe {
-        let sock = sys::move_fd(fd, SOCKET_FD).map_err(setup("dup2(socket, 3)"))?;
-        sys::closefrom(SOCKET_FD + 1);
-        for std_fd in vacant {
-            sys::dev_null_at(std_fd).map_err(|err| HelperError::DevNull { fd: std_fd, err })?;
-        }
-        sock
+    let sock = match socket {
+        // SAFETY: this is start-up, before anything in the process opened a descriptor it
+        // keeps (`diag::init` opens its log channel only after): `fd` is bhyve's socket,
+        // which nothing here owns; descriptor 3 and those above it are leftovers of bhyve's
+        // that nothing here uses; and the standard descriptors pointed at /dev/null are
+        // vacant.
+        Socket::Bhyve(_) => unsafe {
+            let sock = sys::move_fd(fd, SOCKET_FD).map_err(setup("dup2(socket, 3)"))?;
+            sys::closefrom(SOCKET_FD + 1);
+            for std_fd in vacant {
+                sys::dev_null_at(std_fd).map_err(|err| HelperError::DevNull { fd: std_fd, err })?;
+            }
+            sock
+        },
+        // SAFETY: start-up, as above: `fd` (3 or above, checked) is the launcher's socket,
+        // which nothing here owns, so it gets its one owner; the standard descriptors pointed
+        // at /dev/null are closed ones (never `fd`), so nothing is replaced.
+        Socket::Frames(_) => unsafe {
+            for std_fd in vacant {
+                sys::dev_null_at(std_fd).map_err(|err| HelperError::DevNull { fd: std_fd, err })?;
+            }
+            sys::move_fd(fd, fd).map_err(setup("adopting the --fd socket"))?
+        },
     };
     sys::set_cloexec(sock.as_fd(), true).map_err(setup("fcntl(socket, FD_CLOEXEC)"))?;
     sys::set_nonblocking(sock.as_fd(), true).map_err(setup("fcntl(socket, O_NONBLOCK)"))?;
@@ -121,8 +156,13 @@ fn libslirp_path(option: Option<&str>) -> String {
         .unwrap_or_else(|| DEFAULT_LIBSLIRP.to_string())
 }
 
-/// The config, or `None` when SIGTERM/SIGINT arrived while waiting for it.
-fn read_config(sock: BorrowedFd<'_>) -> Result<Option<BhyveConfig>, HelperError> {
+/// The config, or `None` when SIGTERM/SIGINT arrived while waiting for it. On the `--fd`
+/// path nothing is read: the configuration is bhyve's defaults (restricted, 10.0.2.0/24, no
+/// forwards) with the options applied.
+fn read_config(socket: Socket, sock: BorrowedFd<'_>) -> Result<Option<BhyveConfig>, HelperError> {
+    if let Socket::Frames(_) = socket {
+        return Ok(Some(BhyveConfig::default()));
+    }
     let nvlist =
         match config::recv::recv_config_until(sock, CONFIG_TIMEOUT, &sys::SIGNALS.terminate) {
             Ok(nvlist) => nvlist,
@@ -203,7 +243,7 @@ fn run(options: Options) -> Result<(), HelperError> {
         diag::warn(&format!("cannot raise the descriptor limit: {e}"));
     }
 
-    let Some(config) = read_config(sock.as_fd())? else {
+    let Some(config) = read_config(options.socket, sock.as_fd())? else {
         diag::info("terminated by signal while waiting for the configuration");
         return Ok(());
     };
