@@ -219,8 +219,33 @@ fn coalescing(options: &Options, config: &BhyveConfig, batch: usize) -> Result<b
     )
 }
 
+/// How long a parent that leads the helper's session has to exit before it counts as the
+/// hypervisor rather than a daemonizing step. libvirt's middle process exits as soon as the
+/// helper-to-be has written its pidfile, before the exec.
+const DAEMONIZING_PARENT_GRACE: Duration = Duration::from_millis(500);
+
+/// Whether the helper was daemonized the way libvirt does it (`virCommandDaemonize`: fork,
+/// setsid, fork, and the middle process exits once the pidfile is written). Its parent then
+/// leads the helper's new session and is about to exit: following it would end the helper a
+/// moment after start, and nothing else is its parent. A hypervisor that leads a session
+/// (a service's shell that starts the helper and `exec`s QEMU) stays, and is followed.
+fn started_by_daemonizing_parent(parent: libc::pid_t) -> bool {
+    if sys::session_id() != parent {
+        return false;
+    }
+    let deadline = std::time::Instant::now() + DAEMONIZING_PARENT_GRACE;
+    while std::time::Instant::now() < deadline {
+        if sys::parent_pid() != parent {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
 fn run(options: Options) -> Result<(), HelperError> {
     let parent = sys::parent_pid();
+    let follow_parent = options.exit_with_parent && !started_by_daemonizing_parent(parent);
     sys::install_signal_handlers().map_err(|err| HelperError::Setup {
         call: "sigaction",
         err,
@@ -228,7 +253,7 @@ fn run(options: Options) -> Result<(), HelperError> {
     // Armed now for the wait for the configuration, and again after the privilege drop,
     // which clears it.
     let exit_with_parent = || {
-        if options.exit_with_parent {
+        if follow_parent {
             sys::exit_with_parent(parent).map_err(|err| HelperError::Setup {
                 call: "exit-with-parent (PR_SET_PDEATHSIG / PROC_PDEATHSIG_CTL)",
                 err,
@@ -239,6 +264,12 @@ fn run(options: Options) -> Result<(), HelperError> {
     exit_with_parent()?;
     let sock = adopt_socket(options.socket)?;
     diag::init();
+    if options.exit_with_parent && !follow_parent {
+        diag::info(
+            "--exit-with-parent: started by a daemonizing parent (as libvirt does), which has \
+             exited; no parent to follow, the launcher stops the helper",
+        );
+    }
     if let Err(e) = sys::raise_nofile_limit() {
         diag::warn(&format!("cannot raise the descriptor limit: {e}"));
     }

@@ -515,6 +515,11 @@ fn libvirt_daemonize(args: &[String], socket: RawFd, pidfile: &Path, env: &[(Str
             if grandchild > 0 {
                 let mut c = 0u8;
                 let n = libc::read(sync[0], (&mut c as *mut u8).cast(), 1);
+                // libvirt's middle process exits at once; on a loaded machine it may be
+                // scheduled late, after the helper armed its parent-death signal. Linger
+                // 100 ms so that this test always takes that path (a helper following this
+                // process would end with it).
+                libc::usleep(100_000);
                 libc::_exit(if n == 1 { 0 } else { 122 });
             }
             let fd = libc::open(pidfile_c.as_ptr(), libc::O_WRONLY | libc::O_CREAT, 0o644);
@@ -641,6 +646,23 @@ fn libvirt_starts_the_helper_for_a_qemu_guest() {
         .trim()
         .parse()
         .unwrap();
+    assert!(
+        syslog
+            .wait_for("started by a daemonizing parent", common::STEP)
+            .is_some(),
+        "{:?}",
+        syslog.lines()
+    );
+    // On failure, what the helper said (its diagnostics go to syslog: no stderr).
+    struct ShowSyslog<'a>(&'a common::SyslogStandIn);
+    impl Drop for ShowSyslog<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                eprintln!("helper's syslog lines: {:#?}", self.0.lines());
+            }
+        }
+    }
+    let _show = ShowSyslog(&syslog);
     let mut guest = Guest::boot(
         kit,
         "libvirt",
