@@ -325,7 +325,12 @@ fn run(options: Options) -> Result<(), HelperError> {
             })?;
     }
 
-    sandbox::drop_privileges()?;
+    if sandbox::drop_privileges()? == sandbox::PrivilegeDrop::NoCapability {
+        diag::warn(
+            "running as root without the capabilities to become nobody (as libvirt starts \
+             the helper); staying root without capabilities, confined by the sandbox",
+        );
+    }
     exit_with_parent()?;
     sandbox::confine(restricted)?;
 

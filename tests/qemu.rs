@@ -557,6 +557,46 @@ fn libvirt_daemonize(args: &[String], socket: RawFd, pidfile: &Path, env: &[(Str
             {
                 libc::_exit(125);
             }
+            // virCommandClearCaps: uid 0 with no capabilities, and none to regain at exec
+            // (libvirt's capng_clear and capng_apply over the bounding set too).
+            let mut cap = 0;
+            while libc::prctl(libc::PR_CAPBSET_READ, cap, 0, 0, 0) >= 0 {
+                if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 {
+                    libc::_exit(127);
+                }
+                cap += 1;
+            }
+            #[repr(C)]
+            struct CapHeader {
+                version: u32,
+                pid: libc::c_int,
+            }
+            #[repr(C)]
+            struct CapData {
+                effective: u32,
+                permitted: u32,
+                inheritable: u32,
+            }
+            // _LINUX_CAPABILITY_VERSION_3: two data words.
+            let mut header = CapHeader {
+                version: 0x2008_0522,
+                pid: 0,
+            };
+            let data = [
+                CapData {
+                    effective: 0,
+                    permitted: 0,
+                    inheritable: 0,
+                },
+                CapData {
+                    effective: 0,
+                    permitted: 0,
+                    inheritable: 0,
+                },
+            ];
+            if libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) < 0 {
+                libc::_exit(127);
+            }
             let null = libc::open(devnull.as_ptr(), libc::O_RDWR);
             for std_fd in 0..3 {
                 libc::dup2(null, std_fd);
@@ -610,8 +650,9 @@ fn libvirt_stop(pidfile: &Path) -> Option<i32> {
 }
 
 /// The helper as libvirt runs it: capabilities parsed as JSON, then `--fd=N` (no nvlist;
-/// `--exit-with-parent` because it was offered), daemonized with a locked pidfile and its
-/// standard descriptors on /dev/null (diagnostics to syslog). The guest gets its lease and
+/// `--exit-with-parent` because it was offered), daemonized with a locked pidfile, its
+/// standard descriptors on /dev/null (diagnostics to syslog) and every capability cleared
+/// (it stays uid 0, confined by seccomp and Landlock). The guest gets its lease and
 /// pings 10.0.2.2; the helper is restricted by default, as on the bhyve path. Stopping the VM
 /// as libvirt does (the pidfile lock still held, SIGTERM) ends the helper within 1 s.
 #[test]
@@ -663,6 +704,19 @@ fn libvirt_starts_the_helper_for_a_qemu_guest() {
         }
     }
     let _show = ShowSyslog(&syslog);
+    // Without capabilities it cannot become nobody; it says so and is confined all the same.
+    assert!(
+        syslog
+            .wait_for("staying root without capabilities", common::STEP)
+            .is_some(),
+        "{:?}",
+        syslog.lines()
+    );
+    let status = std::fs::read_to_string(format!("/proc/{helper}/status")).unwrap();
+    assert!(
+        status.contains("\nSeccomp:\t2\n") && status.contains("\nNoNewPrivs:\t1\n"),
+        "the helper is not confined:\n{status}"
+    );
     let mut guest = Guest::boot(
         kit,
         "libvirt",
