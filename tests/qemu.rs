@@ -8,6 +8,8 @@
 //! guest here, else TCG. Traffic: the guest's one NIC is the helper; the helper reaches only
 //! 127.0.0.1 services started here. No timing is asserted except the issue's "exits within
 //! 1 s" bounds on the helper's lifetime.
+// QEMU with a Linux guest, /proc, Linux capabilities: a Linux host's test.
+#![cfg(target_os = "linux")]
 
 mod common;
 mod qemu_common;
