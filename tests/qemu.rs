@@ -71,6 +71,36 @@ fn helper_log(name: &str) -> PathBuf {
     dir.join(format!("{name}-helper.log"))
 }
 
+/// The helper as the test's child; its stderr (in `log`) is printed if the test fails, and it
+/// is killed (this pid only) when the test ends.
+struct Helper {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Helper {
+    fn start(args: &[String], end: OwnedFd, log: &Path) -> Helper {
+        Helper {
+            child: spawn_helper(args, end, log),
+            log: log.to_owned(),
+        }
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- helper's stderr ({}) ----\n{}",
+                self.log.display(),
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+    }
+}
+
 /// The helper as the test's child on `end` (`-S` or `--fd` per `args`), stderr to `log`.
 fn spawn_helper(args: &[String], end: OwnedFd, log: &Path) -> Child {
     let fd = end.as_raw_fd();
@@ -238,7 +268,7 @@ fn qemu_guest_dhcp_ping_tcp_both_ways_and_a_forward() {
             .encode(),
     );
     let log = helper_log("bulk");
-    let mut helper = spawn_helper(
+    let _helper = Helper::start(
         &["-S".into(), helper_end.as_raw_fd().to_string()],
         helper_end,
         &log,
@@ -256,8 +286,6 @@ fn qemu_guest_dhcp_ping_tcp_both_ways_and_a_forward() {
     guest_listen(&mut guest, "/tmp/down");
     send_through_forward(&mut guest, fwd, &payload(BULK, 14), "/tmp/down");
     assert!(guest.poweroff(COMMAND).is_some(), "QEMU did not exit");
-    let _ = helper.kill();
-    let _ = helper.wait();
 }
 
 /// Restricted (bhyve's default): the lease and 10.0.2.2 answer, the forward works, but the
@@ -276,7 +304,7 @@ fn qemu_restricted_guest_cannot_connect_out() {
             .encode(),
     );
     let log = helper_log("restricted");
-    let mut helper = spawn_helper(
+    let _helper = Helper::start(
         &["-S".into(), helper_end.as_raw_fd().to_string()],
         helper_end,
         &log,
@@ -293,8 +321,6 @@ fn qemu_restricted_guest_cannot_connect_out() {
     assert_refused_outbound(&mut guest);
     guest_listen(&mut guest, "/tmp/in");
     send_through_forward(&mut guest, fwd, &payload(64 << 10, 3), "/tmp/in");
-    let _ = helper.kill();
-    let _ = helper.wait();
 }
 
 /// A host service on 127.0.0.1 the guest tries through 10.0.2.2: refused, and never reached.
@@ -406,7 +432,7 @@ fn qemu_guest_mtu_65520_large_pings_and_mss() {
             .encode(),
     );
     let log = helper_log("mtu");
-    let mut helper = spawn_helper(
+    let _helper = Helper::start(
         &["-S".into(), helper_end.as_raw_fd().to_string()],
         helper_end,
         &log,
@@ -441,8 +467,6 @@ fn qemu_guest_mtu_65520_large_pings_and_mss() {
         average > 4 * 1514,
         "host→guest frames average {average} bytes ({bytes} in {packets}): the MSS did not follow the MTU"
     );
-    let _ = helper.kill();
-    let _ = helper.wait();
 }
 
 fn counters(text: &str) -> (u64, u64) {

@@ -594,6 +594,16 @@ impl Guest {
                 kit.accel
             ));
         }
+        // The shell reads the console from here on; characters that reached the serial line
+        // while the kernel was still setting it up can be lost, so agree on a first command
+        // (retried) before the test's own.
+        if !(0..3).any(|_| guest.run("true", Duration::from_secs(20)).is_ok()) {
+            let text = guest.console_text();
+            guest.kill();
+            return Err(format!(
+                "guest {name}: the console shell does not answer:\n{text}"
+            ));
+        }
         if let Some(line) = guest.console_text().lines().find(|l| {
             l.contains("INSMOD-FAILED") || l.contains("NO-ETH0") || l.contains("insmod: can't")
         }) {
