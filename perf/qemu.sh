@@ -202,7 +202,7 @@ start_guest() {
       local extra=() pidfile=$WORK/helper.pid
       [ "$backend" = ours ] || extra=(--helper-arg=--poller --helper-arg=poll --helper-arg=--batch --helper-arg=1)
       rm -f "$pidfile"
-      spawn wrapper "" "$WORK/qemu.out" "$WORK/qemu.err" timeout -k 2 "$limit" python3 "$HERE/lib/qemu_launch.py" \
+      spawn wrapper "" "$WORK/$backend-$mtu.qemu.out" "$WORK/$backend-$mtu.qemu.err" timeout -k 2 "$limit" python3 "$HERE/lib/qemu_launch.py" \
         --helper "$BIN/bhyve-slirp-helper" --pidfile "$pidfile" --open --mtui "$mtu" "${extra[@]}" -- \
         "${QEMU_ARGS[@]}" -netdev socket,id=n0,fd=@FD@ "${NIC[@]}"
       WRAPPERS+=("$wrapper")
@@ -212,7 +212,7 @@ start_guest() {
       QEMU_PID=$(child_of "$wrapper" qemu-system-x86)
       ;;
     user)
-      spawn wrapper "" "$WORK/qemu.out" "$WORK/qemu.err" timeout -k 2 "$limit" \
+      spawn wrapper "" "$WORK/$backend-$mtu.qemu.out" "$WORK/$backend-$mtu.qemu.err" timeout -k 2 "$limit" \
         "${QEMU_ARGS[@]}" -netdev user,id=n0 "${NIC[@]}"
       WRAPPERS+=("$wrapper")
       QEMU_PID=$(child_of "$wrapper" qemu-system-x86)
@@ -225,13 +225,13 @@ start_guest() {
       chmod 711 "$WORK"
       chmod 777 "$WORK/passt"
       rm -f "$sock"
-      spawn wrapper "" "$WORK/passt.out" "$WORK/passt.err" timeout -k 2 "$limit" passt -f -1 -4 \
+      spawn wrapper "" "$WORK/$backend-$mtu.passt.out" "$WORK/$backend-$mtu.passt.err" timeout -k 2 "$limit" passt -f -1 -4 \
         --socket "$sock" --mtu "$mtu" -a 10.0.2.15 -n 24 -g 10.0.2.2 -t none -u none
       WRAPPERS+=("$wrapper")
-      wait_until 10 test -S "$sock" || die "passt did not create its socket: $(cat "$WORK/passt.err")"
+      wait_until 10 test -S "$sock" || die "passt did not create its socket: $(cat "$WORK/$backend-$mtu.passt.err")"
       # passt re-executes itself as passt.avx2 where the CPU has AVX2.
       BACKEND_PID=$(child_of "$wrapper" 'passt(\.avx2)?')
-      spawn wrapper "" "$WORK/qemu.out" "$WORK/qemu.err" timeout -k 2 "$limit" \
+      spawn wrapper "" "$WORK/$backend-$mtu.qemu.out" "$WORK/$backend-$mtu.qemu.err" timeout -k 2 "$limit" \
         "${QEMU_ARGS[@]}" -netdev "stream,id=n0,server=off,addr.type=unix,addr.path=$sock" "${NIC[@]}"
       WRAPPERS+=("$wrapper")
       QEMU_PID=$(child_of "$wrapper" qemu-system-x86)

@@ -245,11 +245,13 @@ fn started_by_daemonizing_parent(parent: libc::pid_t) -> bool {
 
 fn run(options: Options) -> Result<(), HelperError> {
     let parent = sys::parent_pid();
-    let follow_parent = options.exit_with_parent && !started_by_daemonizing_parent(parent);
     sys::install_signal_handlers().map_err(|err| HelperError::Setup {
         call: "sigaction",
         err,
     })?;
+    // After the handlers: a SIGTERM during this wait (at most DAEMONIZING_PARENT_GRACE) is
+    // then a clean end, not the default action.
+    let follow_parent = options.exit_with_parent && !started_by_daemonizing_parent(parent);
     // Armed now for the wait for the configuration, and again after the privilege drop,
     // which clears it.
     let exit_with_parent = || {
