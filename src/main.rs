@@ -1,7 +1,7 @@
 //! `bhyve-slirp-helper -S <fd>`: start-up in the C helper's order (design note 7), then the
-//! loop. `--fd <fd>` (libvirt's slirp-helper contract) is the same start-up without the nvlist
-//! and without the descriptor shuffle. Exit status: 0 on hangup or SIGTERM, else [`HelperError::exit_code`] (1 on bad
-//! usage/config/libslirp, 4 on a bad boolean for `open`).
+//! loop. `--fd <fd>` (libvirt's slirp-helper contract) is the same start-up without the
+//! nvlist and without the descriptor shuffle. Exit status: 0 on hangup or SIGTERM, else
+//! [`HelperError::exit_code`] (1 on bad usage/config/libslirp, 4 on a bad boolean for `open`).
 
 use slirp_helper::cli::{self, Command, Options, Socket};
 use slirp_helper::coalesce::Coalescer;
@@ -157,8 +157,10 @@ fn libslirp_path(option: Option<&str>) -> String {
 }
 
 /// The config, or `None` when SIGTERM/SIGINT arrived while waiting for it. On the `--fd`
-/// path nothing is read: the configuration is bhyve's defaults (restricted, 10.0.2.0/24, no
-/// forwards) with the options applied.
+/// path nothing is read: the configuration is the keys' defaults, as bhyve's path has them
+/// without keys (restricted, 10.0.2.0/24, no forwards, frames up to 2048 bytes); `--poller`,
+/// `--batch` and `--coalesce` apply as on every path. (The keys as options are main's
+/// generic mechanism, which this path is to take its configuration from once it lands.)
 fn read_config(socket: Socket, sock: BorrowedFd<'_>) -> Result<Option<BhyveConfig>, HelperError> {
     if let Socket::Frames(_) = socket {
         return Ok(Some(BhyveConfig::default()));
