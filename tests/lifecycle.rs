@@ -295,7 +295,7 @@ fn usage_errors_name_the_option_and_the_valid_values() {
     assert_usage_line(&["--fd=x"], "--fd: 'x' is not a descriptor number");
     assert_usage_line(
         &["--fd=3", "--dbus-address=unix:path=/x"],
-        "unexpected argument '--dbus-address=unix:path=/x'",
+        "unexpected argument '--dbus-address'",
     );
     assert_usage_line(
         &["-S", "0", "--coalesce", "maybe"],
@@ -360,7 +360,7 @@ fn a_bhyve_key_says_the_same_mistake_as_its_option() {
             .encode(),
         1,
         "configuration: hostfwd: rule 2 'sctp::1-:2': unsupported protocol 'sctp' \
-         (expected proto:haddr:hport-gaddr:gport, proto tcp or udp)",
+         (expected proto:haddr:hport-gaddr:gport, proto tcp or udp, IPv6 addresses in [])",
     );
 }
 

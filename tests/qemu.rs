@@ -192,13 +192,22 @@ fn payload(len: usize, seed: u64) -> Vec<u8> {
 
 /// DHCP through the helper, then the lease checked and 10.0.2.2 pinged.
 fn lease_and_ping(guest: &mut Guest) {
+    lease_and_ping_in(guest, "10.0.2");
+}
+
+/// As [`lease_and_ping`] on the /24 network `prefix` (`10.0.5` for `--net=10.0.5.0/24`): the
+/// lease is .15, the host .2.
+fn lease_and_ping_in(guest: &mut Guest, prefix: &str) {
     guest.must(
         "udhcpc -i eth0 -s /etc/udhcpc.script -n -q -t 5 -T 2 >/dev/null 2>&1",
         COMMAND,
     );
     let addr = guest.must("ip -4 addr show eth0", COMMAND);
-    assert!(addr.contains("10.0.2.15/24"), "no lease: {addr}");
-    let ping = guest.must("ping -c 2 -W 5 10.0.2.2", COMMAND);
+    assert!(
+        addr.contains(&format!("{prefix}.15/24")),
+        "no lease: {addr}"
+    );
+    let ping = guest.must(&format!("ping -c 2 -W 5 {prefix}.2"), COMMAND);
     assert!(ping.contains("2 packets received"), "{ping}");
 }
 
@@ -325,10 +334,14 @@ fn qemu_restricted_guest_cannot_connect_out() {
 
 /// A host service on 127.0.0.1 the guest tries through 10.0.2.2: refused, and never reached.
 fn assert_refused_outbound(guest: &mut Guest) {
+    assert_refused_outbound_via(guest, "10.0.2.2");
+}
+
+fn assert_refused_outbound_via(guest: &mut Guest, host: &str) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
-    let tried = guest.run(&format!("echo hello | nc -w 5 10.0.2.2 {port}"), COMMAND);
+    let tried = guest.run(&format!("echo hello | nc -w 5 {host} {port}"), COMMAND);
     assert!(
         matches!(&tried, Err(f) if f.status.is_some_and(|s| s != 0)),
         "outbound connection not refused: {tried:?}"
@@ -679,7 +692,8 @@ fn libvirt_stop(pidfile: &Path) -> Option<i32> {
 /// `--exit-with-parent` because it was offered), daemonized with a locked pidfile, its
 /// standard descriptors on /dev/null (diagnostics to syslog) and every capability cleared
 /// (it stays uid 0, confined by seccomp and Landlock). The guest gets its lease and
-/// pings 10.0.2.2; the helper is restricted by default, as on the bhyve path. Stopping the VM
+/// pings the host of the network libvirt passes (`--net=10.0.5.0/24`: 10.0.5.2); the helper
+/// is restricted by default, as on the bhyve path. Stopping the VM
 /// as libvirt does (the pidfile lock still held, SIGTERM) ends the helper within 1 s.
 #[test]
 fn libvirt_starts_the_helper_for_a_qemu_guest() {
@@ -696,7 +710,12 @@ fn libvirt_starts_the_helper_for_a_qemu_guest() {
     let syslog = common::SyslogStandIn::new();
     let pidfile = helper_log("libvirt").with_extension("pid");
     let _ = std::fs::remove_file(&pidfile);
-    let mut args = vec![format!("--fd={}", helper_end.as_raw_fd())];
+    // As qemuSlirpStart writes a guest `<ip address='10.0.5.15' prefix='24'/>`: the network
+    // key as an option.
+    let mut args = vec![
+        format!("--fd={}", helper_end.as_raw_fd()),
+        "--net=10.0.5.0/24".to_string(),
+    ];
     if features.iter().any(|f| f == "exit-with-parent") {
         args.push("--exit-with-parent".into());
     }
@@ -751,8 +770,8 @@ fn libvirt_starts_the_helper_for_a_qemu_guest() {
             host_mtu: None,
         },
     );
-    lease_and_ping(&mut guest);
-    assert_refused_outbound(&mut guest);
+    lease_and_ping_in(&mut guest, "10.0.5");
+    assert_refused_outbound_via(&mut guest, "10.0.5.2");
     // The daemonizing parent exited long ago: the helper is still serving.
     assert!(!common::process::gone_within(helper, Duration::ZERO));
     assert!(guest.poweroff(COMMAND).is_some(), "QEMU did not power off");
@@ -776,20 +795,20 @@ fn libvirt_starts_the_helper_for_a_qemu_guest() {
     );
 }
 
-/// libvirt passes `--net6` when the domain has an IPv6 address, and `--dbus-*` only when
-/// offered: until those work, they end the helper with status 1 naming the option.
+/// libvirt passes `--dbus-*` only when offered, and they are not: should one come, it ends the
+/// helper with status 1 naming the option.
 #[test]
 fn libvirt_options_the_helper_does_not_have_exit_1_naming_them() {
-    for option in [
-        "--net6=fd00::/64",
-        "--dbus-id=slirp-52:54:00:12:34:56",
-        "--dbus-incoming",
+    for (option, named) in [
+        ("--dbus-id=slirp-52:54:00:12:34:56", "--dbus-id"),
+        ("--dbus-address=unix:path=/run/x", "--dbus-address"),
+        ("--dbus-incoming", "--dbus-incoming"),
     ] {
         let run = common::run_helper(&["--fd=3", option], common::STEP);
         assert_eq!(run.code(), Some(1), "{option}: {}", run.stderr);
         assert!(
             run.stderr
-                .contains(&format!("unexpected argument '{option}'")),
+                .contains(&format!("unexpected argument '{named}'")),
             "{option}: {}",
             run.stderr
         );

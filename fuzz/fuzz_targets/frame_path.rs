@@ -44,6 +44,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use libfuzzer_sys::fuzz_target;
 use nix::sys::socket::{socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 use slirp_helper::coalesce::Coalescer;
+use slirp_helper::config::Network;
 use slirp_helper::event_loop::{self, Host};
 use slirp_helper::frames::{FrameLimit, FrameRx, DEFAULT_BATCH};
 use slirp_helper::poller::{Own, PollerKind};
@@ -96,6 +97,7 @@ impl Harness {
                 // NEVER false here: restricted keeps every fuzzed packet inside libslirp.
                 restricted: true,
                 mtu: limit.mtu(),
+                network: &Network::default(),
             },
             host,
         )
@@ -126,7 +128,7 @@ impl Harness {
             &mut self.reasm,
             &mut self.coalescer,
         )
-            .expect("loop error");
+        .expect("loop error");
         if exit.is_some() {
             let host = self.stack.host();
             let (peer_gone, frontend) =
