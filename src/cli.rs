@@ -29,8 +29,11 @@ QEMU's -netdev socket,fd=N works the same over a SOCK_DGRAM socketpair.
   --fd <socket>       descriptor of a SOCK_DGRAM or SOCK_SEQPACKET socket
                       that carries frames only, as libvirt starts a slirp
                       helper for QEMU: no nvlist is read, the configuration
-                      is the keys' defaults and the options; inherited
-                      descriptors are kept (libvirt's pidfile lock)
+                      is the keys' defaults and the options, in open mode
+                      unless --restrict (as QEMU's own user network);
+                      inherited descriptors are kept (libvirt's pidfile lock)
+  --restrict          restricted mode, whatever the open key says: no
+                      outbound connections, DHCP offers no router or DNS
   --print-capabilities
                       print what this helper supports, as JSON for libvirt
   --libslirp <path>   libslirp to load (default libslirp.so.0, or
@@ -159,6 +162,9 @@ pub struct Options {
     pub coalesce: Option<bool>,
     /// End when the parent exits (a hypervisor killed without closing its socket end).
     pub exit_with_parent: bool,
+    /// `--restrict`: restricted whatever the `open` key says (libslirp-rs's slirp-helper
+    /// option, which libvirt's `restrict` capability names).
+    pub restrict: bool,
     /// Network settings given as options (`--net 192.168.77.0/24`); they win over bhyve's keys.
     pub settings: Overrides,
     /// Capture file; `None`: the `pcap` key, else no capture.
@@ -295,6 +301,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
     let mut batch = None;
     let mut coalesce = None;
     let mut exit_with_parent = false;
+    let mut restrict = false;
     let mut pcap = None;
     let mut pcap_max = None;
     let mut api = None;
@@ -342,6 +349,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             "--batch" => batch = Some(parse_batch("--batch", &value("--batch")?)?),
             "--coalesce" => coalesce = Some(parse_switch("--coalesce", &value("--coalesce")?)?),
             "--exit-with-parent" => exit_with_parent = true,
+            "--restrict" => restrict = true,
             "--pcap" => pcap = Some(parse_pcap_path("--pcap", &value("--pcap")?)?),
             "--pcap-max" => {
                 pcap_max = Some(parse_pcap_max("--pcap-max", &value("--pcap-max")?)?);
@@ -382,6 +390,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
         batch,
         coalesce,
         exit_with_parent,
+        restrict,
         settings,
         pcap,
         pcap_max,
@@ -440,6 +449,7 @@ mod tests {
             batch: None,
             coalesce: None,
             exit_with_parent: false,
+            restrict: false,
             settings: Vec::new(),
             pcap: None,
             pcap_max: None,

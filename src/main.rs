@@ -183,13 +183,17 @@ fn libslirp_path(option: Option<&str>) -> String {
 }
 
 /// The config, or `None` when SIGTERM/SIGINT arrived while waiting for it. On the `--fd`
-/// path nothing is read: the configuration is the keys' defaults, as bhyve's path has them
-/// without keys (restricted, 10.0.2.0/24, no forwards, frames up to 2048 bytes); `--poller`,
+/// path nothing is read: the configuration is the keys' defaults (10.0.2.0/24, no forwards,
+/// frames up to 2048 bytes) in open mode, as QEMU's own user network and libvirt expect (libvirt
+/// never passes `--restrict`; a helper restricted by default would give its guests no
+/// network beyond the host); `--poller`,
 /// `--batch` and `--coalesce` apply as on every path, and the network keys come as options
 /// (`--net=A/P`, as libvirt passes it), applied over these defaults in `run`.
 fn read_config(socket: Socket, sock: BorrowedFd<'_>) -> Result<Option<BhyveConfig>, HelperError> {
     if let Socket::Frames(_) = socket {
-        return Ok(Some(BhyveConfig::default()));
+        let mut config = BhyveConfig::default();
+        config.open = true;
+        return Ok(Some(config));
     }
     let nvlist =
         match config::recv::recv_config_until(sock, CONFIG_TIMEOUT, &sys::SIGNALS.terminate) {
@@ -395,7 +399,7 @@ fn run(options: Options) -> Result<(), HelperError> {
     let capture = capture(&options, &config, limit)?;
     let mut host = Host::new(kind, sock.as_fd(), limit, batch).map_err(HelperError::Poller)?;
     host.tx.capture = capture;
-    let restricted = !config.open;
+    let restricted = options.restrict || !config.open;
     let mut stack = Stack::new(
         api,
         StackConfig {

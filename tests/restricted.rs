@@ -159,3 +159,23 @@ fn restricted_traffic_elsewhere_is_refused() {
         bhyve.stderr()
     );
 }
+
+/// `--restrict` wins over `open=true` (libvirt's and libslirp-rs's option): UDP to the host
+/// stays in the helper, as without `open`.
+#[test]
+fn the_restrict_option_wins_over_open() {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sock.local_addr().unwrap().port();
+    let bhyve = Bhyve::spawn(Spawn {
+        config: Some(ConfigBuilder::bhyve().open().encode()),
+        args: vec!["--restrict".into()],
+        ..Spawn::default()
+    });
+    send_udp(&bhyve, SocketAddrV4::new(HOST_IP, port), 5);
+    assert!(bhyve.raw_ping(HOST_IP, 8, STEP), "helper not answering");
+    assert_eq!(
+        udp_received(&sock, Duration::from_secs(1)),
+        0,
+        "UDP reached the host despite --restrict"
+    );
+}
