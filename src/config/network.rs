@@ -271,7 +271,7 @@ impl fmt::Display for NetworkError {
                 "{setting}: '{addr}' is also {other}'s address; each needs its own"
             ),
             NetworkError::NeedsIpv6 { setting } => {
-                write!(f, "{setting}: set while ipv6 is off (add ipv6=on)")
+                write!(f, "{setting}: set while ipv6 is off")
             }
             NetworkError::NeedsLibslirp {
                 setting,
@@ -357,8 +357,14 @@ impl Network {
             n.outbound = Some(parse_ipv4(name, text)?);
         }
 
-        let ipv6 = switch("ipv6", false)?;
+        // Setting an IPv6 key asks for IPv6 (libvirt passes `--net6=…` alone); `ipv6=off`
+        // with one is a contradiction.
         let v6_keys = ["net6", "host6", "dns6", "outbound6"];
+        let mut any_v6 = false;
+        for key in v6_keys {
+            any_v6 |= get(key)?.is_some();
+        }
+        let ipv6 = switch("ipv6", any_v6)?;
         if !ipv6 {
             for key in v6_keys {
                 if let Some((name, _)) = get(key)? {
@@ -679,8 +685,8 @@ mod tests {
                 "hostname: 'a_b' is not a domain name (letters, digits and '-' in dot-separated labels, at most 32 characters)",
             ),
             (
-                &[("net6", "fec0::/64")],
-                "net6: set while ipv6 is off (add ipv6=on)",
+                &[("ipv6", "off"), ("net6", "fec0::/64")],
+                "net6: set while ipv6 is off",
             ),
             (
                 &[("ipv6", "on"), ("net6", "fec0::1/64")],
@@ -727,6 +733,14 @@ mod tests {
         assert!(network(&[("hostname", &"a".repeat(33))]).is_err());
         assert!(network(&[("dnssearch", "a;b;c;d;e;f;g")]).is_err());
         assert!(network(&[("dnssearch", "a;b;c;d;e;f")]).is_ok());
+    }
+
+    #[test]
+    fn an_ipv6_key_turns_ipv6_on() {
+        let v6 = network(&[("net6", "fd00::/64")]).unwrap().ipv6.unwrap();
+        assert_eq!(v6.host6, "fd00::2".parse::<Ipv6Addr>().unwrap());
+        assert!(network(&[("dns6", "fec0::53")]).unwrap().ipv6.is_some());
+        assert!(network(&[]).unwrap().ipv6.is_none());
     }
 
     #[test]
