@@ -625,7 +625,6 @@ fn mutated_vectors_never_panic() {
 // The network keys (issue 12) through the real helper binary: a bad value exits 1 with one
 // line naming the key (or option) and the value.
 
-#[allow(dead_code)]
 mod common;
 
 /// What the helper says before a configuration error.
