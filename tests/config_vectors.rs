@@ -705,3 +705,237 @@ fn bad_capture_values_name_the_key_and_the_value() {
     let got = capture_keys(&[("pcap_max", b"1\xff")]).expect_err("refused");
     assert!(got.contains("pcap_max"), "{got}");
 }
+
+// The network keys (issue 12) through the real helper binary: a bad value exits 1 with one
+// line naming the key (or option) and the value.
+
+mod common;
+
+/// What the helper says before a configuration error.
+const CONFIG_ERROR: &str = "bhyve-slirp-helper: configuration: ";
+
+/// Run the helper with the network `keys` (and `args`); its exit code and stderr.
+fn helper_with(keys: &[(&str, &str)], args: &[&str]) -> (i32, String) {
+    let mut config = common::ConfigBuilder::bhyve();
+    for (k, v) in keys {
+        config = config.string(k, v);
+    }
+    let mut helper = common::Bhyve::spawn(common::Spawn {
+        config: Some(config.encode()),
+        args: args.iter().map(|a| a.to_string()).collect(),
+        ..common::Spawn::default()
+    });
+    let code = helper.expect_exit(Duration::from_secs(10));
+    (code, helper.stderr())
+}
+
+/// Every network key with malformed and out-of-range values: (keys, the message after
+/// [`CONFIG_ERROR`]).
+const BAD_NETWORK_KEYS: &[(&[(&str, &str)], &str)] = &[
+    (
+        &[("net", "bogus")],
+        "net: 'bogus' is not an IPv4 network ADDR/LEN with LEN from 8 to 30",
+    ),
+    (
+        &[("net", "10.0.2.0")],
+        "net: '10.0.2.0' is not an IPv4 network ADDR/LEN with LEN from 8 to 30",
+    ),
+    (
+        &[("net", "10.0.2.0/7")],
+        "net: '10.0.2.0/7' is not an IPv4 network ADDR/LEN with LEN from 8 to 30",
+    ),
+    (
+        &[("net", "10.0.2.0/31")],
+        "net: '10.0.2.0/31' is not an IPv4 network ADDR/LEN with LEN from 8 to 30",
+    ),
+    (
+        &[("net", "10.0.2.256/24")],
+        "net: '10.0.2.256/24' is not an IPv4 network ADDR/LEN with LEN from 8 to 30",
+    ),
+    (
+        &[("net", "10.0.2.5/24")],
+        "net: '10.0.2.5/24' has bits set after the prefix length (the network is 10.0.2.0/24)",
+    ),
+    (&[("host", "")], "host: '' is not an IPv4 address"),
+    (&[("host", "10.0.2")], "host: '10.0.2' is not an IPv4 address"),
+    (&[("host", "10.0.3.2")], "host: '10.0.3.2' is outside net 10.0.2.0/24"),
+    (
+        &[("host", "10.0.2.0")],
+        "host: '10.0.2.0' is the network address of the network",
+    ),
+    (
+        &[("dhcpstart", "10.0.2.x")],
+        "dhcpstart: '10.0.2.x' is not an IPv4 address",
+    ),
+    (
+        &[("dhcpstart", "10.0.2.255")],
+        "dhcpstart: '10.0.2.255' is the broadcast address of the network",
+    ),
+    (
+        &[("net", "192.168.77.0/24"), ("host", "10.0.2.2")],
+        "host: '10.0.2.2' is outside net 192.168.77.0/24",
+    ),
+    (
+        &[("net", "10.0.2.0/29")],
+        "dhcpstart: '10.0.2.15' is outside net 10.0.2.0/29 (its default); set it inside",
+    ),
+    (&[("dns", "010.0.2.3")], "dns: '010.0.2.3' is not an IPv4 address"),
+    (
+        &[("dns", "10.0.2.2")],
+        "dns: '10.0.2.2' is also host's address; each needs its own",
+    ),
+    (
+        &[("dns", "192.168.77.3")],
+        "dns: '192.168.77.3' is outside net 10.0.2.0/24",
+    ),
+    (
+        &[("dnssearch", "a.example;;b.example")],
+        "dnssearch: 'a.example;;b.example' is not a list of domain names separated by ';' (at most 6)",
+    ),
+    (
+        &[("dnssearch", "a;b;c;d;e;f;g")],
+        "dnssearch: 'a;b;c;d;e;f;g' is not a list of domain names separated by ';' (at most 6)",
+    ),
+    (
+        &[("domainname", "bad domain")],
+        "domainname: 'bad domain' is not a domain name (letters, digits and '-' in dot-separated labels, at most 253 characters)",
+    ),
+    (
+        &[("hostname", "a_b")],
+        "hostname: 'a_b' is not a domain name (letters, digits and '-' in dot-separated labels, at most 32 characters)",
+    ),
+    (
+        &[("hostname", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")],
+        "hostname: 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa' is not a domain name (letters, digits and '-' in dot-separated labels, at most 32 characters)",
+    ),
+    (
+        &[("dnsproxy", "maybe")],
+        "dnsproxy: 'maybe' is not a boolean (use on/off, true/false, yes/no or 1/0)",
+    ),
+    (
+        &[("dhcp", "2")],
+        "dhcp: '2' is not a boolean (use on/off, true/false, yes/no or 1/0)",
+    ),
+    (
+        &[("hostloopback", "")],
+        "hostloopback: '' is not a boolean (use on/off, true/false, yes/no or 1/0)",
+    ),
+    (
+        &[("outbound", "10.0.0.256")],
+        "outbound: '10.0.0.256' is not an IPv4 address",
+    ),
+    (&[("outbound", "::1")], "outbound: '::1' is not an IPv4 address"),
+    (
+        &[("ipv6", "on"), ("outbound6", "1.2.3.4")],
+        "outbound6: '1.2.3.4' is not an IPv6 address",
+    ),
+    (
+        &[("ipv6", "sometimes")],
+        "ipv6: 'sometimes' is not a boolean (use on/off, true/false, yes/no or 1/0)",
+    ),
+    (
+        &[("ipv6", "off"), ("net6", "fec0::/64")],
+        "net6: set while ipv6 is off",
+    ),
+    (
+        &[("ipv6", "on"), ("net6", "fec0::/127")],
+        "net6: 'fec0::/127' is not an IPv6 prefix ADDR/LEN with LEN from 1 to 126",
+    ),
+    (
+        &[("ipv6", "on"), ("net6", "fec0::1/64")],
+        "net6: 'fec0::1/64' has bits set after the prefix length (the network is fec0::/64)",
+    ),
+    (
+        &[("ipv6", "on"), ("host6", "fec0::g")],
+        "host6: 'fec0::g' is not an IPv6 address",
+    ),
+    (
+        &[("ipv6", "on"), ("host6", "fd00::2")],
+        "host6: 'fd00::2' is outside net6 fec0::/64",
+    ),
+    (
+        &[("ipv6", "on"), ("dns6", "fec0::2")],
+        "dns6: 'fec0::2' is also host6's address; each needs its own",
+    ),
+];
+
+#[test]
+fn bad_network_keys_exit_1_naming_key_and_value() {
+    for (keys, want) in BAD_NETWORK_KEYS {
+        let (code, stderr) = helper_with(keys, &[]);
+        assert_eq!(code, 1, "{keys:?}: stderr:\n{stderr}");
+        let want = format!("{CONFIG_ERROR}{want}");
+        assert!(
+            stderr.lines().any(|l| l == want),
+            "{keys:?}: want the line\n{want}\nstderr:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn bad_network_options_exit_1_naming_the_option() {
+    for (args, want) in [
+        (
+            &["--net", "bogus"][..],
+            "--net: 'bogus' is not an IPv4 network ADDR/LEN with LEN from 8 to 30",
+        ),
+        (
+            &["--dns=10.0.2.2"],
+            "--dns: '10.0.2.2' is also host's address; each needs its own",
+        ),
+        (
+            &["--hostloopback", "perhaps"],
+            "--hostloopback: 'perhaps' is not a boolean (use on/off, true/false, yes/no or 1/0)",
+        ),
+        (
+            &["--outbound", "localhost"],
+            "--outbound: 'localhost' is not an IPv4 address",
+        ),
+    ] {
+        let (code, stderr) = helper_with(&[], args);
+        assert_eq!(code, 1, "{args:?}: stderr:\n{stderr}");
+        let want = format!("{CONFIG_ERROR}{want}");
+        assert!(
+            stderr.lines().any(|l| l == want),
+            "{args:?}: want the line\n{want}\nstderr:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_network_option_wins_over_its_key() {
+    // A bad key under a good option: the helper runs, on the option's network (it answers
+    // ARP for the host address the option's network has by default).
+    let mut helper = common::Bhyve::spawn(common::Spawn {
+        config: Some(
+            common::ConfigBuilder::bhyve()
+                .string("net", "bogus")
+                .encode(),
+        ),
+        args: vec!["--net=192.168.77.0/24".into()],
+        ..common::Spawn::default()
+    });
+    let host = std::net::Ipv4Addr::new(192, 168, 77, 2);
+    assert!(
+        helper.resolve(host, common::STEP).is_some(),
+        "no ARP answer for {host}; stderr:\n{}",
+        helper.stderr()
+    );
+    helper.hang_up();
+    assert_eq!(
+        helper.expect_exit(Duration::from_secs(10)),
+        0,
+        "{}",
+        helper.stderr()
+    );
+    // A good key under a bad option: the option is what counts, and what the error names.
+    let (code, stderr) = helper_with(&[("net", "192.168.77.0/24")], &["--net", "10.0.2.0/33"]);
+    assert_eq!(code, 1, "stderr:\n{stderr}");
+    let want = format!(
+        "{CONFIG_ERROR}--net: '10.0.2.0/33' is not an IPv4 network ADDR/LEN with LEN from 8 to 30"
+    );
+    assert!(
+        stderr.lines().any(|l| l == want),
+        "want\n{want}\nstderr:\n{stderr}"
+    );
+}

@@ -29,6 +29,10 @@ pub struct Lease {
     pub router: String,
     /// Offered DNS servers, space-separated; empty when none (restricted mode).
     pub dns: String,
+    /// DHCP option 15 (the helper's `domainname`); empty when none.
+    pub domain: String,
+    /// DHCP option 119 (the helper's `dnssearch`), space-separated; empty when none.
+    pub search: String,
 }
 
 impl std::fmt::Display for Lease {
@@ -47,7 +51,15 @@ impl std::fmt::Display for Lease {
             self.mask,
             none(&self.router),
             none(&self.dns)
-        )
+        )?;
+        // Only when offered: the line stays as it was for the default network.
+        if !self.domain.is_empty() {
+            write!(f, " domain={}", self.domain)?;
+        }
+        if !self.search.is_empty() {
+            write!(f, " search={}", self.search)?;
+        }
+        Ok(())
     }
 }
 
@@ -64,7 +76,7 @@ bound|renew)
   if [ -n "$SLIRPFE_DEFAULT_ROUTE" ] && [ -n "$router" ]; then
     ip route replace default via "${router%% *}" dev "$interface" || exit 1
   fi
-  echo "lease ip=$ip mask=${mask:-24} router=${router:-} dns=${dns:-}"
+  echo "lease ip=$ip mask=${mask:-24} router=${router:-} dns=${dns:-} domain=${domain:-} search=${search:-}"
   ;;
 esac
 exit 0
@@ -101,7 +113,7 @@ pub fn parse_lease(out: &str) -> Option<Lease> {
     let line = out.lines().find_map(|l| l.strip_prefix("lease "))?;
     let mut lease = Lease::default();
     // Values may hold spaces (several routers or servers): split on the known keys.
-    let keys = ["ip=", "mask=", "router=", "dns="];
+    let keys = ["ip=", "mask=", "router=", "dns=", "domain=", "search="];
     let mut rest = line;
     for (i, key) in keys.iter().enumerate() {
         rest = rest.strip_prefix(key)?;
@@ -114,7 +126,9 @@ pub fn parse_lease(out: &str) -> Option<Lease> {
             0 => lease.ip = value,
             1 => lease.mask = value,
             2 => lease.router = value,
-            _ => lease.dns = value,
+            3 => lease.dns = value,
+            4 => lease.domain = value,
+            _ => lease.search = value,
         }
         rest = rest[end..].trim_start();
     }
@@ -185,21 +199,40 @@ mod tests {
 
     #[test]
     fn lease_lines_parse_with_and_without_router() {
-        let open = parse_lease("x\nlease ip=10.0.2.15 mask=24 router=10.0.2.2 dns=10.0.2.3\n");
+        let open = parse_lease(
+            "x\nlease ip=10.0.2.15 mask=24 router=10.0.2.2 dns=10.0.2.3 domain= search=\n",
+        )
+        .unwrap();
         assert_eq!(
             open,
-            Some(Lease {
+            Lease {
                 ip: "10.0.2.15".into(),
                 mask: "24".into(),
                 router: "10.0.2.2".into(),
-                dns: "10.0.2.3".into()
-            })
+                dns: "10.0.2.3".into(),
+                domain: String::new(),
+                search: String::new(),
+            }
         );
-        let restricted = parse_lease("lease ip=10.0.2.15 mask=24 router= dns=").unwrap();
+        assert_eq!(
+            open.to_string(),
+            "ip=10.0.2.15/24 router=10.0.2.2 dns=10.0.2.3"
+        );
+        let restricted =
+            parse_lease("lease ip=10.0.2.15 mask=24 router= dns= domain= search=").unwrap();
         assert_eq!(restricted.router, "");
         assert_eq!(restricted.dns, "");
-        let many = parse_lease("lease ip=1.2.3.4 mask=8 router=a b dns=c d").unwrap();
+        let many = parse_lease(
+            "lease ip=1.2.3.4 mask=8 router=a b dns=c d domain=corp.example search=a.example b.example",
+        )
+        .unwrap();
         assert_eq!(many.router, "a b");
         assert_eq!(many.dns, "c d");
+        assert_eq!(many.domain, "corp.example");
+        assert_eq!(many.search, "a.example b.example");
+        assert_eq!(
+            many.to_string(),
+            "ip=1.2.3.4/8 router=a b dns=c d domain=corp.example search=a.example b.example"
+        );
     }
 }

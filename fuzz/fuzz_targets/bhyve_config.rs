@@ -1,5 +1,6 @@
-//! The configuration path: bytes → `decode` → `BhyveConfig::from_nvlist` (and the capture
-//! keys `pcap`, `pcap_max` through start-up's parsers) never panics, and
+//! The configuration path: bytes → `decode` → `BhyveConfig::from_nvlist` → `Network::from_settings`
+//! (and the capture keys `pcap`, `pcap_max` through start-up's parsers) never panics (and an
+//! accepted network holds together), and
 //! `recv_config` on a real `socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK)` (as bhyve
 //! creates it) never panics, hangs past its timeout, leaks a descriptor, or returns a list other
 //! than the one its bytes decode to.
@@ -26,7 +27,7 @@ use nix::sys::socket::{
 use slirp_helper::config::nvlist::{decode, Header};
 use slirp_helper::config::recv::{recv_config, MAX_DESCRIPTORS};
 use slirp_helper::cli;
-use slirp_helper::config::BhyveConfig;
+use slirp_helper::config::{BhyveConfig, LibslirpVersion, Network, Settings};
 
 /// How long `recv_config` may wait; short, so that incomplete configs cost little.
 const TIMEOUT: Duration = Duration::from_millis(20);
@@ -84,6 +85,7 @@ fn semantics(payload: &[u8]) {
             if let Some(mtu) = config.mtui {
                 assert!((68..=65520).contains(&mtu), "mtui {mtu} let through");
             }
+            network(&config);
         }
         Err(e) => {
             assert!(
@@ -91,6 +93,40 @@ fn semantics(payload: &[u8]) {
                 "exit code {}",
                 e.exit_code()
             );
+            assert!(!e.to_string().is_empty());
+        }
+    }
+}
+
+/// The network keys (issue 12), as main() reads them: a bad one is an exit-1 error with a
+/// message; an accepted network holds what libslirp will be given.
+fn network(config: &BhyveConfig) {
+    match Network::from_settings(&Settings::new(&[], config)) {
+        Ok(n) => {
+            let addrs = [n.host, n.dhcp_start, n.dns];
+            for a in addrs {
+                assert!(n.net.contains(a), "{a} outside {}", n.net);
+                assert!(a != n.net.addr && a != n.net.broadcast(), "{a} reserved in {}", n.net);
+            }
+            assert!(
+                addrs[0] != addrs[1] && addrs[1] != addrs[2] && addrs[0] != addrs[2],
+                "{addrs:?} not distinct"
+            );
+            assert!(n.dns_search.len() <= 6, "{:?}", n.dns_search);
+            if let Some(v6) = &n.ipv6 {
+                assert!(v6.net6.contains(v6.host6) && v6.net6.contains(v6.dns6));
+                assert_ne!(v6.host6, v6.dns6);
+            } else {
+                assert!(n.outbound6.is_none(), "outbound6 without ipv6");
+            }
+            for loaded in [LibslirpVersion(4, 1, 0), LibslirpVersion(4, 7, 0)] {
+                if let Err(e) = n.check_libslirp(loaded) {
+                    assert!(!e.to_string().is_empty());
+                }
+            }
+        }
+        Err(e) => {
+            assert_eq!(e.exit_code(), 1, "{e}");
             assert!(!e.to_string().is_empty());
         }
     }

@@ -91,6 +91,33 @@ def nvlist_seeds():
     out["h_pcap_bad.bin"] = pack(
         [(STRING, "pcap", s(""), 0), (STRING, "pcap_max", s("9223372036854775808"), 0)]
     )
+    # The network keys (issue 12): a custom network with every IPv4 key, and IPv6 on.
+    out["h_network.bin"] = pack(
+        [
+            (STRING, "net", s("192.168.77.0/24"), 0),
+            (STRING, "host", s("192.168.77.1"), 0),
+            (STRING, "dhcpstart", s("192.168.77.50"), 0),
+            (STRING, "dns", s("192.168.77.53"), 0),
+            (STRING, "dnssearch", s("a.example;b.example"), 0),
+            (STRING, "domainname", s("corp.example"), 0),
+            (STRING, "hostname", s("vm-1"), 0),
+            (STRING, "dnsproxy", s("off"), 0),
+            (STRING, "dhcp", s("on"), 0),
+            (STRING, "hostloopback", s("off"), 0),
+            (STRING, "outbound", s("172.30.1.2"), 0),
+            (STRING, "vmname", s("vm0"), 0),
+        ]
+    )
+    out["h_network6.bin"] = pack(
+        [
+            (STRING, "ipv6", s("on"), 0),
+            (STRING, "net6", s("fd00:1:2:3::/64"), 0),
+            (STRING, "host6", s("fd00:1:2:3::2"), 0),
+            (STRING, "dns6", s("fd00:1:2:3::3"), 0),
+            (STRING, "outbound6", s("fd00::1"), 0),
+            (STRING, "vmname", s("vm0"), 0),
+        ]
+    )
     return out
 
 
