@@ -10,7 +10,7 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use etherparse::PacketBuilder;
 use slirp_helper::coalesce::Coalescer;
-use slirp_helper::reasm::{Ipv4Reassembler, ReasmLimits, Verdict};
+use slirp_helper::reasm::{ReasmLimits, Reassembler, Verdict};
 use std::time::Duration;
 
 const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
@@ -98,7 +98,7 @@ fn bench(c: &mut Criterion) {
     group.finish();
 
     let mut group = c.benchmark_group("reasm");
-    let mut reasm = Ipv4Reassembler::new(ReasmLimits::default());
+    let mut reasm = Reassembler::new(ReasmLimits::default());
     group.throughput(Throughput::Elements(train.len() as u64));
     group.bench_function("pass", |b| {
         b.iter(|| {

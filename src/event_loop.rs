@@ -11,7 +11,7 @@ use crate::coalesce::Coalescer;
 use crate::flow_budget::FlowBudget;
 use crate::frames::{FrameLimit, FrameRx, FrameTx, RxStatus};
 use crate::poller::{Own, Poller, PollerKind, Readiness, Slot};
-use crate::reasm::{Ipv4Reassembler, Verdict};
+use crate::reasm::{Reassembler, Verdict};
 use crate::slirp::timers::Timers;
 use crate::slirp::{SlirpHost, Stack};
 use crate::stats::{self, LoopCounters};
@@ -174,7 +174,7 @@ impl std::error::Error for LoopError {
 pub fn stats_line(
     stack: &mut Stack<Host<'_>>,
     rx: &FrameRx<'_>,
-    reasm: &Ipv4Reassembler,
+    reasm: &Reassembler,
     coalescer: &Coalescer,
 ) -> String {
     let host = stack.host();
@@ -210,7 +210,7 @@ pub fn stats_line(
 pub fn run(
     stack: &mut Stack<Host<'_>>,
     rx: &mut FrameRx<'_>,
-    reasm: &mut Ipv4Reassembler,
+    reasm: &mut Reassembler,
     coalescer: &mut Coalescer,
 ) -> Result<Exit, LoopError> {
     loop {
@@ -250,7 +250,7 @@ fn input(stack: &mut Stack<Host<'_>>, frame: &[u8]) {
 pub fn iterate(
     stack: &mut Stack<Host<'_>>,
     rx: &mut FrameRx<'_>,
-    reasm: &mut Ipv4Reassembler,
+    reasm: &mut Reassembler,
     coalescer: &mut Coalescer,
 ) -> Result<Option<Exit>, LoopError> {
     let now_ms = crate::sys::monotonic_ns() / 1_000_000;

@@ -9,7 +9,7 @@ use slirp_helper::error::{HelperError, SocketError, SocketProblem};
 use slirp_helper::event_loop::{self, Exit, Host};
 use slirp_helper::frames::{FrameLimit, FrameRx, DEFAULT_BATCH};
 use slirp_helper::poller::PollerKind;
-use slirp_helper::reasm::{Ipv4Reassembler, ReasmLimits};
+use slirp_helper::reasm::{ReasmLimits, Reassembler};
 use slirp_helper::slirp::api::{SlirpApi, DEFAULT_LIBSLIRP};
 use slirp_helper::slirp::{Stack, StackConfig};
 use slirp_helper::{diag, sandbox, sys};
@@ -259,7 +259,7 @@ fn run(options: Options) -> Result<(), HelperError> {
     sandbox::confine(restricted)?;
 
     let mut rx = FrameRx::new(sock.as_fd(), limit, batch);
-    let mut reasm = Ipv4Reassembler::new(ReasmLimits::default());
+    let mut reasm = Reassembler::new(ReasmLimits::default());
     let mut coalescer = Coalescer::new(coalesce);
     let exit = event_loop::run(&mut stack, &mut rx, &mut reasm, &mut coalescer);
     let stats = event_loop::stats_line(&mut stack, &rx, &reasm, &coalescer);

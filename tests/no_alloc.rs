@@ -10,7 +10,7 @@ use slirp_helper::event_loop::{self, Host};
 use slirp_helper::frames::FrameLimit;
 use slirp_helper::frames::FrameRx;
 use slirp_helper::poller::PollerKind;
-use slirp_helper::reasm::{Ipv4Reassembler, ReasmLimits};
+use slirp_helper::reasm::{ReasmLimits, Reassembler};
 use slirp_helper::slirp::api::{SlirpApi, DEFAULT_LIBSLIRP};
 use slirp_helper::slirp::{Stack, StackConfig};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -143,7 +143,7 @@ fn tcp_burst(gw: [u8; 6], count: u32) -> Vec<Vec<u8>> {
 /// The guest's input path, as the helper's `main` builds it.
 struct Input<'fd> {
     rx: FrameRx<'fd>,
-    reasm: Ipv4Reassembler,
+    reasm: Reassembler,
     coalescer: Coalescer,
 }
 
@@ -206,7 +206,7 @@ fn steady_state_allocates_nothing_per_frame() {
             // default; the drain of a batch-1 ring still reads every queued frame).
             let mut input = Input {
                 rx: FrameRx::new(fd, limit, batch),
-                reasm: Ipv4Reassembler::new(ReasmLimits::default()),
+                reasm: Reassembler::new(ReasmLimits::default()),
                 coalescer: Coalescer::new(true),
             };
             let mut buf = vec![0u8; 4096];

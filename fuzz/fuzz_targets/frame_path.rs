@@ -47,7 +47,7 @@ use slirp_helper::coalesce::Coalescer;
 use slirp_helper::event_loop::{self, Host};
 use slirp_helper::frames::{FrameLimit, FrameRx, DEFAULT_BATCH};
 use slirp_helper::poller::{Own, PollerKind};
-use slirp_helper::reasm::{Ipv4Reassembler, ReasmLimits};
+use slirp_helper::reasm::{Reassembler, ReasmLimits};
 use slirp_helper::slirp::api::{SlirpApi, DEFAULT_LIBSLIRP};
 use slirp_helper::slirp::{self, SlirpHost, Stack, StackConfig};
 
@@ -59,7 +59,7 @@ const ITERATIONS: usize = 3;
 struct Harness {
     stack: Stack<Host<'static>>,
     rx: FrameRx<'static>,
-    reasm: Ipv4Reassembler,
+    reasm: Reassembler,
     coalescer: Coalescer,
     limit: FrameLimit,
     /// bhyve's end.
@@ -104,7 +104,7 @@ impl Harness {
         Harness {
             stack,
             rx,
-            reasm: Ipv4Reassembler::new(ReasmLimits::default()),
+            reasm: Reassembler::new(ReasmLimits::default()),
             coalescer: Coalescer::new(true),
             limit,
             guest,

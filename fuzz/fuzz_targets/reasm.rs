@@ -18,7 +18,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use libfuzzer_sys::fuzz_target;
-use slirp_helper::reasm::{Ipv4Reassembler, ReasmLimits, Verdict, MAX_PAYLOAD};
+use slirp_helper::reasm::{Reassembler, ReasmLimits, Verdict, MAX_PAYLOAD};
 use slirp_helper::wire::checksum::internet_checksum;
 
 struct Counting;
@@ -174,7 +174,7 @@ fuzz_target!(|data: &[u8]| {
         max_bytes: usize::from(*bytes) * 4096,
         max_age_ms: i64::from(*age) * 100,
     };
-    let mut reasm = Ipv4Reassembler::new(limits);
+    let mut reasm = Reassembler::new(limits);
     let limits = reasm.limits();
     let mut now_ms: i64 = 1_000_000;
     let mut sent: Vec<Sent> = Vec::new();

@@ -2,7 +2,7 @@
 //! bounded walk over the extension headers to the upper layer.
 
 use super::checksum::{ones_add, sum_words};
-use super::{array, be16, be32, need, protocol, Layer, WireError};
+use super::{array, be16, be32, need, protocol, set_be16, Layer, WireError};
 
 /// The fixed IPv6 header.
 pub const HEADER_LEN: usize = 40;
@@ -145,6 +145,45 @@ impl<'a> Ipv6Header<'a> {
             payload: walk.rest,
             fragment,
         })
+    }
+}
+
+/// The fields of an IPv6 packet's headers that reassembly writes, over a buffer that holds
+/// at least the fixed header (checked by [`Ipv6HeaderMut::new`]; its payload length is not
+/// compared with the buffer: the writer sets it).
+#[derive(Debug)]
+pub struct Ipv6HeaderMut<'a> {
+    bytes: &'a mut [u8],
+}
+
+impl<'a> Ipv6HeaderMut<'a> {
+    #[inline]
+    pub fn new(bytes: &'a mut [u8]) -> Result<Self, WireError> {
+        let (_, _) = dispatch(bytes)?;
+        Ok(Ipv6HeaderMut { bytes })
+    }
+
+    #[inline]
+    pub fn set_payload_len(&mut self, len: u16) {
+        set_be16(self.bytes, 4, len);
+    }
+
+    /// Writes the next-header field of the header that starts at `extension_offset` in the
+    /// IPv6 payload (an [`Ipv6Extension::offset`]), or of the fixed header when `None`.
+    /// `Truncated` when that header is not within the buffer.
+    #[inline]
+    pub fn set_next_header_of(
+        &mut self,
+        extension_offset: Option<usize>,
+        value: u8,
+    ) -> Result<(), WireError> {
+        let at = match extension_offset {
+            None => 6,
+            Some(offset) => HEADER_LEN + offset,
+        };
+        need(Layer::Ipv6Extension, self.bytes, at + 1)?;
+        self.bytes[at] = value;
+        Ok(())
     }
 }
 
