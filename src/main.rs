@@ -260,7 +260,8 @@ fn run(options: Options) -> Result<(), HelperError> {
 
     let mut rx = FrameRx::new(sock.as_fd(), limit, batch);
     let mut reasm = Reassembler::new(ReasmLimits::default());
-    let mut coalescer = Coalescer::new(coalesce);
+    // libslirp drops IPv6 packets longer than its if_mtu: IPv6 merges stop there.
+    let mut coalescer = Coalescer::new(coalesce).with_ipv6_mtu(limit.mtu());
     let exit = event_loop::run(&mut stack, &mut rx, &mut reasm, &mut coalescer);
     let stats = event_loop::stats_line(&mut stack, &rx, &reasm, &coalescer);
     // The guest is gone: dropping the stack (slirp_cleanup) resets its TCP connections.
