@@ -14,10 +14,11 @@ pub const FRAGMENT_HEADER_LEN: usize = 8;
 pub const MAX_EXTENSION_HEADERS: usize = 8;
 
 /// The next-header field of the packet at the start of `bytes` and everything after its fixed
-/// header to the end of `bytes`, checking only what libslirp's `ip6_input` checks before it
-/// dispatches on that field: the 40 bytes and version 6. It never compares the payload length
-/// with the bytes (its checksums cover what is there), so neither does this. For readers that
-/// must see what libslirp acts on; everything else uses [`Ipv6Header::parse`].
+/// header to the end of `bytes`, checking the 40 bytes and version 6. libslirp's `ip6_input`
+/// also drops a payload length beyond the bytes (4.3.1 on; the Ethernet padding counts as
+/// bytes) or beyond its MTU; this does not, so a reader that must never miss what libslirp
+/// acts on (the flow budget) errs on the side of more. Everything else uses
+/// [`Ipv6Header::parse`].
 #[inline]
 pub fn dispatch(bytes: &[u8]) -> Result<(u8, &[u8]), WireError> {
     need(Layer::Ipv6, bytes, HEADER_LEN)?;
