@@ -93,6 +93,10 @@ BCAST = b"\xff" * 6
 GUEST_IP = bytes([10, 0, 2, 15])
 HOST_IP = bytes([10, 0, 2, 2])
 DNS_IP = bytes([10, 0, 2, 3])
+# fec0::5054:ff:fe12:3456 (SLAAC from GUEST_MAC in libslirp's default prefix) and fec0::2.
+GUEST_IP6 = bytes.fromhex("fec00000000000005054 00fffe123456".replace(" ", ""))
+HOST_IP6 = bytes.fromhex("fec00000000000000000000000000002")
+GW_MAC6 = bytes.fromhex("525500000002")
 
 
 def csum(b):
@@ -252,6 +256,31 @@ def main():
         "max_offset": limits + rec(frag(0x1FFF * 8, b"x" * 8, False)),
         "icmp_pair_and_passthrough": limits + rec(first, arp_request(), last, icmp_echo()),
     }
+    # IPv6 (RFC 8200): a UDP datagram of 3000 bytes in fragments of 1448, and the cases
+    # the IPv4 seeds cover, plus atomic fragments and a header before the fragment header.
+    def frag6(off, data, more, ident=0x9000, before=b"", before_type=60):
+        fh = struct.pack("!BBHI", 17, 0, off | (1 if more else 0), ident)
+        nxt = before_type if before else 44
+        if before:
+            before = bytes([44]) + before[1:]
+        pl = len(before) + len(fh) + len(data)
+        ip6 = struct.pack("!IHBB", 0x60000000, pl, nxt, 64) + GUEST_IP6 + HOST_IP6
+        return eth(GW_MAC6, 0x86DD, ip6 + before + fh + data)
+
+    seg6 = struct.pack("!HHHH", 5000, 9, 8 + 3000, 0) + bytes(i & 0xFF for i in range(3000))
+    pieces6 = [(0, seg6[:1448]), (1448, seg6[1448:2896]), (2896, seg6[2896:])]
+    fr6 = [frag6(o, d, o + len(d) < len(seg6)) for o, d in pieces6]
+    dest_opts = bytes([0, 0, 1, 4, 0, 0, 0, 0])
+    reasm.update({
+        "v6_in_order": limits + rec(*fr6),
+        "v6_reversed": limits + rec(*reversed(fr6)),
+        "v6_lone_last": limits + rec(fr6[2]),
+        "v6_duplicate_overlap": limits + rec(fr6[0], fr6[0], frag6(8, seg6[8:1456], True), fr6[1]),
+        "v6_atomic": limits + rec(frag6(0, seg6[:64], False), frag6(0, seg6[:64], False, before=dest_opts)),
+        "v6_dest_opts_first": limits + rec(frag6(0, seg6[:1448], True, before=dest_opts), fr6[1], fr6[2]),
+        "v6_max_offset": limits + rec(frag6(0xFFF8, b"x" * 8, False)),
+        "v6_mixed_with_v4": limits + rec(fr[0], fr6[0], fr[1], fr6[1], fr[2], fr6[2]),
+    })
     for name, data in reasm.items():
         write("reasm", name, data)
     return 0
