@@ -360,7 +360,14 @@ fn classify_v6<'a>(eth: &EthernetFrame<'a>) -> Class<'a> {
             before_fragment = Some(extension.offset);
             continue;
         };
-        if extension.offset > MAX_UNFRAGMENTABLE_EXTENSIONS {
+        // Too many headers to keep; or a first fragment whose fragmentable part starts with
+        // another fragment header (nested fragmentation): its reassembled packet would claim
+        // to be a fragment again, which nothing may hand libslirp. Only the offset-0
+        // fragment's next header counts (RFC 8200 4.5), so only it is checked.
+        if extension.offset > MAX_UNFRAGMENTABLE_EXTENSIONS
+            || (fragment.fragment_offset() == 0
+                && fragment.next_header() == protocol::IPV6_FRAGMENT)
+        {
             return Class::Malformed;
         }
         let unfragmentable = &eth.payload()[..ipv6::HEADER_LEN + extension.offset];
@@ -1667,7 +1674,9 @@ mod tests {
         let long_head = fragment6(1, 8, true, &[0; 8], &[dest_opts(72)]);
         let chain: Vec<_> = (0..8).map(|_| dest_opts(8)).collect();
         let deep = fragment6(1, 8, true, &[0; 8], &chain);
-        for f in [&truncated, &beyond, &long_head, &deep] {
+        // A first fragment whose fragmentable part starts with a fragment header.
+        let nested = packet6(&[frag_header(0, true, 1)], 44, &[0; 16]);
+        for f in [&truncated, &beyond, &long_head, &deep, &nested] {
             assert_eq!(r.push(f, 0), Verdict::Dropped(DropReason::Malformed));
         }
         assert_eq!(
@@ -1683,7 +1692,10 @@ mod tests {
             r.push(&fragment6(1, 8, true, &[0; 8], &[dest_opts(64)]), 0),
             Verdict::Held
         );
-        assert_eq!(r.counters.fragments, 7);
+        // A later fragment's next header is not looked at (RFC 8200 4.5).
+        let later = packet6(&[frag_header(16, true, 1)], 44, &[0; 16]);
+        assert_eq!(r.push(&later, 0), Verdict::Held);
+        assert_eq!(r.counters.fragments, 9);
 
         // Do not claim a fragment: pass untouched whatever libslirp will make of them.
         let plain = packet6(&[], 17, b"datagram");
@@ -1715,7 +1727,7 @@ mod tests {
         ] {
             assert_eq!(r.push(f, 0), Verdict::Pass(f.as_slice()));
         }
-        assert_eq!(r.counters.fragments, 7);
+        assert_eq!(r.counters.fragments, 9);
     }
 
     #[test]
