@@ -226,6 +226,51 @@ def main():
         "runt_and_oversize": framed(b"\x00" * 10, icmp_echo(n=1600), fix=0),
         "mix_iterating": framed(arp_request(), dhcp_discover(), icmp_echo(), tcp_syn(), iterate_after=True),
     }
+    # IPv6 (the harness runs with IPv6 on): NS for the host, RS, echo to the host (whole,
+    # fragmented, atomic), a TCP SYN, a long extension-header chain, a lone fragment.
+    def ip6(nh, payload, src=GUEST_IP6, dst=HOST_IP6, hop=64):
+        return struct.pack("!IHBB", 0x60000000, len(payload), nh, hop) + src + dst + payload
+
+    def csum6(src, dst, nh, seg, at):
+        pseudo = src + dst + struct.pack("!IxxxB", len(seg), nh)
+        c = csum(pseudo + seg)
+        return seg[:at] + struct.pack("!H", c) + seg[at + 2:]
+
+    def ns6(target=HOST_IP6):
+        sn = b"\xff\x02" + b"\0" * 9 + b"\x01\xff" + target[13:]
+        body = struct.pack("!BBHI", 135, 0, 0, 0) + target + b"\x01\x01" + GUEST_MAC
+        return eth(b"\x33\x33\xff" + target[13:], 0x86DD,
+                   ip6(58, csum6(GUEST_IP6, sn, 58, body, 2), dst=sn, hop=255))
+
+    def rs6():
+        ll = b"\xfe\x80" + b"\0" * 6 + GUEST_IP6[8:]
+        allr = b"\xff\x02" + b"\0" * 13 + b"\x02"
+        body = struct.pack("!BBHI", 133, 0, 0, 0) + b"\x01\x01" + GUEST_MAC
+        return eth(b"\x33\x33\0\0\0\x02", 0x86DD, ip6(58, csum6(ll, allr, 58, body, 2), src=ll, dst=allr, hop=255))
+
+    echo6_body = struct.pack("!BBHHH", 128, 0, 0, 0x6006, 1) + bytes(i & 0xFF for i in range(1000))
+    echo6_body = csum6(GUEST_IP6, HOST_IP6, 58, echo6_body, 2)
+    echo6 = eth(GW_MAC6, 0x86DD, ip6(58, echo6_body))
+
+    def frag6_of(body, nh, off, more, ident=0x66):
+        fh = struct.pack("!BBHI", nh, 0, off | (1 if more else 0), ident)
+        return eth(GW_MAC6, 0x86DD, ip6(44, fh + body))
+
+    syn6 = struct.pack("!HHIIBBHHH", 40000, 22, 1000, 0, (5 + 1) << 4, 0x02, 64240, 0, 0) + b"\x02\x04\x05\xa0"
+    syn6 = eth(GW_MAC6, 0x86DD, ip6(6, csum6(GUEST_IP6, HOST_IP6, 6, syn6, 16)))
+    chain = b""
+    for i in range(12):
+        chain += bytes([60 if i < 11 else 58, 0, 1, 4, 0, 0, 0, 0])
+    frames.update({
+        "v6_ns_echo": framed(ns6(), echo6, iterate_after=True),
+        "v6_rs": framed(rs6()),
+        "v6_fragmented_echo": framed(ns6(), frag6_of(echo6_body[504:], 58, 504, False),
+                                     frag6_of(echo6_body[:504], 58, 0, True), fix=0x8000),
+        "v6_atomic_echo": framed(ns6(), frag6_of(echo6_body, 58, 0, False), fix=0x8000),
+        "v6_syn": framed(ns6(), syn6),
+        "v6_long_chain": framed(eth(GW_MAC6, 0x86DD, ip6(60, chain + echo6_body[:64])), fix=0x8000),
+        "v6_lone_fragment": framed(frag6_of(b"x" * 64, 17, 800, False), fix=0x8000),
+    })
     for name, data in frames.items():
         write("frame_path", name, data)
     # libslirp 4.7.0 crashed on this one (finding L1): a last fragment with no train.
