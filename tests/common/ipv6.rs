@@ -169,6 +169,14 @@ pub fn guest_link_local() -> Ipv6Addr {
     Ipv6Addr::from(a)
 }
 
+/// A fragment received: offset, M, data, the fragment header's next header.
+struct Piece {
+    offset: usize,
+    more: bool,
+    data: Vec<u8>,
+    next: u8,
+}
+
 /// An IPv6 packet from the helper: fixed-header fields and what follows it.
 #[derive(Debug, Clone)]
 pub struct Packet6 {
@@ -267,7 +275,7 @@ impl Bhyve {
         timeout: Duration,
         mut accept: impl FnMut(&Packet6) -> Option<T>,
     ) -> Option<T> {
-        let mut trains: HashMap<u32, Vec<(usize, bool, Vec<u8>, u8)>> = HashMap::new();
+        let mut trains: HashMap<u32, Vec<Piece>> = HashMap::new();
         self.recv_until(timeout, |f| {
             let p = parse_ipv6(f)?;
             if p.next == NEXT_ICMPV6
@@ -289,19 +297,24 @@ impl Bhyve {
             let id = u32::from_be_bytes(fh[4..8].try_into().ok()?);
             let offset = usize::from(u16::from_be_bytes([fh[2], fh[3]]) & 0xfff8);
             let train = trains.entry(id).or_default();
-            train.push((offset, fh[3] & 1 != 0, p.payload[8..].to_vec(), fh[0]));
-            train.sort_by_key(|t| t.0);
+            train.push(Piece {
+                offset,
+                more: fh[3] & 1 != 0,
+                data: p.payload[8..].to_vec(),
+                next: fh[0],
+            });
+            train.sort_by_key(|t| t.offset);
             let mut whole = Vec::new();
-            for (offset, _, data, _) in train.iter() {
-                if *offset != whole.len() {
+            for piece in train.iter() {
+                if piece.offset != whole.len() {
                     return None;
                 }
-                whole.extend_from_slice(data);
+                whole.extend_from_slice(&piece.data);
             }
-            if train.last()?.1 || train.first()?.0 != 0 {
+            if train.last()?.more {
                 return None;
             }
-            let next = train[0].3;
+            let next = train[0].next;
             accept(&Packet6 {
                 next,
                 payload: whole,
