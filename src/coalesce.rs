@@ -1,6 +1,6 @@
 //! Merging consecutive guest TCP segments before libslirp (what GRO/LRO does in a NIC driver).
 //!
-//! Owns: the guest frames between the IPv4 reassembler and `slirp_input`, and the one merged
+//! Owns: the guest frames between the reassembler and `slirp_input`, and the one merged
 //! frame held while a batch is handed on. Must never: reorder frames, hold a frame past the end
 //! of the drain that read it, turn a segment with a bad checksum into a packet with a good one,
 //! allocate after construction, or panic on any input.

@@ -1,8 +1,8 @@
 //! One loop iteration, as the C helper does it: fill, wait, `slirp_pollfds_poll`, timers,
 //! drain the wakeup pipe, read guest frames into `slirp_input`, flush what is queued for the
 //! guest. The poller and the frame I/O are seams: their backends change, this order does not.
-//! Guest frames pass through the IPv4 reassembler on their way in: libslirp is never given a
-//! fragment (design note 10); then through the TCP coalescer, which merges consecutive
+//! Guest frames pass through the reassembler (IPv4 and IPv6) on their way in: libslirp is never
+//! given a fragment (design note 10); then through the TCP coalescer, which merges consecutive
 //! segments of one flow from the same batch (`crate::coalesce`).
 //!
 //! Owns: the [`Host`] libslirp's callbacks reach, and the decision to end the loop.

@@ -1,8 +1,8 @@
-//! IPv4 reassembly of guest fragments, in front of libslirp.
+//! Reassembly of guest IPv4 and IPv6 fragments, in front of libslirp.
 //!
 //! Owns: every guest frame whose IPv4 header claims to be a fragment (MF set or a non-zero
-//! offset), from the moment it is read until its datagram is whole (then handed on as one
-//! frame) or dropped. Must never: let a frame that claims to be a fragment reach libslirp,
+//! offset), or whose IPv6 extension headers lead to a fragment header, from the moment it is
+//! read until its datagram is whole (then handed on as one frame) or dropped. Must never: let a frame that claims to be a fragment reach libslirp,
 //! allocate after construction, hold more fragment data than its byte bound, or panic on any
 //! input.
 //!
@@ -10,7 +10,11 @@
 //! single guest frame (a last fragment that arrives before the rest of its datagram), even in
 //! restricted mode, and every libslirp keeps incomplete trains for 30 s with no memory bound.
 //! libslirp's `ip_input` only reassembles when `ip_off & ~IP_DF` is non-zero; the frames this
-//! module hands on have MF and the offset clear, so `ip_reass` is never reached.
+//! module hands on have MF and the offset clear, so `ip_reass` is never reached. IPv6:
+//! libslirp's `ip6_input` (4.7.0 to master) drops every packet whose next header is not TCP,
+//! UDP or ICMPv6, so every guest IPv6 fragment was lost; here they are reassembled in the same
+//! store, under the same bounds and drop rules, and counted in the same counters (the IPv6
+//! choices are listed last).
 //!
 //! Choices, and why:
 //! - **What passes untouched**: everything that does not claim to be a fragment, malformed or
@@ -44,6 +48,17 @@
 //! - **Time**: a datagram may wait `max_age_ms` from its first fragment. `expire` is cheap
 //!   when nothing is held; the event loop calls it once per iteration and lowers its wait to
 //!   the next expiry.
+//! - **IPv6** (RFC 8200 4.5): a frame claims a fragment when the bounded walk over its
+//!   extension headers reaches a fragment header; the walk stops there (what follows is data).
+//!   Key: source, destination, identification (and the family, so the two never mix). The
+//!   reassembled packet keeps the first fragment's fixed header and the extension headers
+//!   before its fragment header (at most [`MAX_UNFRAGMENTABLE_EXTENSIONS`] bytes, kept inline
+//!   per datagram), with the fragment header's next header moved into the header before it
+//!   and the payload length set; its payload length may not pass 65535. Atomic fragments
+//!   (offset 0, M clear; RFC 6946) are handed on at once without their fragment header. A
+//!   first fragment whose data starts with another fragment header is malformed. libslirp
+//!   still answers a reassembled packet longer than its MTU with Packet Too Big and drops it
+//!   (`ip6_input`): see docs/design.md.
 
 use crate::stats::ReasmCounters;
 use crate::wire::ethernet::{self, EthernetFrame};
