@@ -250,13 +250,35 @@ impl FirstSegment {
         }
     }
 
+    /// Whether `ip` agrees with the IP fields, compared in place (per segment: no copies).
+    /// The Ethernet header's equality already says the families are the same.
+    #[inline]
+    fn ip_matches(&self, ip: &Ip<'_>) -> bool {
+        match ip {
+            Ip::V4(ip) => {
+                ip.tos() == self.tos
+                    && u32::from(ip.flags_and_offset()) == self.flags_or_flow
+                    && ip.ttl() == self.ttl
+                    && ip.src() == self.src[..4]
+                    && ip.dst() == self.dst[..4]
+            }
+            Ip::V6(ip) => {
+                ip.traffic_class() == self.tos
+                    && ip.flow_label() == self.flags_or_flow
+                    && ip.hop_limit() == self.ttl
+                    && ip.src() == self.src
+                    && ip.dst() == self.dst
+            }
+        }
+    }
+
     /// Whether `headers` agree with these fields (their TCP header length already does).
     #[inline]
     fn matches(&self, headers: &Headers<'_>) -> bool {
         let Headers { eth, ip, tcp } = *headers;
         let options = tcp.options();
         eth.header() == self.eth_header
-            && ip_fields(&ip) == (self.tos, self.flags_or_flow, self.ttl, self.src, self.dst)
+            && self.ip_matches(&ip)
             && tcp.src_port() == self.src_port
             && tcp.dst_port() == self.dst_port
             && tcp.ack() == self.ack
@@ -266,8 +288,8 @@ impl FirstSegment {
     }
 }
 
-/// What a merge must keep equal of the IP header: TOS or traffic class; flags and offset
-/// or flow label; TTL or hop limit; the addresses.
+/// What a merge must keep equal of the IP header (read once, for the first segment): TOS or
+/// traffic class; flags and offset or flow label; TTL or hop limit; the addresses.
 #[inline]
 fn ip_fields(ip: &Ip<'_>) -> (u8, u32, u8, [u8; 16], [u8; 16]) {
     match ip {
