@@ -602,6 +602,40 @@ mod tests {
     }
 
     #[test]
+    fn the_mutable_view_writes_payload_length_and_next_headers() {
+        let chain = [
+            (protocol::IPV6_DESTINATION, options_header(16)),
+            (protocol::IPV6_FRAGMENT, fragment_header(0, true, 9)),
+        ];
+        let mut bytes = packet(&chain, protocol::UDP, b"datagram");
+        let original = bytes.clone();
+        let mut view = Ipv6HeaderMut::new(&mut bytes).unwrap();
+        view.set_payload_len(1234);
+        view.set_next_header_of(None, protocol::HOP_BY_HOP).unwrap();
+        view.set_next_header_of(Some(0), protocol::UDP).unwrap();
+        view.set_next_header_of(Some(16), protocol::TCP).unwrap();
+        assert_eq!(
+            view.set_next_header_of(Some(original.len() - HEADER_LEN), 0),
+            Err(WireError::Truncated {
+                layer: Layer::Ipv6Extension,
+                needed: original.len() + 1,
+                got: original.len()
+            })
+        );
+        let changed: Vec<usize> = (0..bytes.len())
+            .filter(|&i| bytes[i] != original[i])
+            .collect();
+        assert_eq!(changed, [4, 5, 6, 40, 56]);
+        assert_eq!((bytes[4], bytes[5], bytes[6]), (0x04, 0xd2, 0));
+        assert_eq!((bytes[40], bytes[56]), (protocol::UDP, protocol::TCP));
+        // Too short for the fixed header, or not version 6: no view.
+        assert!(Ipv6HeaderMut::new(&mut original.clone()[..39]).is_err());
+        let mut v4 = original.clone();
+        v4[0] = 0x45;
+        assert!(Ipv6HeaderMut::new(&mut v4).is_err());
+    }
+
+    #[test]
     fn pseudo_header_sum_matches_etherparse() {
         let mut bytes = Vec::new();
         etherparse::PacketBuilder::ipv6(SRC, DST, 64)
