@@ -385,7 +385,7 @@ fn classify_v6<'a>(eth: &EthernetFrame<'a>) -> Class<'a> {
         {
             return Class::Malformed;
         }
-        let unfragmentable = &eth.payload()[..ipv6::HEADER_LEN + extension.offset];
+        let unfragmentable = ip.headers_before(&extension);
         return Class::Fragment(Fragment {
             key: Key {
                 family: Family::V6,
@@ -396,7 +396,7 @@ fn classify_v6<'a>(eth: &EthernetFrame<'a>) -> Class<'a> {
             },
             offset: fragment.fragment_offset(),
             more: fragment.more_fragments(),
-            payload: &ip.payload()[extension.offset + ipv6::FRAGMENT_HEADER_LEN..],
+            payload: ip.after(&extension),
             eth: eth.header(),
             header: FragmentHeader::V6 {
                 unfragmentable,

@@ -129,6 +129,24 @@ impl<'a> Ipv6Header<'a> {
         }
     }
 
+    /// The fixed header and the extension headers before `extension` (a step of this packet's
+    /// walk): what RFC 8200 calls the unfragmentable part when `extension` is the fragment
+    /// header.
+    #[inline]
+    pub fn headers_before(&self, extension: &Ipv6Extension<'_>) -> &'a [u8] {
+        let end = (HEADER_LEN + extension.offset).min(self.bytes.len());
+        &self.bytes[..end]
+    }
+
+    /// The bytes after `extension` (a step of this packet's walk) to the end of the payload:
+    /// a fragment's data when `extension` is its fragment header.
+    #[inline]
+    pub fn after(&self, extension: &Ipv6Extension<'_>) -> &'a [u8] {
+        let payload = self.payload();
+        let start = (extension.offset + extension.bytes.len()).min(payload.len());
+        &payload[start..]
+    }
+
     /// Walks every extension header: the upper layer, and the fragment header if one was on
     /// the way.
     pub fn upper_layer(&self) -> Result<UpperLayer<'a>, WireError> {
@@ -498,6 +516,9 @@ mod tests {
         assert_eq!(offsets, [0, 8, 24, 48, 56, 68]);
         assert_eq!(walked[4].bytes.len(), 12);
         assert_eq!(walked[5].next_header(), protocol::TCP);
+        // What precedes and follows the fragment header (the fourth step).
+        assert_eq!(h.headers_before(&walked[3]), &bytes[..HEADER_LEN + 48]);
+        assert_eq!(h.after(&walked[3]), &bytes[HEADER_LEN + 56..]);
         let upper = h.upper_layer().unwrap();
         assert_eq!(upper.protocol, protocol::TCP);
         assert_eq!(upper.offset, 76);
