@@ -15,7 +15,7 @@ secs=${1:-60}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(nvlist_decode bhyve_config hostfwd frame_path reasm wire)
+    targets=(nvlist_decode bhyve_config hostfwd frame_path reasm wire api_request)
 fi
 cd "$(dirname "$0")/.."
 export RUSTC_BOOTSTRAP=1
@@ -30,6 +30,8 @@ fi
 extra_flags() {
     case "$1" in
         hostfwd) echo "-dict=fuzz/dicts/hostfwd.dict -max_len=512" ;;
+        # A request line is at most 64 KiB; short ones find the grammar faster.
+        api_request) echo "-dict=fuzz/dicts/api_request.dict -max_len=4096" ;;
         bhyve_config) echo "-dict=fuzz/dicts/bhyve_config.dict -max_len=4096" ;;
         nvlist_decode) echo "-max_len=4096" ;;
         # Several full-size frames per input.

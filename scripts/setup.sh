@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Install what building, testing and the default job need on Debian: libslirp (loaded at run
 # time), iproute2 and busybox (namespaces, DHCP client), iperf3 and slirp4netns (throughput
-# and the baseline), mandoc (the man page's lint), and the FreeBSD standard library for the
-# cross-target type check.
+# and the baseline), mandoc (the man page's lint), tcpdump (reads the helper's packet
+# captures in the pcap tests), netcat-openbsd (nc -U: the control socket driven as
+# slirp4netns's scripts drive it), and the FreeBSD standard library for the cross-target type
+# check.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-packages=(libslirp0 iproute2 busybox iperf3 slirp4netns iputils-ping mandoc)
+packages=(libslirp0 iproute2 busybox iperf3 slirp4netns iputils-ping mandoc tcpdump netcat-openbsd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

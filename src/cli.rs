@@ -1,6 +1,7 @@
 //! The command line, compatible with the C helper: `-S <fd>` (getopt style), plus `--help`,
 //! `--version` and the helper's own options.
 
+use crate::config::settings::{self, Overrides};
 use crate::config::value::{self, Expected, ValueError};
 use crate::poller::PollerKind;
 use std::ffi::OsString;
@@ -12,6 +13,7 @@ pub const USAGE: &str = "usage: bhyve-slirp-helper -S <socket> [options] (see --
 
 pub const HELP: &str = "\
 usage: bhyve-slirp-helper -S <socket> [options]
+       bhyve-slirp-helper --api <path> <request>
 
 User-mode networking for a bhyve guest: libslirp behind bhyve's slirp backend.
 bhyve starts the helper with one end of a SOCK_SEQPACKET socket, sends the
@@ -28,14 +30,45 @@ device configuration (a libnv nvlist), then exchanges Ethernet frames.
   --coalesce on|off   merge consecutive guest TCP segments read together
                       into one packet before libslirp (default: on when
                       the batch is above 1)
+  --pcap <path>       record every frame to and from bhyve in a pcap file
+                      (created 0600; an existing path must be a regular
+                      file, and is overwritten)
+  --pcap-max <bytes>  stop recording when the file would pass this size,
+                      24..=9223372036854775807 (default 1073741824, 1 GiB)
   --exit-with-parent  end (as on SIGTERM) when the process that started
                       the helper exits, even if it is killed
+  --api <path>        control socket: add/remove port forwards, stats and
+                      connections as JSON (slirp4netns's API requests);
+                      without -S and with a request, send it to a running
+                      helper's socket and print the reply
+
+The guest's network (also bhyve keys of the same name; see the man page):
+  --net A/LEN         IPv4 network, LEN 8..30 (default 10.0.2.0/24)
+  --host A, --dhcpstart A, --dns A
+                      the host, the first DHCP lease, the DNS proxy
+                      (default .2, .15 and .3 of the network)
+  --dnssearch N;N     DHCP domain search list (at most 6)
+  --domainname N, --hostname N
+                      DHCP domain name and the guest's host name
+  --dnsproxy on|off, --dhcp on|off
+                      libslirp's DNS proxy and DHCP server (default on)
+  --hostloopback on|off
+                      the guest reaches the host's 127.0.0.1 through the
+                      host address (default on)
+  --outbound A, --outbound6 A6
+                      source address of the guest's outbound connections
+  --ipv6 on|off       IPv6 for the guest (default off): router
+                      advertisements for SLAAC, DNS proxy, IPv6 forwards
+  --net6 P/LEN, --host6 A6, --dns6 A6
+                      IPv6 prefix, host and DNS (default fec0::/64, ::2, ::3)
+Every option also takes the form --name=value.
   -h, --help          this text
   -V, --version       this helper's version, and libslirp's (loaded as
                       for a run)
 
---poller, --batch and --coalesce can also come as bhyve keys of the same
-name (-s 2,virtio-net,slirp,poller=poll); the option wins.
+--poller, --batch, --coalesce, --pcap, --pcap-max and --api can also come as
+bhyve keys (poller, batch, coalesce, pcap, pcap_max, api: -s 2,virtio-net,
+slirp,poller=poll,pcap=/tmp/vm0.pcap); an option always wins over its key.
 
 Exit status: 0 when bhyve hangs up or on SIGTERM/SIGINT, 1 on bad usage,
 configuration, or libslirp, 4 on a bad boolean for 'open'.
@@ -54,6 +87,11 @@ pub enum Command {
     Version {
         libslirp: Option<String>,
     },
+    /// `--api PATH REQUEST` without `-S`: send `request` to a running helper's control socket.
+    ApiRequest {
+        path: std::path::PathBuf,
+        request: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +106,14 @@ pub struct Options {
     pub coalesce: Option<bool>,
     /// End when the parent exits (a hypervisor killed without closing its socket end).
     pub exit_with_parent: bool,
+    /// Network settings given as options (`--net 192.168.77.0/24`); they win over bhyve's keys.
+    pub settings: Overrides,
+    /// Capture file; `None`: the `pcap` key, else no capture.
+    pub pcap: Option<String>,
+    /// Capture cap in bytes; `None`: the `pcap_max` key, else 1 GiB.
+    pub pcap_max: Option<u64>,
+    /// The control socket's path (`--api`); `None`: the `api` key, else no control socket.
+    pub api: Option<std::path::PathBuf>,
 }
 
 /// A command line that cannot be run: one line, then [`USAGE`]; exit 1.
@@ -81,6 +127,8 @@ pub enum UsageError {
     Unexpected(String),
     /// No `-S <socket>`.
     MissingSocket,
+    /// A request to send (`--api PATH REQUEST`) and `-S` too: a client or a helper, not both.
+    RequestWithSocket,
     /// An option's value that it does not take.
     Value(ValueError),
 }
@@ -94,6 +142,9 @@ impl fmt::Display for UsageError {
                 write!(f, "unexpected argument '{}'", arg.escape_debug())
             }
             UsageError::MissingSocket => f.write_str("-S: missing (the socket to bhyve)"),
+            UsageError::RequestWithSocket => f.write_str(
+                "a request after --api <path> sends it to a running helper; it takes no -S",
+            ),
             UsageError::Value(e) => e.fmt(f),
         }
     }
@@ -135,6 +186,24 @@ pub fn parse_switch(setting: &'static str, text: &str) -> Result<bool, ValueErro
     value::parse_switch(setting, text)
 }
 
+/// A capture file (`--pcap` or the `pcap` key): any path but an empty one.
+pub fn parse_pcap_path(setting: &'static str, text: &str) -> Result<String, ValueError> {
+    if text.is_empty() {
+        return Err(ValueError::new(setting, text, Expected::Path));
+    }
+    Ok(text.to_owned())
+}
+
+/// The capture cap in bytes (`--pcap-max` or the `pcap_max` key): at least the file header.
+pub fn parse_pcap_max(setting: &'static str, text: &str) -> Result<u64, ValueError> {
+    value::parse_number(
+        setting,
+        text,
+        crate::pcap::FILE_HEADER_LEN as u64,
+        crate::pcap::MAX_MAX_BYTES,
+    )
+}
+
 /// The pollers this system has, the C helper's loop first.
 pub(crate) const POLLERS: &[&str] = if cfg!(target_os = "linux") {
     &["poll", "epoll"]
@@ -150,6 +219,14 @@ pub fn parse_poller(setting: &'static str, text: &str) -> Result<PollerKind, Val
     PollerKind::parse(name).ok_or_else(|| ValueError::new(setting, text, Expected::OneOf(POLLERS)))
 }
 
+/// The control socket's path: `--api` or the `api` key. Not empty.
+pub fn parse_api_path(setting: &'static str, text: &str) -> Result<std::path::PathBuf, ValueError> {
+    if text.is_empty() {
+        return Err(ValueError::new(setting, text, Expected::Path));
+    }
+    Ok(std::path::PathBuf::from(text))
+}
+
 /// Parse the arguments after the program name.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageError> {
     let mut socket = None;
@@ -158,16 +235,26 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
     let mut batch = None;
     let mut coalesce = None;
     let mut exit_with_parent = false;
+    let mut pcap = None;
+    let mut pcap_max = None;
+    let mut api = None;
+    let mut api_request = None;
     let mut version = false;
     let mut args = args.into_iter().map(|a| {
         a.into_string()
             .map_err(|a| UsageError::NotUtf8(a.as_encoded_bytes().escape_ascii().to_string()))
     });
+    let mut settings: Overrides = Vec::new();
     while let Some(arg) = args.next() {
         let arg = arg?;
-        let mut value = |name: &'static str| match args.next() {
-            Some(v) => v,
-            None => Err(UsageError::MissingValue(name)),
+        // `--name=value` (as libvirt writes options) or `--name value`.
+        let (arg, mut inline) = match arg.split_once('=') {
+            Some((name, v)) if name.starts_with("--") => (name.to_owned(), Some(v.to_owned())),
+            _ => (arg, None),
+        };
+        let mut value = |name: &'static str| match inline.take() {
+            Some(v) => Ok(v),
+            None => args.next().unwrap_or(Err(UsageError::MissingValue(name))),
         };
         match arg.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
@@ -188,11 +275,34 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             "--batch" => batch = Some(parse_batch("--batch", &value("--batch")?)?),
             "--coalesce" => coalesce = Some(parse_switch("--coalesce", &value("--coalesce")?)?),
             "--exit-with-parent" => exit_with_parent = true,
-            other => return Err(UsageError::Unexpected(other.to_owned())),
+            "--pcap" => pcap = Some(parse_pcap_path("--pcap", &value("--pcap")?)?),
+            "--pcap-max" => {
+                pcap_max = Some(parse_pcap_max("--pcap-max", &value("--pcap-max")?)?);
+            }
+            "--api" => api = Some(parse_api_path("--api", &value("--api")?)?),
+            request if api.is_some() && api_request.is_none() && !request.starts_with('-') => {
+                api_request = Some(request.to_owned())
+            }
+            other => match settings::by_option(other) {
+                Some(setting) => settings.push((setting.key, value(setting.option)?)),
+                None => return Err(UsageError::Unexpected(other.to_owned())),
+            },
+        }
+        if let Some(v) = inline {
+            return Err(UsageError::Unexpected(format!("{arg}={v}")));
         }
     }
     if version {
         return Ok(Command::Version { libslirp });
+    }
+    if let (Some(path), Some(request)) = (&api, api_request) {
+        if socket.is_some() {
+            return Err(UsageError::RequestWithSocket);
+        }
+        return Ok(Command::ApiRequest {
+            path: path.clone(),
+            request,
+        });
     }
     let socket = socket.ok_or(UsageError::MissingSocket)?;
     Ok(Command::Run(Options {
@@ -202,6 +312,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
         batch,
         coalesce,
         exit_with_parent,
+        settings,
+        pcap,
+        pcap_max,
+        api,
     }))
 }
 
@@ -214,6 +328,40 @@ mod tests {
     }
 
     #[test]
+    fn network_options_in_both_forms() {
+        let Ok(Command::Run(o)) = parse(args(&[
+            "-S",
+            "3",
+            "--net=192.168.77.0/24",
+            "--ipv6",
+            "on",
+            "--batch=8",
+            "--dnssearch=a.example;b.example",
+        ])) else {
+            panic!("refused");
+        };
+        assert_eq!(o.batch, Some(8));
+        assert_eq!(
+            o.settings,
+            vec![
+                ("net", "192.168.77.0/24".to_owned()),
+                ("ipv6", "on".to_owned()),
+                ("dnssearch", "a.example;b.example".to_owned()),
+            ]
+        );
+        for (bad, want) in [
+            (&["-S", "3", "--net"][..], "--net: missing value"),
+            (&["-S", "3", "--nett=1"], "unexpected argument '--nett'"),
+            (
+                &["-S", "3", "--exit-with-parent=yes"],
+                "unexpected argument '--exit-with-parent=yes'",
+            ),
+        ] {
+            assert_eq!(parse(args(bad)).unwrap_err().to_string(), want, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn accepts_the_c_helpers_forms() {
         let expect = Command::Run(Options {
             socket: 3,
@@ -222,6 +370,10 @@ mod tests {
             batch: None,
             coalesce: None,
             exit_with_parent: false,
+            settings: Vec::new(),
+            pcap: None,
+            pcap_max: None,
+            api: None,
         });
         assert_eq!(parse(args(&["-S", "3"])), Ok(expect.clone()));
         assert_eq!(parse(args(&["-S3"])), Ok(expect));
@@ -294,6 +446,23 @@ mod tests {
                 &["-S", "3", "--libslirp", ""],
                 "--libslirp: '' is not a path",
             ),
+            (&["-S", "3", "--pcap", ""], "--pcap: '' is not a path"),
+            (&["-S", "3", "--pcap"], "--pcap: missing value"),
+            (
+                &["-S", "3", "--pcap-max", "23"],
+                "--pcap-max: '23' is not a number from 24 to 9223372036854775807",
+            ),
+            (
+                &["-S", "3", "--pcap-max", "1G"],
+                "--pcap-max: '1G' is not a number from 24 to 9223372036854775807",
+            ),
+            (&["-S", "3", "--api"], "--api: missing value"),
+            (&["-S", "3", "--api", ""], "--api: '' is not a path"),
+            (
+                &["-S", "3", "--api", "/s", "{}"],
+                "a request after --api <path> sends it to a running helper; it takes no -S",
+            ),
+            (&["{}"], "unexpected argument '{}'"),
         ];
         for (list, want) in cases {
             let got = parse(args(list)).unwrap_err();
@@ -320,6 +489,45 @@ mod tests {
         let source = std::error::Error::source(&e).expect("a source");
         let value = source.downcast_ref::<ValueError>().expect("a ValueError");
         assert_eq!((value.setting, value.value.as_str()), ("--batch", "x"));
+    }
+
+    #[test]
+    fn pcap_options() {
+        match parse(args(&[
+            "-S",
+            "3",
+            "--pcap",
+            "/tmp/a b.pcap",
+            "--pcap-max",
+            "24",
+        ])) {
+            Ok(Command::Run(o)) => {
+                assert_eq!(o.pcap.as_deref(), Some("/tmp/a b.pcap"));
+                assert_eq!(o.pcap_max, Some(24));
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in ["0", "-1", "", "9223372036854775808", "1e9", " 100"] {
+            assert!(
+                parse(args(&["-S", "3", "--pcap-max", bad])).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn api_path_then_request_is_a_client() {
+        assert_eq!(
+            parse(args(&["--api", "/run/vm0.sock", r#"{"execute":"stats"}"#])),
+            Ok(Command::ApiRequest {
+                path: "/run/vm0.sock".into(),
+                request: r#"{"execute":"stats"}"#.into()
+            })
+        );
+        match parse(args(&["-S", "3", "--api", "/run/vm0.sock"])) {
+            Ok(Command::Run(o)) => assert_eq!(o.api, Some("/run/vm0.sock".into())),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

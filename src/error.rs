@@ -9,9 +9,11 @@ use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
 
+use crate::api::socket::ApiSocketError;
 use crate::cli::UsageError;
 use crate::config::{ConfigError, HostFwdRule, RecvError};
 use crate::event_loop::LoopError;
+use crate::pcap::CaptureError;
 use crate::sandbox::SandboxError;
 use crate::slirp::api::LoadError;
 
@@ -43,6 +45,10 @@ pub enum HelperError {
         rule: HostFwdRule,
         err: io::Error,
     },
+    /// The capture file (`pcap`) cannot be used.
+    Capture(CaptureError),
+    /// The control socket (`api`) could not be created.
+    Api(ApiSocketError),
     /// Privileges could not be dropped or the sandbox entered: never run unconfined.
     Sandbox(SandboxError),
     /// The loop could not go on.
@@ -89,6 +95,8 @@ impl fmt::Display for HelperError {
                     "hostfwd: rule {index} '{rule}': libslirp cannot install it: {err}"
                 )
             }
+            HelperError::Capture(e) => e.fmt(f),
+            HelperError::Api(e) => e.fmt(f),
             HelperError::Sandbox(e) => e.fmt(f),
             HelperError::Loop { err, stats } => write!(f, "{err}; {stats}"),
         }
@@ -108,6 +116,8 @@ impl std::error::Error for HelperError {
             HelperError::Recv(e) => Some(e),
             HelperError::Config(e) => Some(e),
             HelperError::Libslirp(e) => Some(e),
+            HelperError::Capture(e) => Some(e),
+            HelperError::Api(e) => Some(e),
             HelperError::Sandbox(e) => Some(e),
             HelperError::Loop { err, .. } => Some(err),
         }
@@ -131,6 +141,7 @@ from_cause! {
     ConfigError => Config,
     LoadError => Libslirp,
     SandboxError => Sandbox,
+    CaptureError => Capture,
 }
 
 /// `-S <fd>` names a descriptor that cannot be bhyve's socket.
@@ -261,9 +272,9 @@ mod tests {
             index: 2,
             rule: HostFwdRule {
                 proto: Proto::Tcp,
-                host_addr: Ipv4Addr::LOCALHOST,
+                host_addr: Ipv4Addr::LOCALHOST.into(),
                 host_port: 2222,
-                guest_addr: Ipv4Addr::new(10, 0, 2, 15),
+                guest_addr: Ipv4Addr::new(10, 0, 2, 15).into(),
                 guest_port: 22,
             },
             err: io::Error::from_raw_os_error(libc::EADDRINUSE),

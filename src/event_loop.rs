@@ -7,6 +7,7 @@
 //!
 //! Owns: the [`Host`] libslirp's callbacks reach, and the decision to end the loop.
 
+use crate::api::ApiServer;
 use crate::coalesce::Coalescer;
 use crate::flow_budget::FlowBudget;
 use crate::frames::{FrameLimit, FrameRx, FrameTx, RxStatus};
@@ -70,6 +71,23 @@ impl<'fd> Host<'fd> {
     /// cut-off transfer for a complete one.
     pub fn reset_connections_on_close(&mut self) {
         self.resetting = true;
+    }
+
+    /// A guest frame as it came off bhyve's socket, into the capture file when there is one
+    /// (before reassembly and coalescing). Off, this is one branch per frame.
+    #[inline]
+    fn capture_guest_frame(&mut self, frame: &[u8]) {
+        if let Some(capture) = &mut self.tx.capture {
+            capture.record(frame);
+        }
+    }
+
+    /// Buffered capture records to the file: at the end of every iteration, and before a
+    /// stats line so that its counters match the file.
+    fn flush_capture(&mut self) {
+        if let Some(capture) = &mut self.tx.capture {
+            capture.flush();
+        }
     }
 
     fn drain_wakeup(&mut self) {
@@ -178,6 +196,7 @@ pub fn stats_line(
     coalescer: &Coalescer,
 ) -> String {
     let host = stack.host();
+    host.flush_capture();
     let mut line = stats::line(&rx.counters, &host.tx.counters, &host.counters);
     line.push_str(&stats::reasm_fields(&reasm.counters));
     line.push_str(&stats::coalesce_fields(&coalescer.counters));
@@ -187,6 +206,9 @@ pub fn stats_line(
         &host.budget.counters,
     ));
     line.push_str(&format!(" sandbox_refused={}", crate::sandbox::refused()));
+    if let Some(capture) = &host.tx.capture {
+        line.push_str(&stats::capture_fields(&capture.counters));
+    }
     line.push_str(" poller=");
     line.push_str(host.poller.kind().name());
     if let Some(c) = host.poller.interest_counters() {
@@ -212,15 +234,20 @@ pub fn run(
     rx: &mut FrameRx<'_>,
     reasm: &mut Reassembler,
     coalescer: &mut Coalescer,
+    mut api: Option<&mut ApiServer>,
 ) -> Result<Exit, LoopError> {
     loop {
         if SIGNALS.terminate.load(Ordering::Relaxed) {
             return Ok(Exit::Terminated);
         }
         if SIGNALS.dump_stats.swap(false, Ordering::Relaxed) {
-            diag::info(&stats_line(stack, rx, reasm, coalescer));
+            let mut line = stats_line(stack, rx, reasm, coalescer);
+            if let Some(api) = api.as_deref() {
+                line.push_str(&api.stats_fields());
+            }
+            diag::info(&line);
         }
-        if let Some(exit) = iterate(stack, rx, reasm, coalescer)? {
+        if let Some(exit) = iterate_serving(stack, rx, reasm, coalescer, api.as_deref_mut())? {
             return Ok(exit);
         }
         if slirp::callback_panicked() {
@@ -246,12 +273,24 @@ fn input(stack: &mut Stack<Host<'_>>, frame: &[u8]) {
     stack.host().tx.note_input(frame.len());
 }
 
-/// One iteration. `Some(exit)` when the loop must end.
+/// One iteration without the control socket. `Some(exit)` when the loop must end.
 pub fn iterate(
     stack: &mut Stack<Host<'_>>,
     rx: &mut FrameRx<'_>,
     reasm: &mut Reassembler,
     coalescer: &mut Coalescer,
+) -> Result<Option<Exit>, LoopError> {
+    iterate_serving(stack, rx, reasm, coalescer, None)
+}
+
+/// One iteration; the control socket's descriptors join the fill set and are served after
+/// libslirp's, once per iteration, never per frame.
+pub fn iterate_serving(
+    stack: &mut Stack<Host<'_>>,
+    rx: &mut FrameRx<'_>,
+    reasm: &mut Reassembler,
+    coalescer: &mut Coalescer,
+    mut api: Option<&mut ApiServer>,
 ) -> Result<Option<Exit>, LoopError> {
     let now_ms = crate::sys::monotonic_ns() / 1_000_000;
     let host = stack.host();
@@ -259,6 +298,9 @@ pub fn iterate(
     host.budget.begin_fill(now_ms);
     let mut timeout: u32 = u32::MAX;
     stack.pollfds_fill(&mut timeout);
+    if let Some(api) = api.as_deref_mut() {
+        api.fill(&mut stack.host().poller);
+    }
 
     let host = stack.host();
     host.counters.iterations += 1;
@@ -299,6 +341,12 @@ pub fn iterate(
     stack.run_due_timers(now_ms);
     reasm.expire(now_ms);
 
+    if let Some(api) = api {
+        api.serve(stack, &mut |stack: &mut Stack<Host<'_>>| {
+            stats_line(stack, rx, reasm, coalescer)
+        });
+    }
+
     let host = stack.host();
     if host.poller.own_revents(Own::Wakeup).contains(Readiness::IN) {
         host.counters.wakeups += 1;
@@ -307,11 +355,14 @@ pub fn iterate(
     let frontend = host.poller.own_revents(Own::Frontend);
     // ERR is read too: the read reports (and clears) the pending error instead of spinning.
     if frontend.intersects(Readiness::IN | Readiness::ERR) {
-        let status = rx.drain(|frame| match reasm.push(frame, now_ms) {
-            Verdict::Pass(frame) | Verdict::Complete(frame) => {
-                coalescer.push(frame, |frame| input(stack, frame))
+        let status = rx.drain(|frame| {
+            stack.host().capture_guest_frame(frame);
+            match reasm.push(frame, now_ms) {
+                Verdict::Pass(frame) | Verdict::Complete(frame) => {
+                    coalescer.push(frame, |frame| input(stack, frame))
+                }
+                Verdict::Held | Verdict::Dropped(_) => {}
             }
-            Verdict::Held | Verdict::Dropped(_) => {}
         });
         // The batch is read: nothing waits for a frame that might never come.
         coalescer.flush(|frame| input(stack, frame));
@@ -330,6 +381,7 @@ pub fn iterate(
     }
     let host = stack.host();
     host.tx.flush();
+    host.flush_capture();
     if host.tx.peer_gone() {
         return Ok(Some(Exit::Hangup));
     }

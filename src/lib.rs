@@ -8,6 +8,8 @@
 // `unsafe` lives only in the FFI and syscall modules (`sys`, `slirp`, `sandbox`, the batch
 // calls in `frames::mmsg` and the poller backends); everything else is denied it.
 #[deny(unsafe_code)]
+pub mod api;
+#[deny(unsafe_code)]
 pub mod cli;
 #[deny(unsafe_code)]
 pub mod coalesce;
@@ -22,6 +24,8 @@ pub mod event_loop;
 #[deny(unsafe_code)]
 pub(crate) mod flow_budget;
 pub mod frames;
+#[deny(unsafe_code)]
+pub mod pcap;
 pub mod poller;
 #[deny(unsafe_code)]
 pub mod reasm;

@@ -2,18 +2,24 @@
 //! loop. Exit status: 0 on hangup or SIGTERM, else [`HelperError::exit_code`] (1 on bad
 //! usage/config/libslirp, 4 on a bad boolean for `open`).
 
+use slirp_helper::api::socket::ControlSocket;
+use slirp_helper::api::ApiServer;
 use slirp_helper::cli::{self, Command, Options};
 use slirp_helper::coalesce::Coalescer;
-use slirp_helper::config::{self, BhyveConfig, ConfigError, ValueError};
+use slirp_helper::config::{
+    self, BhyveConfig, ConfigError, HostFwdRule, Network, Settings, ValueError,
+};
 use slirp_helper::error::{HelperError, SocketError, SocketProblem};
 use slirp_helper::event_loop::{self, Exit, Host};
 use slirp_helper::frames::{FrameLimit, FrameRx, DEFAULT_BATCH};
+use slirp_helper::pcap::{self, Capture};
 use slirp_helper::poller::PollerKind;
 use slirp_helper::reasm::{ReasmLimits, Reassembler};
 use slirp_helper::slirp::api::{SlirpApi, DEFAULT_LIBSLIRP};
 use slirp_helper::slirp::{Stack, StackConfig};
 use slirp_helper::{diag, sandbox, sys};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -36,10 +42,30 @@ fn main() -> ExitCode {
             print!("{}", version_text(libslirp.as_deref()));
             ExitCode::SUCCESS
         }
+        Command::ApiRequest { path, request } => api_request(&path, &request),
         Command::Run(options) => match run(options) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },
+    }
+}
+
+/// `--api PATH REQUEST`: the replies on stdout; exit 0 when every one is a success, 1 on an
+/// error reply or when the helper cannot be reached.
+fn api_request(path: &std::path::Path, request: &str) -> ExitCode {
+    match slirp_helper::api::client::request(path, request, Duration::from_secs(10)) {
+        Ok(replies) => {
+            print!("{replies}");
+            if slirp_helper::api::client::all_succeeded(&replies) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("bhyve-slirp-helper: {}: {e}", path.display());
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -179,6 +205,59 @@ fn coalescing(options: &Options, config: &BhyveConfig, batch: usize) -> Result<b
     )
 }
 
+/// `pcap=PATH` / `--pcap PATH`: the capture file, opened now (before the privilege drop and
+/// the sandbox), or `None` without capture. `pcap_max` is checked even without `pcap`, so a
+/// bad value is never silently kept for later.
+fn capture(
+    options: &Options,
+    config: &BhyveConfig,
+    limit: FrameLimit,
+) -> Result<Option<Capture>, HelperError> {
+    let path = tunable(
+        options.pcap.clone(),
+        config,
+        "pcap",
+        cli::parse_pcap_path,
+        String::new,
+    )?;
+    let max = tunable(
+        options.pcap_max,
+        config,
+        "pcap_max",
+        cli::parse_pcap_max,
+        || pcap::DEFAULT_MAX_BYTES,
+    )?;
+    if path.is_empty() {
+        return Ok(None);
+    }
+    let capture = Capture::open(&path, max, limit)?;
+    diag::info(&format!(
+        "pcap: recording every frame to '{}' (at most {max} bytes)",
+        path.escape_debug()
+    ));
+    Ok(Some(capture))
+}
+
+/// The control socket's path: `--api`, else the `api` key, else none.
+fn api_path(options: &Options, config: &BhyveConfig) -> Result<Option<PathBuf>, HelperError> {
+    tunable(
+        options.api.clone().map(Some),
+        config,
+        "api",
+        |key, text| cli::parse_api_path(key, text).map(Some),
+        || None,
+    )
+}
+
+/// Why `add_hostfwd` cannot work once the sandbox is entered, if it cannot: Capsicum (FreeBSD,
+/// restricted mode) forbids binding a socket by address.
+fn api_add_refusal(restricted: bool) -> Option<&'static str> {
+    (cfg!(target_os = "freebsd") && restricted).then_some(
+        "restricted mode on FreeBSD runs under Capsicum, which forbids binding a socket by \
+         address; put the forward in the hostfwd key, or use open mode",
+    )
+}
+
 fn run(options: Options) -> Result<(), HelperError> {
     let parent = sys::parent_pid();
     sys::install_signal_handlers().map_err(|err| HelperError::Setup {
@@ -211,8 +290,18 @@ fn run(options: Options) -> Result<(), HelperError> {
         sys::set_process_title(vmname);
     }
 
+    let network = Network::from_settings(&Settings::new(&options.settings, &config))?;
+    // Before libslirp is loaded: the process that removes the file at exit is forked small.
+    let control = match api_path(&options, &config)? {
+        Some(path) => Some(ControlSocket::create(&path).map_err(HelperError::Api)?),
+        None => None,
+    };
+
     let path = libslirp_path(options.libslirp.as_deref());
     let api = SlirpApi::load(&path)?;
+    network
+        .check_libslirp(api.version_number())
+        .map_err(ConfigError::from)?;
 
     let limit = FrameLimit::from_mtui(config.mtui);
     let kind = poller_kind(&options, &config)?;
@@ -228,13 +317,16 @@ fn run(options: Options) -> Result<(), HelperError> {
             ));
         }
     }
-    let host = Host::new(kind, sock.as_fd(), limit, batch).map_err(HelperError::Poller)?;
+    let capture = capture(&options, &config, limit)?;
+    let mut host = Host::new(kind, sock.as_fd(), limit, batch).map_err(HelperError::Poller)?;
+    host.tx.capture = capture;
     let restricted = !config.open;
     let mut stack = Stack::new(
         api,
         StackConfig {
             restricted,
             mtu: limit.mtu(),
+            network: &network,
         },
         host,
     )
@@ -244,26 +336,47 @@ fn run(options: Options) -> Result<(), HelperError> {
         env!("CARGO_PKG_VERSION"),
         stack.version()
     ));
+    let mut installed = Vec::with_capacity(config.hostfwd.len());
     for (i, rule) in config.hostfwd.iter().enumerate() {
-        stack
-            .add_hostfwd(rule)
+        let rule = rule.with_guest_default(network.dhcp_start);
+        let host_port = stack
+            .add_hostfwd(&rule)
             .map_err(|err| HelperError::HostFwd {
                 index: i + 1,
-                rule: *rule,
+                rule,
                 err,
             })?;
+        installed.push(HostFwdRule { host_port, ..rule });
     }
+    let mut api_server = control.map(|socket| {
+        diag::info(&format!("control socket at {}", socket.path().display()));
+        ApiServer::new(
+            socket,
+            &installed,
+            api_add_refusal(restricted),
+            network.dhcp_start,
+        )
+    });
 
     sandbox::drop_privileges()?;
     exit_with_parent()?;
-    sandbox::confine(restricted)?;
+    sandbox::confine(restricted, api_server.is_some())?;
 
     let mut rx = FrameRx::new(sock.as_fd(), limit, batch);
     let mut reasm = Reassembler::new(ReasmLimits::default());
     // libslirp drops IPv6 packets longer than its if_mtu: IPv6 merges stop there.
     let mut coalescer = Coalescer::new(coalesce).with_ipv6_mtu(limit.mtu());
-    let exit = event_loop::run(&mut stack, &mut rx, &mut reasm, &mut coalescer);
-    let stats = event_loop::stats_line(&mut stack, &rx, &reasm, &coalescer);
+    let exit = event_loop::run(
+        &mut stack,
+        &mut rx,
+        &mut reasm,
+        &mut coalescer,
+        api_server.as_mut(),
+    );
+    let mut stats = event_loop::stats_line(&mut stack, &rx, &reasm, &coalescer);
+    if let Some(api) = &api_server {
+        stats.push_str(&api.stats_fields());
+    }
     // The guest is gone: dropping the stack (slirp_cleanup) resets its TCP connections.
     stack.host().reset_connections_on_close();
     match exit {

@@ -129,6 +129,17 @@ pub(crate) fn coalesce_fields(c: &CoalesceCounters) -> String {
     )
 }
 
+/// ` pcap_frames=… pcap_bytes=… pcap_stopped=0|1`, each with a leading space, to append to
+/// [`line`]; only when capture is on.
+pub(crate) fn capture_fields(c: &crate::pcap::CaptureCounters) -> String {
+    format!(
+        " pcap_frames={} pcap_bytes={} pcap_stopped={}",
+        c.frames,
+        c.bytes,
+        u8::from(c.stopped)
+    )
+}
+
 /// ` frag_in=… frag_completed=… …`: the reassembly fields, each with a leading space, to
 /// append to [`line`].
 pub(crate) fn reasm_fields(c: &ReasmCounters) -> String {
@@ -241,6 +252,19 @@ mod tests {
         assert_eq!(
             budget_fields(3072, 12, &c),
             " flow_budget=3072 slirp_sockets=12 flows_refused=7 accept_backoffs=2"
+        );
+    }
+
+    #[test]
+    fn capture_fields_append_to_the_line() {
+        let c = crate::pcap::CaptureCounters {
+            frames: 3,
+            bytes: 180,
+            stopped: true,
+        };
+        assert_eq!(
+            capture_fields(&c),
+            " pcap_frames=3 pcap_bytes=180 pcap_stopped=1"
         );
     }
 

@@ -433,9 +433,10 @@ extern "C" fn on_dump_stats(_: libc::c_int) {
     SIGNALS.dump_stats.store(true, Ordering::Relaxed);
 }
 
-/// SIGPIPE ignored (a send to a dead peer must be an EPIPE, never death); SIGTERM/SIGINT end
-/// the loop cleanly; SIGUSR1 (and SIGINFO on the BSDs) dump the counters. No SA_RESTART, so a
-/// signal interrupts the wait and is seen at once.
+/// SIGPIPE and SIGXFSZ ignored (a send to a dead peer must be an EPIPE, a capture file over
+/// the size limit an EFBIG, never death); SIGTERM/SIGINT end the loop cleanly; SIGUSR1 (and
+/// SIGINFO on the BSDs) dump the counters. No SA_RESTART, so a signal interrupts the wait and
+/// is seen at once.
 pub fn install_signal_handlers() -> io::Result<()> {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
@@ -451,6 +452,9 @@ pub fn install_signal_handlers() -> io::Result<()> {
     );
     let mut table = vec![
         (Signal::SIGPIPE, ignore),
+        // A capture file past RLIMIT_FSIZE: `write` fails with EFBIG and capture stops,
+        // instead of the signal ending the helper and the guest's network with it.
+        (Signal::SIGXFSZ, ignore),
         (Signal::SIGTERM, term),
         (Signal::SIGINT, term),
         (Signal::SIGUSR1, dump),
@@ -509,4 +513,121 @@ pub fn exit_with_parent(_parent: libc::pid_t) -> io::Result<()> {
 /// The parent's pid, for [`exit_with_parent`].
 pub fn parent_pid() -> libc::pid_t {
     std::os::unix::process::parent_id() as libc::pid_t
+}
+
+/// Capsicum (FreeBSD): the capture file's descriptor may only be written to, whatever the
+/// process does next (rights hold with or without capability mode).
+#[cfg(target_os = "freebsd")]
+pub(crate) fn limit_to_writing(file: &std::fs::File) -> io::Result<()> {
+    let mut rights = std::mem::MaybeUninit::<libc::cap_rights_t>::uninit();
+    // SAFETY: `__cap_rights_init` (the function behind `cap_rights_init`) fills the
+    // `cap_rights_t` it is given with the listed rights; the list ends with 0, as the macro
+    // in <sys/capsicum.h> ends it.
+    unsafe {
+        libc::__cap_rights_init(
+            libc::CAP_RIGHTS_VERSION,
+            rights.as_mut_ptr(),
+            libc::CAP_WRITE,
+            0u64,
+        )
+    };
+    // SAFETY: initialised by the call above; the descriptor is open (borrowed from `file`).
+    cvt(unsafe { libc::cap_rights_limit(file.as_raw_fd(), rights.as_ptr()) })?;
+    Ok(())
+}
+
+/// Only FreeBSD limits a descriptor's rights. On Linux the sandbox stays what it is without
+/// capture: the loop only ever writes to the capture file.
+#[cfg(not(target_os = "freebsd"))]
+pub(crate) fn limit_to_writing(_file: &std::fs::File) -> io::Result<()> {
+    Ok(())
+}
+
+/// Remove `path` once this process is gone, however it ends (a fatal error, SIGTERM, even
+/// SIGKILL): a child process created now waits for the returned pipe end to close, which the
+/// kernel does when the last holder exits, then unlinks `path` if it is still the file with
+/// inode `(dev, ino)` (a newer helper may have replaced a stale one). A child, because the
+/// helper itself cannot do it at exit: after the privilege drop and inside the sandbox it may
+/// neither write the directory nor call `unlink`.
+///
+/// The child keeps no other descriptor (bhyve's socket among them: a copy would hide
+/// bhyve's hangup) and ignores the terminal's signals (a ^C to the process group must not
+/// skip the clean-up). The helper is single-threaded when it forks, so the child may
+/// allocate (its title); it runs nothing else but the wait and the unlink.
+pub fn unlink_when_gone(path: &std::path::Path, dev: u64, ino: u64) -> io::Result<OwnedFd> {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    use std::os::unix::ffi::OsStrExt;
+    let cpath = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path with a NUL byte"))?;
+    // Not CLOEXEC-free: the child reads the original before any exec (it never execs).
+    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // SAFETY: the helper is single-threaded at start-up (no lock can be held by another
+    // thread across the fork), so the child may run ordinary code; it sets its title, waits,
+    // unlinks and leaves with `_exit`, never returning into the caller's code.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Parent { .. } => {
+            drop(read_end);
+            Ok(write_end)
+        }
+        nix::unistd::ForkResult::Child => {
+            for sig in [
+                Signal::SIGINT,
+                Signal::SIGTERM,
+                Signal::SIGHUP,
+                Signal::SIGQUIT,
+                Signal::SIGUSR1,
+                Signal::SIGPIPE,
+            ] {
+                // SAFETY: SIG_IGN installs no handler code.
+                let _ = unsafe { signal(sig, SigHandler::SigIgn) };
+            }
+            drop(write_end);
+            // `ps` tells it from the helper (Linux shows 15 bytes of it).
+            set_process_title("api-sock-remover");
+            // SAFETY: in the child, after the fork: every descriptor but the pipe's read end
+            // is a copy nothing here uses; moving the read end to 0 and closing the rest from
+            // 1 leaves the child holding only the pipe.
+            unsafe {
+                if libc::dup2(read_end.as_raw_fd(), 0) < 0 {
+                    libc::_exit(1);
+                }
+                closefrom(1);
+            }
+            let mut byte = [0u8; 1];
+            loop {
+                // SAFETY: reads into a one-byte stack buffer.
+                let n = unsafe { libc::read(0, byte.as_mut_ptr().cast(), 1) };
+                if n == 0
+                    || (n < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR))
+                {
+                    break;
+                }
+            }
+            // SAFETY: a zeroed stat is a valid out-buffer; the path is NUL-terminated.
+            unsafe {
+                let mut st: libc::stat = std::mem::zeroed();
+                if libc::lstat(cpath.as_ptr(), &mut st) == 0
+                    && st.st_dev as u64 == dev
+                    && st.st_ino as u64 == ino
+                {
+                    libc::unlink(cpath.as_ptr());
+                }
+                libc::_exit(0)
+            }
+        }
+    }
+}
+
+/// The lowest descriptor number not open now (the one socket(2) would return), or `None`
+/// when that cannot be found out.
+pub(crate) fn lowest_free_fd() -> Option<RawFd> {
+    // F_DUPFD from 0 answers with the lowest free number; fd 0 itself closed is the answer.
+    match nix::fcntl::fcntl(std::io::stdin(), nix::fcntl::FcntlArg::F_DUPFD(0)) {
+        Ok(fd) => {
+            let _ = close_raw(fd);
+            Some(fd)
+        }
+        Err(nix::errno::Errno::EBADF) => Some(0),
+        Err(_) => None,
+    }
 }

@@ -11,6 +11,7 @@ use nix::sys::socket::{
     recv, send, sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
     UnixAddr,
 };
+use slirp_helper::cli;
 use slirp_helper::config::nvlist::{decode, encode, ByteOrder, Header, Nvlist, Value};
 use slirp_helper::config::recv::{recv_config, RecvError, MAX_CONFIG_LEN};
 use slirp_helper::config::BhyveConfig;
@@ -619,4 +620,88 @@ fn mutated_vectors_never_panic() {
         }
         exercise(&bytes, rng.below(3));
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Capture keys: `pcap=PATH`, `pcap_max=BYTES`, as bhyve forwards them (STRING pairs), through
+// the same parsers the helper's start-up uses (`cli::parse_pcap_*`, the key's name passed in).
+
+/// The capture keys' values read from a config nvlist as the helper reads them.
+fn capture_keys(pairs: &[(&str, &[u8])]) -> Result<(Option<String>, Option<u64>), String> {
+    let mut nvl = Nvlist::new();
+    nvl.push("device", Value::String(b"virtio-net".to_vec()));
+    nvl.push("backend", Value::String(b"slirp".to_vec()));
+    for (key, value) in pairs {
+        nvl.push(*key, Value::String(value.to_vec()));
+    }
+    let bytes = encode(&nvl, ByteOrder::Little);
+    let config =
+        BhyveConfig::from_nvlist(&decode(&bytes, 0).unwrap()).map_err(|e| e.to_string())?;
+    let path = match config.string_option("pcap").map_err(|e| e.to_string())? {
+        Some(text) => Some(cli::parse_pcap_path("pcap", text).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let max = match config
+        .string_option("pcap_max")
+        .map_err(|e| e.to_string())?
+    {
+        Some(text) => Some(cli::parse_pcap_max("pcap_max", text).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    Ok((path, max))
+}
+
+#[test]
+fn capture_keys_take_a_path_and_a_byte_count() {
+    assert_eq!(
+        capture_keys(&[("pcap", b"/var/tmp/vm0.pcap"), ("pcap_max", b"1048576")]),
+        Ok((Some("/var/tmp/vm0.pcap".into()), Some(1 << 20)))
+    );
+    assert_eq!(capture_keys(&[("pcap_max", b"24")]), Ok((None, Some(24))));
+    assert_eq!(
+        capture_keys(&[("pcap_max", b"9223372036854775807")]),
+        Ok((None, Some(i64::MAX as u64)))
+    );
+    // A name that looks like a key is not one: only the exact name counts.
+    assert_eq!(capture_keys(&[("PCAP", b"/x")]), Ok((None, None)));
+}
+
+#[test]
+fn bad_capture_values_name_the_key_and_the_value() {
+    let range = "is not a number from 24 to 9223372036854775807";
+    let cases: &[(&str, &[u8], String)] = &[
+        ("pcap_max", b"", format!("pcap_max: '' {range}")),
+        ("pcap_max", b"0", format!("pcap_max: '0' {range}")),
+        ("pcap_max", b"23", format!("pcap_max: '23' {range}")),
+        ("pcap_max", b"-1", format!("pcap_max: '-1' {range}")),
+        ("pcap_max", b"+100", format!("pcap_max: '+100' {range}")),
+        ("pcap_max", b" 100", format!("pcap_max: ' 100' {range}")),
+        ("pcap_max", b"1G", format!("pcap_max: '1G' {range}")),
+        ("pcap_max", b"0x1000", format!("pcap_max: '0x1000' {range}")),
+        (
+            "pcap_max",
+            b"9223372036854775808",
+            format!("pcap_max: '9223372036854775808' {range}"),
+        ),
+        (
+            "pcap_max",
+            b"99999999999999999999999",
+            format!("pcap_max: '99999999999999999999999' {range}"),
+        ),
+        ("pcap", b"", "pcap: '' is not a path".into()),
+        (
+            "pcap",
+            b"/tmp/%(vmname).pcap",
+            "pcap: '/tmp/%(vmname).pcap' uses bhyve's %(name) expansion, which this helper \
+             does not support; write the value literally"
+                .into(),
+        ),
+    ];
+    for (key, value, want) in cases {
+        let got = capture_keys(&[(key, value)]).expect_err("refused");
+        assert_eq!(&got, want, "{key}={}", value.escape_ascii());
+    }
+    // Not UTF-8: refused naming the key, as every key bhyve sends.
+    let got = capture_keys(&[("pcap_max", b"1\xff")]).expect_err("refused");
+    assert!(got.contains("pcap_max"), "{got}");
 }

@@ -353,7 +353,7 @@ fn a_bhyve_key_says_the_same_mistake_as_its_option() {
             .encode(),
         1,
         "configuration: hostfwd: rule 2 'sctp::1-:2': unsupported protocol 'sctp' \
-         (expected proto:haddr:hport-gaddr:gport, proto tcp or udp)",
+         (expected proto:haddr:hport-gaddr:gport, proto tcp or udp, IPv6 addresses in [])",
     );
 }
 

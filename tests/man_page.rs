@@ -51,15 +51,39 @@ fn keys_are_the_readmes_key_table() {
         .split("\n| key | meaning |\n")
         .nth(1)
         .expect("the key table ('| key | meaning |') in README.md");
+    // A row may name several keys: "| `host`, `dhcpstart`, `dns` | …".
     let readme_keys: BTreeSet<&str> = table
         .lines()
         .take_while(|l| l.starts_with('|'))
-        .filter_map(|l| l.strip_prefix("| `")?.split('`').next())
+        .filter_map(|l| l.strip_prefix("| ")?.split(" |").next())
+        .flat_map(|cell| {
+            cell.split(", ")
+                .filter_map(|k| k.strip_prefix('`')?.strip_suffix('`'))
+        })
         .collect();
+    for setting in slirp_helper::config::SETTINGS {
+        assert!(
+            readme_keys.contains(setting.key),
+            "{} (an option and a key) is not in README's key table",
+            setting.key
+        );
+    }
     assert!(readme_keys.contains("hostfwd"), "{readme_keys:?}");
 
     let page = page();
-    let page_keys = items(section(&page, "CONFIGURATION KEYS"), "Cm");
+    // An item may name several keys: ".It Cm host Ns = Ns Ar addr , Cm dhcpstart …".
+    let page_keys: BTreeSet<&str> = section(&page, "CONFIGURATION KEYS")
+        .lines()
+        .filter(|l| l.starts_with(".It Cm "))
+        .flat_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            words
+                .windows(2)
+                .filter(|w| w[0] == "Cm")
+                .map(|w| w[1])
+                .collect::<Vec<_>>()
+        })
+        .collect();
     assert_eq!(
         page_keys,
         readme_keys,
@@ -81,10 +105,17 @@ fn options_are_the_ones_help_lists() {
     let listed: BTreeSet<String> = help
         .lines()
         .filter(|l| l.starts_with("  -"))
+        // The option column ends at the first gap of two spaces: "  --batch <n>    frames…",
+        // "  --host A, --dhcpstart A, --dns A".
         .flat_map(|l| {
-            l.split_whitespace()
-                .take_while(|w| w.starts_with('-'))
+            l.trim_start()
+                .split("  ")
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .filter(|w| w.starts_with('-'))
                 .map(|w| w.trim_end_matches(',').to_string())
+                .collect::<Vec<_>>()
         })
         .collect();
     let listed: BTreeSet<&str> = listed.iter().map(String::as_str).collect();
@@ -115,10 +146,24 @@ fn options_are_the_ones_help_lists() {
     );
 }
 
-/// With the default poller (epoll on Linux) the line has every field, `poll_*` included.
+/// With the default poller (epoll on Linux), a capture file and the control socket on, the
+/// line has every field, `poll_*`, `pcap_*` and `api_*` included.
 #[test]
 fn counters_are_the_fields_of_a_real_line() {
-    let mut bhyve = Bhyve::start(&restricted_config());
+    let capture = std::env::temp_dir().join(format!("man-page-{}.pcap", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("bsh-man-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let api = dir.join("api.sock");
+    let mut bhyve = Bhyve::spawn(Spawn {
+        config: Some(restricted_config()),
+        args: vec![
+            "--pcap".into(),
+            capture.to_str().unwrap().into(),
+            "--api".into(),
+            api.to_str().unwrap().into(),
+        ],
+        ..Spawn::default()
+    });
     // Up and serving first: a SIGUSR1 that arrives before the helper has installed its
     // handlers takes the default action (the process ends), as for any program.
     assert!(
@@ -130,6 +175,8 @@ fn counters_are_the_fields_of_a_real_line() {
         .stats_now(STEP)
         .unwrap_or_else(|| panic!("no counters line on SIGUSR1; stderr:\n{}", bhyve.stderr()));
     let stderr = bhyve.stderr();
+    drop(bhyve);
+    let _ = std::fs::remove_dir_all(&dir);
     let line = stderr
         .lines()
         .rev()
@@ -140,9 +187,13 @@ fn counters_are_the_fields_of_a_real_line() {
         .filter_map(|kv| Some(kv.split_once('=')?.0))
         .collect();
     assert!(
-        fields.contains("poller") && fields.contains("poll_adds"),
+        fields.contains("poller")
+            && fields.contains("poll_adds")
+            && fields.contains("pcap_frames")
+            && fields.contains("api_requests"),
         "{line}"
     );
+    let _ = std::fs::remove_file(&capture);
 
     let page = page();
     let documented = items(section(&page, "COUNTERS"), "Va");

@@ -1,17 +1,21 @@
 //! No allocation per frame in steady state: the whole loop (poller, RX ring, IPv4 and IPv6
 //! reassembly, TCP coalescing, libslirp's callbacks, TX ring) runs in this process with the
-//! real libslirp while guest frames flow (fragmented IPv4 and IPv6 echo requests, an IPv6
-//! atomic fragment, and bursts of IPv4 and IPv6 TCP segments that are merged among them), and
-//! a counting global allocator sees no Rust allocation on this thread.
+//! real libslirp (IPv6 on) while guest frames flow (fragmented IPv4 and IPv6 echo requests, an
+//! IPv6 atomic fragment, and bursts of IPv4 and IPv6 TCP segments that are merged among them),
+//! and a counting global allocator sees no Rust allocation on this thread; with packet capture
+//! (`pcap=`) off and on.
 //! (libslirp's own allocations go through glib's malloc and are not counted.)
 
 mod common;
 
 use common::ipv6::{echo6_frame, fragment6, neighbour_solicitation, GUEST6, HOST6};
 use slirp_helper::coalesce::Coalescer;
+use slirp_helper::config::network::{Ipv6Network, DEFAULT_NET6};
+use slirp_helper::config::Network;
 use slirp_helper::event_loop::{self, Host};
 use slirp_helper::frames::FrameLimit;
 use slirp_helper::frames::FrameRx;
+use slirp_helper::pcap::{self, Capture};
 use slirp_helper::poller::PollerKind;
 use slirp_helper::reasm::{ReasmLimits, Reassembler};
 use slirp_helper::slirp::api::{SlirpApi, DEFAULT_LIBSLIRP};
@@ -202,171 +206,202 @@ fn round(
 
 #[test]
 fn steady_state_allocates_nothing_per_frame() {
-    for kind in [PollerKind::Poll, PollerKind::platform_default()] {
-        for batch in [1, 64] {
-            let (helper_end, guest) = UnixDatagram::pair().unwrap();
-            // SOCK_SEQPACKET is what bhyve uses; a datagram pair keeps records too and is all
-            // std offers. Both are non-blocking, as bhyve's.
-            helper_end.set_nonblocking(true).unwrap();
-            guest.set_nonblocking(true).unwrap();
-            let fd = helper_end.as_fd();
-            let limit = FrameLimit::from_mtui(Some(1500));
-            let api = SlirpApi::load(DEFAULT_LIBSLIRP).expect("libslirp0 installed");
-            let host = Host::new(kind, fd, limit, batch).unwrap();
-            let mut stack = Stack::new(
-                api,
-                StackConfig {
-                    restricted: true,
-                    mtu: limit.mtu(),
-                },
-                host,
-            )
+    let capture_file = std::env::temp_dir().join(format!("no-alloc-{}.pcap", std::process::id()));
+    for (kind, batch, capture) in [PollerKind::Poll, PollerKind::platform_default()]
+        .into_iter()
+        .flat_map(|kind| [1, 64].map(|batch| (kind, batch)))
+        .flat_map(|(kind, batch)| [false, true].map(|capture| (kind, batch, capture)))
+    {
+        let (helper_end, guest) = UnixDatagram::pair().unwrap();
+        // SOCK_SEQPACKET is what bhyve uses; a datagram pair keeps records too and is all
+        // std offers. Both are non-blocking, as bhyve's.
+        helper_end.set_nonblocking(true).unwrap();
+        guest.set_nonblocking(true).unwrap();
+        let fd = helper_end.as_fd();
+        let limit = FrameLimit::from_mtui(Some(1500));
+        let api = SlirpApi::load(DEFAULT_LIBSLIRP).expect("libslirp0 installed");
+        let mut host = Host::new(kind, fd, limit, batch).unwrap();
+        if capture {
+            host.tx.capture = Some(
+                Capture::open(
+                    capture_file.to_str().unwrap(),
+                    pcap::DEFAULT_MAX_BYTES,
+                    limit,
+                )
+                .unwrap(),
+            );
+        }
+        let network = Network {
+            ipv6: Some(Ipv6Network {
+                net6: DEFAULT_NET6,
+                host6: HOST6,
+                dns6: common::ipv6::DNS6,
+            }),
+            ..Network::default()
+        };
+        let mut stack = Stack::new(
+            api,
+            StackConfig {
+                restricted: true,
+                mtu: limit.mtu(),
+                network: &network,
+            },
+            host,
+        )
+        .unwrap();
+        // Coalescing on for both ring modes (the helper turns it off for a batch of 1 by
+        // default; the drain of a batch-1 ring still reads every queued frame).
+        let mut input = Input {
+            rx: FrameRx::new(fd, limit, batch),
+            reasm: Reassembler::new(ReasmLimits::default()),
+            coalescer: Coalescer::new(true).with_ipv6_mtu(limit.mtu()),
+        };
+        let mut buf = vec![0u8; 4096];
+
+        // Learn the gateway's MAC, then warm up (every table reaches its high-water mark).
+        guest.send(&arp_request()).unwrap();
+        let mut gw = None;
+        for _ in 0..100 {
+            let Input {
+                rx,
+                reasm,
+                coalescer,
+            } = &mut input;
+            event_loop::iterate(&mut stack, rx, reasm, coalescer).unwrap();
+            if let Ok(n) = guest.recv(&mut buf) {
+                if n >= 42 && buf[12..14] == [0x08, 0x06] {
+                    gw = Some(<[u8; 6]>::try_from(&buf[6..12]).unwrap());
+                    break;
+                }
+            }
+        }
+        let gw = gw.expect("ARP reply from 10.0.2.2");
+        let mut frames: Vec<Vec<u8>> = (0..32)
+            .map(|i| echo_request(gw, i, 56 + 40 * i as usize))
+            .collect();
+        // 4000 bytes: three fragments each way (libslirp fragments its reply).
+        let fragmented = fragmented_echo(gw, 100, 4000);
+        assert_eq!(
+            round(&mut stack, &mut input, &guest, &fragmented, 3, &mut buf),
+            3,
+            "{kind:?}/{batch}: the fragmented echo got no fragmented reply"
+        );
+        assert_eq!(
+            input.reasm.counters.completed, 1,
+            "{:?}",
+            input.reasm.counters
+        );
+        // Eight segments, one merged frame, one RST.
+        let burst = tcp_burst(gw, 8);
+        assert_eq!(
+            round(&mut stack, &mut input, &guest, &burst, 1, &mut buf),
+            1,
+            "{kind:?}/{batch}: the merged TCP burst got no RST"
+        );
+        assert_eq!(
+            (
+                input.coalescer.counters.segments,
+                input.coalescer.counters.frames
+            ),
+            (8, 1)
+        );
+        frames.extend(fragmented);
+        // The echoes end the burst's merge (another flow), so one RST for the burst.
+        frames.extend(burst);
+
+        // IPv6: teach libslirp the guest's MAC (a neighbour solicitation for fec0::2, whose
+        // advertisement gives the gateway's), then an echo in three fragments, an atomic
+        // fragment and a burst of short segments, merged within the MTU.
+        guest
+            .send(&neighbour_solicitation(GUEST6, GUEST_MAC, HOST6))
             .unwrap();
-            // Coalescing on for both ring modes (the helper turns it off for a batch of 1 by
-            // default; the drain of a batch-1 ring still reads every queued frame).
-            let mut input = Input {
-                rx: FrameRx::new(fd, limit, batch),
-                reasm: Reassembler::new(ReasmLimits::default()),
-                coalescer: Coalescer::new(true).with_ipv6_mtu(limit.mtu()),
-            };
-            let mut buf = vec![0u8; 4096];
-
-            // Learn the gateway's MAC, then warm up (every table reaches its high-water mark).
-            guest.send(&arp_request()).unwrap();
-            let mut gw = None;
-            for _ in 0..100 {
-                let Input {
-                    rx,
-                    reasm,
-                    coalescer,
-                } = &mut input;
-                event_loop::iterate(&mut stack, rx, reasm, coalescer).unwrap();
-                if let Ok(n) = guest.recv(&mut buf) {
-                    if n >= 42 && buf[12..14] == [0x08, 0x06] {
-                        gw = Some(<[u8; 6]>::try_from(&buf[6..12]).unwrap());
-                        break;
-                    }
+        let mut gw6 = None;
+        for _ in 0..100 {
+            let Input {
+                rx,
+                reasm,
+                coalescer,
+            } = &mut input;
+            event_loop::iterate(&mut stack, rx, reasm, coalescer).unwrap();
+            if let Ok(n) = guest.recv(&mut buf) {
+                // Ethernet, IPv6 next header ICMPv6, type 136.
+                if n >= 78 && buf[12..14] == [0x86, 0xdd] && buf[20] == 58 && buf[54] == 136 {
+                    gw6 = Some(<[u8; 6]>::try_from(&buf[6..12]).unwrap());
+                    break;
                 }
             }
-            let gw = gw.expect("ARP reply from 10.0.2.2");
-            let mut frames: Vec<Vec<u8>> = (0..32)
-                .map(|i| echo_request(gw, i, 56 + 40 * i as usize))
-                .collect();
-            // 4000 bytes: three fragments each way (libslirp fragments its reply).
-            let fragmented = fragmented_echo(gw, 100, 4000);
-            assert_eq!(
-                round(&mut stack, &mut input, &guest, &fragmented, 3, &mut buf),
-                3,
-                "{kind:?}/{batch}: the fragmented echo got no fragmented reply"
-            );
-            assert_eq!(
-                input.reasm.counters.completed, 1,
-                "{:?}",
-                input.reasm.counters
-            );
-            // Eight segments, one merged frame, one RST.
-            let burst = tcp_burst(gw, 8);
-            assert_eq!(
-                round(&mut stack, &mut input, &guest, &burst, 1, &mut buf),
-                1,
-                "{kind:?}/{batch}: the merged TCP burst got no RST"
-            );
-            assert_eq!(
-                (
-                    input.coalescer.counters.segments,
-                    input.coalescer.counters.frames
-                ),
-                (8, 1)
-            );
-            frames.extend(fragmented);
-            // The echoes end the burst's merge (another flow), so one RST for the burst.
-            frames.extend(burst);
+        }
+        let gw6 = gw6.expect("neighbour advertisement from fec0::2");
+        let echo6 = fragment6(
+            &echo6_frame(gw6, HOST6, 0x6006, 1, &[0x66; 1000]),
+            400,
+            0x600d,
+        );
+        assert_eq!(echo6.len(), 3);
+        let atomic6 = fragment6(
+            &echo6_frame(gw6, HOST6, 0x6006, 2, &[0x67; 56]),
+            2048,
+            0x600e,
+        );
+        let burst6 = tcp6_burst(gw6, 8);
+        let before6 = input.coalescer.counters.frames;
+        assert_eq!(
+            round(&mut stack, &mut input, &guest, &burst6, 1, &mut buf),
+            1,
+            "{kind:?}/{batch}: the merged IPv6 TCP burst got no RST"
+        );
+        assert_eq!(input.coalescer.counters.frames, before6 + 1);
+        frames.extend(echo6);
+        frames.extend(atomic6);
+        frames.extend(burst6);
+        // Replies per round: an echo reply each (IPv4: three fragments for the big one; IPv6:
+        // one whole reply each), a RST per burst.
+        let expected = 32 + 3 + 1 + 2 + 1;
+        for _ in 0..50 {
+            round(&mut stack, &mut input, &guest, &frames, expected, &mut buf);
+        }
+        assert!(
+            input.reasm.counters.completed >= 45,
+            "fragmented echoes not reassembled: {:?}",
+            input.reasm.counters
+        );
+        let merged_before = input.coalescer.counters.frames;
+        let completed_before = input.reasm.counters.completed;
 
-            // IPv6: teach libslirp the guest's MAC (a neighbour solicitation for fec0::2, whose
-            // advertisement gives the gateway's), then an echo in three fragments, an atomic
-            // fragment and a burst of short segments, merged within the MTU.
-            guest
-                .send(&neighbour_solicitation(GUEST6, GUEST_MAC, HOST6))
-                .unwrap();
-            let mut gw6 = None;
-            for _ in 0..100 {
-                let Input {
-                    rx,
-                    reasm,
-                    coalescer,
-                } = &mut input;
-                event_loop::iterate(&mut stack, rx, reasm, coalescer).unwrap();
-                if let Ok(n) = guest.recv(&mut buf) {
-                    // Ethernet, IPv6 next header ICMPv6, type 136.
-                    if n >= 78 && buf[12..14] == [0x86, 0xdd] && buf[20] == 58 && buf[54] == 136 {
-                        gw6 = Some(<[u8; 6]>::try_from(&buf[6..12]).unwrap());
-                        break;
-                    }
-                }
-            }
-            let gw6 = gw6.expect("neighbour advertisement from fec0::2");
-            let echo6 = fragment6(
-                &echo6_frame(gw6, HOST6, 0x6006, 1, &[0x66; 1000]),
-                400,
-                0x600d,
-            );
-            assert_eq!(echo6.len(), 3);
-            let atomic6 = fragment6(
-                &echo6_frame(gw6, HOST6, 0x6006, 2, &[0x67; 56]),
-                2048,
-                0x600e,
-            );
-            let burst6 = tcp6_burst(gw6, 8);
-            let before6 = input.coalescer.counters.frames;
-            assert_eq!(
-                round(&mut stack, &mut input, &guest, &burst6, 1, &mut buf),
-                1,
-                "{kind:?}/{batch}: the merged IPv6 TCP burst got no RST"
-            );
-            assert_eq!(input.coalescer.counters.frames, before6 + 1);
-            frames.extend(echo6);
-            frames.extend(atomic6);
-            frames.extend(burst6);
-            // Replies per round: an echo reply each (IPv4: three fragments for the big one;
-            // IPv6: one whole reply each), a RST per burst.
-            let expected = 32 + 3 + 1 + 2 + 1;
-            for _ in 0..50 {
-                round(&mut stack, &mut input, &guest, &frames, expected, &mut buf);
-            }
+        ALLOCATIONS.store(0, Ordering::Relaxed);
+        COUNTING.with(|c| c.set(true));
+        let mut replies = 0;
+        for _ in 0..200 {
+            replies += round(&mut stack, &mut input, &guest, &frames, expected, &mut buf);
+        }
+        COUNTING.with(|c| c.set(false));
+        let allocations = ALLOCATIONS.load(Ordering::Relaxed);
+        let moved = input.rx.counters.frames;
+        assert!(
+            replies >= 200 * expected * 9 / 10,
+            "{kind:?}/{batch}: only {replies} replies"
+        );
+        // Per round: the IPv4 echo, the IPv6 echo and the IPv6 atomic fragment.
+        assert!(
+            input.reasm.counters.completed >= completed_before + 3 * 180,
+            "{kind:?}/{batch}: datagrams not reassembled while counting: {:?}",
+            input.reasm.counters
+        );
+        // Per round: the IPv4 and the IPv6 burst.
+        assert!(
+            input.coalescer.counters.frames >= merged_before + 2 * 180,
+            "{kind:?}/{batch}: bursts not merged while counting: {:?}",
+            input.coalescer.counters
+        );
+        assert_eq!(allocations, 0, "{kind:?} batch {batch} capture {capture}: {allocations} allocations for {replies} echo replies ({moved} frames in)");
+        if capture {
+            let host = stack.host();
+            let counters = host.tx.capture.as_ref().unwrap().counters;
             assert!(
-                input.reasm.counters.completed >= 45,
-                "fragmented echoes not reassembled: {:?}",
-                input.reasm.counters
+                !counters.stopped && counters.frames > 200 * expected as u64,
+                "{counters:?}"
             );
-            let merged_before = input.coalescer.counters.frames;
-            let completed_before = input.reasm.counters.completed;
-
-            ALLOCATIONS.store(0, Ordering::Relaxed);
-            COUNTING.with(|c| c.set(true));
-            let mut replies = 0;
-            for _ in 0..200 {
-                replies += round(&mut stack, &mut input, &guest, &frames, expected, &mut buf);
-            }
-            COUNTING.with(|c| c.set(false));
-            let allocations = ALLOCATIONS.load(Ordering::Relaxed);
-            let moved = input.rx.counters.frames;
-            assert!(
-                replies >= 200 * expected * 9 / 10,
-                "{kind:?}/{batch}: only {replies} replies"
-            );
-            // Per round: the IPv4 echo, the IPv6 echo and the IPv6 atomic fragment.
-            assert!(
-                input.reasm.counters.completed >= completed_before + 3 * 180,
-                "{kind:?}/{batch}: datagrams not reassembled while counting: {:?}",
-                input.reasm.counters
-            );
-            // Per round: the IPv4 and the IPv6 burst.
-            assert!(
-                input.coalescer.counters.frames >= merged_before + 2 * 180,
-                "{kind:?}/{batch}: bursts not merged while counting: {:?}",
-                input.coalescer.counters
-            );
-            assert_eq!(allocations, 0, "{kind:?} batch {batch}: {allocations} allocations for {replies} echo replies ({moved} frames in)");
         }
     }
+    let _ = std::fs::remove_file(&capture_file);
 }

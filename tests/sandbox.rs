@@ -39,6 +39,10 @@ fn probe(name: &str, pair: &mut (UnixStream, UnixStream)) -> String {
         "passwd" => outcome(std::fs::File::open("/etc/passwd")),
         "resolv" => outcome(std::fs::read("/etc/resolv.conf")),
         "inet-socket" => outcome(std::net::UdpSocket::bind("127.0.0.1:0")),
+        // What the control socket's add_hostfwd makes libslirp do: socket, bind, listen.
+        "tcp-listen" => outcome(std::net::TcpListener::bind("127.0.0.1:0")),
+        // An outbound connection (nobody listens on port 1: allowed means refused by TCP).
+        "tcp-connect" => outcome(std::net::TcpStream::connect("127.0.0.1:1")),
         "unix-socket" => outcome(UnixStream::connect("/dev/log").or_else(
             |e| match e.raw_os_error() {
                 // Refused by the filter before the path is even looked at.
@@ -80,7 +84,8 @@ fn role_entry() {
         assert_eq!(unsafe { libc::dup2(null.as_raw_fd(), 2) }, 2);
         slirp_helper::diag::init();
     }
-    slirp_helper::sandbox::confine(mode == "restricted").expect("entering the sandbox");
+    slirp_helper::sandbox::confine(mode.starts_with("restricted"), mode.ends_with("+api"))
+        .expect("entering the sandbox");
     let results: Vec<String> = probes
         .split(',')
         .map(|p| format!("{p}={}", probe(p, &mut pair)))
@@ -168,6 +173,33 @@ fn open_mode_allows_outbound_sockets_and_resolv_conf_only() {
         let (results, stderr) = run("open", "resolv");
         assert_eq!(results, "resolv=ok", "{stderr}");
     }
+}
+
+/// The control socket (`api`) widens each mode by what `add_hostfwd` needs (IPv4/IPv6
+/// sockets, bind, listen) and nothing else: no outbound connection in restricted mode, no
+/// UNIX socket, no file, no exec.
+#[test]
+fn api_widens_each_mode_by_bind_and_listen_only() {
+    let (results, stderr) = run(
+        "restricted+api",
+        "exec,passwd,tcp-listen,inet-socket,tcp-connect,unix-socket,existing-fds",
+    );
+    assert_eq!(
+        results,
+        "exec=EPERM passwd=EPERM tcp-listen=ok inet-socket=ok tcp-connect=EPERM \
+         unix-socket=EPERM existing-fds=ok",
+        "{stderr}"
+    );
+    let (results, stderr) = run("restricted", "tcp-listen");
+    assert_eq!(results, "tcp-listen=EPERM", "{stderr}");
+    // Open mode had bind (outbound sockets bind too) but not listen.
+    let (results, stderr) = run("open", "tcp-listen");
+    assert_eq!(results, "tcp-listen=EPERM", "{stderr}");
+    let (results, stderr) = run("open+api", "exec,tcp-listen,unix-socket,existing-fds");
+    assert_eq!(
+        results, "exec=EPERM tcp-listen=ok unix-socket=EPERM existing-fds=ok",
+        "{stderr}"
+    );
 }
 
 #[test]

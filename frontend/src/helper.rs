@@ -26,6 +26,8 @@ pub struct HelperConfig {
     /// bhyve grammar, `;`-separated.
     pub hostfwd: Option<String>,
     pub vmname: String,
+    /// Any other keys, `(key, value)`, in order, as `-s …,slirp,KEY=VALUE` would add them.
+    pub keys: Vec<(String, String)>,
 }
 
 /// The nvlist bhyve sends: the device node's pairs in insertion order (`device`, `backend`,
@@ -42,6 +44,9 @@ pub fn config_message(cfg: &HelperConfig) -> Vec<u8> {
     }
     if let Some(rules) = &cfg.hostfwd {
         nv.push("hostfwd", s(rules));
+    }
+    for (key, value) in &cfg.keys {
+        nv.push(key.as_str(), s(value));
     }
     nv.push("vmname", s(&cfg.vmname));
     nv.push("mtui", Value::Number(cfg.mtu as u64));
@@ -244,15 +249,16 @@ mod tests {
             open: true,
             hostfwd: Some("tcp::2222-:22".into()),
             vmname: "vm0".into(),
+            keys: vec![("ipv6".into(), "on".into())],
         };
         let nv = decode(&config_message(&cfg), 0).unwrap();
         let names: Vec<&[u8]> = nv.pairs().iter().map(|(n, _)| n.as_slice()).collect();
-        let expected: [&[u8]; 7] = [
-            b"device", b"backend", b"mtu", b"open", b"hostfwd", b"vmname", b"mtui",
+        let expected: [&[u8]; 8] = [
+            b"device", b"backend", b"mtu", b"open", b"hostfwd", b"ipv6", b"vmname", b"mtui",
         ];
         assert_eq!(names, expected);
         assert_eq!(nv.pairs()[2].1, Value::String(b"1500".to_vec()));
-        assert_eq!(nv.pairs()[6].1, Value::Number(1500));
+        assert_eq!(nv.pairs()[7].1, Value::Number(1500));
     }
 
     const EXIT: &str = "bhyve-slirp-helper: bhyve closed the connection; rx_frames=1 rx_bytes=60";
@@ -289,6 +295,7 @@ mod tests {
             open: false,
             hostfwd: None,
             vmname: "x".into(),
+            keys: Vec::new(),
         };
         let nv = decode(&config_message(&cfg), 0).unwrap();
         let names: Vec<&[u8]> = nv.pairs().iter().map(|(n, _)| n.as_slice()).collect();

@@ -40,7 +40,7 @@ fn err(msg: &str) {
 /// The whole program: parse, check privileges, run, tear down, report.
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let opts = match options::parse(args) {
-        Ok(Parsed::Run(opts)) => opts,
+        Ok(Parsed::Run(opts)) => *opts,
         Ok(Parsed::Help) => {
             print!("{}", options::USAGE);
             return ExitCode::SUCCESS;

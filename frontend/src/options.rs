@@ -35,6 +35,10 @@ options:
   --open                open mode (the helper's default is restricted)
   --hostfwd RULES       bhyve grammar, e.g. 'tcp:127.0.0.1:8080-:80;udp::5353-:53' (repeatable)
   --vmname NAME         vmname sent to the helper (default slirpfe-<pid>)
+  --set KEY=VALUE       any other key of the device node, exactly as bhyve's
+                        -s ...,slirp,KEY=VALUE sends it (repeatable)
+  --ipv6                IPv6 for the guest: the helper's ipv6 key on; the default job
+                        adds its IPv6 steps
   --dhcp                configure the guest by DHCP (busybox udhcpc) instead of 10.0.2.15/24;
                         needs --mtu 576 or more (DHCP does not work below)
   --default-route       add a default route via 10.0.2.2 (never added otherwise)
@@ -59,6 +63,10 @@ pub struct Options {
     /// Rules in bhyve's grammar, joined with `;` as bhyve's config node holds them.
     pub hostfwd: Option<String>,
     pub vmname: Option<String>,
+    /// `--set KEY=VALUE` (and `--ipv6`'s `ipv6=on`), in order.
+    pub keys: Vec<(String, String)>,
+    /// `--ipv6`: the guest has IPv6 through the helper.
+    pub ipv6: bool,
     pub dhcp: bool,
     pub default_route: bool,
     pub helper: Option<PathBuf>,
@@ -81,6 +89,8 @@ impl Default for Options {
             open: false,
             hostfwd: None,
             vmname: None,
+            keys: Vec::new(),
+            ipv6: false,
             dhcp: false,
             default_route: false,
             helper: None,
@@ -96,7 +106,7 @@ impl Default for Options {
 /// What `parse` decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed {
-    Run(Options),
+    Run(Box<Options>),
     Help,
 }
 
@@ -185,6 +195,17 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, UsageEr
             }
             "--hostfwd" => rules.push(utf8(flag, value(flag)?)?),
             "--vmname" => o.vmname = Some(utf8(flag, value(flag)?)?),
+            "--set" => {
+                let pair = utf8(flag, value(flag)?)?;
+                match pair.split_once('=') {
+                    Some((key, v)) if !key.is_empty() => o.keys.push((key.into(), v.into())),
+                    _ => return Err(UsageError(format!("--set {pair:?}: expected KEY=VALUE"))),
+                }
+            }
+            "--ipv6" => {
+                o.ipv6 = true;
+                o.keys.push(("ipv6".into(), "on".into()));
+            }
             "--helper" => o.helper = Some(PathBuf::from(value(flag)?)),
             "--helper-arg" => o.helper_args.push(value(flag)?),
             "--pump-bench" => {
@@ -224,7 +245,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, UsageEr
             o.mtu
         )));
     }
-    Ok(Parsed::Run(o))
+    Ok(Parsed::Run(Box::new(o)))
 }
 
 #[cfg(test)]
@@ -233,7 +254,7 @@ mod tests {
 
     fn run(args: &[&str]) -> Result<Options, UsageError> {
         match parse(args.iter().map(OsString::from))? {
-            Parsed::Run(o) => Ok(o),
+            Parsed::Run(o) => Ok(*o),
             Parsed::Help => panic!("help"),
         }
     }
@@ -254,6 +275,34 @@ mod tests {
     fn hostfwd_rules_join_with_semicolons() {
         let o = run(&["--hostfwd", "tcp::1-:2", "--hostfwd", "udp::3-:4"]).unwrap();
         assert_eq!(o.hostfwd.as_deref(), Some("tcp::1-:2;udp::3-:4"));
+    }
+
+    #[test]
+    fn set_passes_keys_through_in_order() {
+        let o = run(&[
+            "--set",
+            "net=192.168.77.0/24",
+            "--ipv6",
+            "--set",
+            "dnssearch=a;b",
+        ])
+        .unwrap();
+        assert!(o.ipv6);
+        assert_eq!(
+            o.keys,
+            vec![
+                ("net".to_owned(), "192.168.77.0/24".to_owned()),
+                ("ipv6".to_owned(), "on".to_owned()),
+                ("dnssearch".to_owned(), "a;b".to_owned()),
+            ]
+        );
+        // An empty value is bhyve's too (`-s …,slirp,key=`).
+        assert_eq!(
+            run(&["--set", "k="]).unwrap().keys,
+            vec![("k".to_owned(), String::new())]
+        );
+        assert!(run(&["--set", "=v"]).is_err());
+        assert!(run(&["--set", "novalue"]).is_err());
     }
 
     #[test]

@@ -211,6 +211,7 @@ impl Session {
             mtu: opts.mtu,
             open: opts.open,
             hostfwd: opts.hostfwd.clone(),
+            keys: opts.keys.clone(),
             vmname: opts
                 .vmname
                 .clone()

@@ -1,4 +1,5 @@
-//! The configuration path: bytes → `decode` → `BhyveConfig::from_nvlist` never panics, and
+//! The configuration path: bytes → `decode` → `BhyveConfig::from_nvlist` (and the capture
+//! keys `pcap`, `pcap_max` through start-up's parsers) never panics, and
 //! `recv_config` on a real `socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK)` (as bhyve
 //! creates it) never panics, hangs past its timeout, leaks a descriptor, or returns a list other
 //! than the one its bytes decode to.
@@ -24,6 +25,7 @@ use nix::sys::socket::{
 };
 use slirp_helper::config::nvlist::{decode, Header};
 use slirp_helper::config::recv::{recv_config, MAX_DESCRIPTORS};
+use slirp_helper::cli;
 use slirp_helper::config::BhyveConfig;
 
 /// How long `recv_config` may wait; short, so that incomplete configs cost little.
@@ -60,6 +62,23 @@ fn semantics(payload: &[u8]) {
             // What main() does with the result next.
             for key in ["poller", "batch", "mtu"] {
                 let _ = config.string_option(key);
+            }
+            // The capture keys, through the parsers start-up uses: a value is taken only
+            // when it is what the key needs, and a refusal names the key.
+            if let Ok(Some(text)) = config.string_option("pcap_max") {
+                match cli::parse_pcap_max("pcap_max", text) {
+                    Ok(max) => {
+                        assert!((24..=i64::MAX as u64).contains(&max), "pcap_max {max}");
+                        assert_eq!(max.to_string(), text.trim_start_matches('0').to_string());
+                    }
+                    Err(e) => assert!(e.to_string().starts_with("pcap_max: '")),
+                }
+            }
+            if let Ok(Some(text)) = config.string_option("pcap") {
+                match cli::parse_pcap_path("pcap", text) {
+                    Ok(path) => assert!(!path.is_empty() && path == text),
+                    Err(e) => assert_eq!(e.to_string(), "pcap: '' is not a path"),
+                }
             }
             assert_eq!(config.options().count(), config.options().count());
             if let Some(mtu) = config.mtui {

@@ -49,6 +49,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use libfuzzer_sys::fuzz_target;
 use nix::sys::socket::{socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 use slirp_helper::coalesce::Coalescer;
+use slirp_helper::config::network::{Ipv6Network, DEFAULT_NET6};
+use slirp_helper::config::Network;
+use std::net::Ipv6Addr;
 use slirp_helper::event_loop::{self, Host};
 use slirp_helper::frames::{FrameLimit, FrameRx, DEFAULT_BATCH};
 use slirp_helper::poller::{Own, PollerKind};
@@ -101,6 +104,15 @@ impl Harness {
                 // NEVER false here: restricted keeps every fuzzed packet inside libslirp.
                 restricted: true,
                 mtu: limit.mtu(),
+                // IPv6 on with libslirp's defaults (fec0::/64, host ::2, DNS ::3).
+                network: &Network {
+                    ipv6: Some(Ipv6Network {
+                        net6: DEFAULT_NET6,
+                        host6: Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 2),
+                        dns6: Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 3),
+                    }),
+                    ..Network::default()
+                },
             },
             host,
         )
@@ -131,7 +143,7 @@ impl Harness {
             &mut self.reasm,
             &mut self.coalescer,
         )
-            .expect("loop error");
+        .expect("loop error");
         if exit.is_some() {
             let host = self.stack.host();
             let (peer_gone, frontend) =

@@ -40,7 +40,13 @@ fn check_ipv4(bytes: &[u8]) {
     assert!(ip.header_len() <= ip.total_len() && ip.total_len() <= bytes.len());
     assert_eq!(ip.options().len(), ip.header_len() - 20);
     assert_eq!(ip.payload().len(), ip.total_len() - ip.header_len());
-    let _ = (ip.checksum_valid(), ip.repr(), ip.src(), ip.dst(), ip.protocol());
+    let _ = (
+        ip.checksum_valid(),
+        ip.repr(),
+        ip.src(),
+        ip.dst(),
+        ip.protocol(),
+    );
     check_transport(ip.payload());
 }
 
@@ -59,7 +65,10 @@ fn check_ipv6(bytes: &[u8]) {
         let Ok(ext) = ext else {
             continue;
         };
-        assert!(last_offset.is_none_or(|o| ext.offset > o), "offsets move forward");
+        assert!(
+            last_offset.is_none_or(|o| ext.offset > o),
+            "offsets move forward"
+        );
         assert!(ext.offset + ext.bytes.len() <= ip.payload_len());
         last_offset = Some(ext.offset);
         let _ = (ext.next_header(), ext.fragment());

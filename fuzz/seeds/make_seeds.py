@@ -82,6 +82,15 @@ def nvlist_seeds():
             (STRING, "vmname", s("%(x)"), 0),
         ]
     )
+    out["h_pcap.bin"] = pack(
+        [
+            (STRING, "pcap", s("/var/tmp/vm0.pcap"), 0),
+            (STRING, "pcap_max", s("1073741824"), 0),
+        ]
+    )
+    out["h_pcap_bad.bin"] = pack(
+        [(STRING, "pcap", s(""), 0), (STRING, "pcap_max", s("9223372036854775808"), 0)]
+    )
     return out
 
 

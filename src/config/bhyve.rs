@@ -54,6 +54,9 @@ pub enum ConfigError {
     /// A tunable key (`poller`, `batch`, `coalesce`) with a value it does not take; the same
     /// error as for the command-line option of the same name.
     Tunable(ValueError),
+    /// A network setting (`net`, `dns`, `ipv6`, …) that is malformed or does not agree with the
+    /// others.
+    Network(super::network::NetworkError),
 }
 
 impl ConfigError {
@@ -84,6 +87,7 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::Open(e) | ConfigError::Mtu(e) | ConfigError::Tunable(e) => e.fmt(f),
             ConfigError::HostFwd(e) => e.fmt(f),
+            ConfigError::Network(e) => e.fmt(f),
         }
     }
 }
@@ -93,6 +97,7 @@ impl std::error::Error for ConfigError {
         match self {
             ConfigError::Open(e) | ConfigError::Mtu(e) | ConfigError::Tunable(e) => Some(e),
             ConfigError::HostFwd(e) => Some(e),
+            ConfigError::Network(e) => Some(e),
             ConfigError::Flags(_) | ConfigError::Expansion { .. } | ConfigError::NotUtf8 { .. } => {
                 None
             }
@@ -368,7 +373,7 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "hostfwd: rule 2 '': empty rule (stray ';'?) \
-             (expected proto:haddr:hport-gaddr:gport, proto tcp or udp)"
+             (expected proto:haddr:hport-gaddr:gport, proto tcp or udp, IPv6 addresses in [])"
         );
         assert!(std::error::Error::source(&e).is_some());
     }

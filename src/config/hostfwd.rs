@@ -1,5 +1,6 @@
 //! The `hostfwd` grammar of the C helper: rules separated by `;`, each
-//! `proto:haddr:hport-gaddr:gport`.
+//! `proto:haddr:hport-gaddr:gport`, and IPv6 addresses in brackets (issue 11):
+//! `tcp:[::1]:8080-[fec0::5054:ff:fe12:3456]:80`.
 //!
 //! INTERFACE CONTRACT: `parse_rules(&str) -> Result<Vec<HostFwdRule>, HostFwdError>`; the
 //! error names the key, the rule's position and text, and a typed [`RuleProblem`].
@@ -10,11 +11,7 @@
 //! takes anything else, even nothing, as TCP) and ports must be plain decimal (C uses `atoi`).
 
 use std::fmt;
-use std::net::Ipv4Addr;
-
-/// libslirp's INADDR_ANY guest address means the first DHCP address (`vdhcp_start`), which the
-/// helper sets to 10.0.2.15; spelling it out keeps the rule meaningful on its own.
-pub(crate) const DEFAULT_GUEST_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
@@ -23,14 +20,37 @@ pub enum Proto {
 }
 
 /// One forwarding rule: connections to `host_addr:host_port` on the host reach
-/// `guest_addr:guest_port` in the guest.
+/// `guest_addr:guest_port` in the guest. Both addresses are of one family.
+///
+/// An unspecified guest address is resolved by libslirp: IPv4 `0.0.0.0` is the first DHCP
+/// address (`vdhcp_start`, [`HostFwdRule::with_guest_default`] spells it out); IPv6 `::` is
+/// the address the guest itself uses, learnt from its neighbour discovery when a connection
+/// arrives (libslirp >= 4.5, `soassign_guest_addr_if_needed`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HostFwdRule {
     pub proto: Proto,
-    pub host_addr: Ipv4Addr,
+    pub host_addr: IpAddr,
     pub host_port: u16,
-    pub guest_addr: Ipv4Addr,
+    pub guest_addr: IpAddr,
     pub guest_port: u16,
+}
+
+impl HostFwdRule {
+    /// The rule with an empty IPv4 guest address replaced by `dhcp_start`, as libslirp does.
+    pub fn with_guest_default(mut self, dhcp_start: Ipv4Addr) -> HostFwdRule {
+        if self.guest_addr == IpAddr::V4(Ipv4Addr::UNSPECIFIED) {
+            self.guest_addr = dhcp_start.into();
+        }
+        self
+    }
+}
+
+/// An address as the grammar writes it: IPv6 in brackets.
+fn write_addr(f: &mut fmt::Formatter<'_>, addr: IpAddr) -> fmt::Result {
+    match addr {
+        IpAddr::V4(a) => write!(f, "{a}"),
+        IpAddr::V6(a) => write!(f, "[{a}]"),
+    }
 }
 
 /// The rule in the bhyve grammar, addresses spelled out.
@@ -40,11 +60,11 @@ impl fmt::Display for HostFwdRule {
             Proto::Tcp => "tcp",
             Proto::Udp => "udp",
         };
-        write!(
-            f,
-            "{proto}:{}:{}-{}:{}",
-            self.host_addr, self.host_port, self.guest_addr, self.guest_port
-        )
+        write!(f, "{proto}:")?;
+        write_addr(f, self.host_addr)?;
+        write!(f, ":{}-", self.host_port)?;
+        write_addr(f, self.guest_addr)?;
+        write!(f, ":{}", self.guest_port)
     }
 }
 
@@ -90,6 +110,10 @@ pub enum RuleProblem {
     NoPort { side: Side, part: String },
     /// An address that is not a dotted-quad IPv4 address.
     Address { side: Side, addr: String },
+    /// A bracketed address that is not an IPv6 address, or a `[` without its `]`.
+    Address6 { side: Side, addr: String },
+    /// An IPv4 address on one side and an IPv6 address on the other.
+    MixedFamilies,
     /// A port that is not plain decimal 0..=65535.
     Port { side: Side, port: String },
 }
@@ -113,6 +137,15 @@ impl fmt::Display for RuleProblem {
                 "{side} address '{}' is not a dotted-quad IPv4 address",
                 addr.escape_debug()
             ),
+            RuleProblem::Address6 { side, addr } => write!(
+                f,
+                "{side} address '{}' is not an IPv6 address in brackets",
+                addr.escape_debug()
+            ),
+            RuleProblem::MixedFamilies => f.write_str(
+                "host and guest addresses are of different families (write both as IPv4 or \
+                 both in brackets)",
+            ),
             RuleProblem::Port { side, port } => write!(
                 f,
                 "{side} port '{}' is not a number from 0 to 65535",
@@ -127,7 +160,8 @@ impl fmt::Display for HostFwdError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "hostfwd: rule {} '{}': {} (expected proto:haddr:hport-gaddr:gport, proto tcp or udp)",
+            "hostfwd: rule {} '{}': {} (expected proto:haddr:hport-gaddr:gport, proto tcp or udp, \
+             IPv6 addresses in [])",
             self.index,
             self.rule.escape_debug(),
             self.reason
@@ -166,8 +200,11 @@ fn parse_rule(rule: &str) -> Result<HostFwdRule, RuleProblem> {
         other => return Err(RuleProblem::Protocol(other.to_owned())),
     };
     let (host, guest) = rest.split_once('-').ok_or(RuleProblem::NoGuestPart)?;
-    let (host_addr, host_port) = parse_endpoint(host, Side::Host, Ipv4Addr::UNSPECIFIED)?;
-    let (guest_addr, guest_port) = parse_endpoint(guest, Side::Guest, DEFAULT_GUEST_ADDR)?;
+    let (host_addr, host_port) = parse_endpoint(host, Side::Host)?;
+    let (guest_addr, guest_port) = parse_endpoint(guest, Side::Guest)?;
+    if host_addr.is_ipv4() != guest_addr.is_ipv4() {
+        return Err(RuleProblem::MixedFamilies);
+    }
     Ok(HostFwdRule {
         proto,
         host_addr,
@@ -177,18 +214,37 @@ fn parse_rule(rule: &str) -> Result<HostFwdRule, RuleProblem> {
     })
 }
 
-/// `addr:port`; an empty address means `empty_addr`, an empty port means 0.
-fn parse_endpoint(
-    part: &str,
-    side: Side,
-    empty_addr: Ipv4Addr,
-) -> Result<(Ipv4Addr, u16), RuleProblem> {
+/// `addr:port` or `[addr6]:port`; an empty address is the unspecified one of its family
+/// (`:port` IPv4, `[]:port` IPv6), an empty port 0.
+fn parse_endpoint(part: &str, side: Side) -> Result<(IpAddr, u16), RuleProblem> {
+    if let Some(rest) = part.strip_prefix('[') {
+        let bad = || RuleProblem::Address6 {
+            side,
+            addr: part.to_owned(),
+        };
+        let (addr, after) = rest.split_once(']').ok_or_else(bad)?;
+        let port = after.strip_prefix(':').ok_or_else(|| RuleProblem::NoPort {
+            side,
+            part: part.to_owned(),
+        })?;
+        let addr = if addr.is_empty() {
+            Ipv6Addr::UNSPECIFIED
+        } else {
+            // Zone ids (`%eth0`) and embedded IPv4 forms are refused or taken as std reads
+            // them: std follows RFC 4291's text forms without zones.
+            addr.parse().map_err(|_| RuleProblem::Address6 {
+                side,
+                addr: addr.to_owned(),
+            })?
+        };
+        return Ok((IpAddr::V6(addr), parse_port(port, side)?));
+    }
     let (addr, port) = part.split_once(':').ok_or_else(|| RuleProblem::NoPort {
         side,
         part: part.to_owned(),
     })?;
     let addr = if addr.is_empty() {
-        empty_addr
+        Ipv4Addr::UNSPECIFIED
     } else {
         // std's parser is as strict as inet_pton(AF_INET): four decimal parts 0..=255, no
         // signs, no leading zeros, nothing else.
@@ -197,7 +253,7 @@ fn parse_endpoint(
             addr: addr.to_owned(),
         })?
     };
-    Ok((addr, parse_port(port, side)?))
+    Ok((IpAddr::V4(addr), parse_port(port, side)?))
 }
 
 fn parse_port(port: &str, side: Side) -> Result<u16, RuleProblem> {
@@ -222,23 +278,69 @@ mod tests {
     fn rule(proto: Proto, h: [u8; 4], hp: u16, g: [u8; 4], gp: u16) -> HostFwdRule {
         HostFwdRule {
             proto,
-            host_addr: h.into(),
+            host_addr: Ipv4Addr::from(h).into(),
             host_port: hp,
-            guest_addr: g.into(),
+            guest_addr: Ipv4Addr::from(g).into(),
             guest_port: gp,
         }
+    }
+
+    #[test]
+    fn ipv6_rules_in_brackets() {
+        let r = parse_rules("tcp:[::1]:8080-[fec0::5054:ff:fe12:3456]:80").unwrap()[0];
+        assert_eq!(r.host_addr, "::1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            r.guest_addr,
+            "fec0::5054:ff:fe12:3456".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!((r.host_port, r.guest_port), (8080, 80));
+        assert_eq!(r.to_string(), "tcp:[::1]:8080-[fec0::5054:ff:fe12:3456]:80");
+        // Empty brackets: every host interface, and the guest's own address.
+        let r = parse_rules("udp:[]:5353-[]:53").unwrap()[0];
+        assert_eq!(r.host_addr, IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+        assert_eq!(r.guest_addr, IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+        assert_eq!(r.to_string(), "udp:[::]:5353-[::]:53");
+        // IPv4 rules beside IPv6 ones, unchanged.
+        let rules = parse_rules("tcp::2222-:22;tcp:[::]:2222-[]:22").unwrap();
+        assert_eq!(rules[0], rule(Proto::Tcp, [0; 4], 2222, [0; 4], 22));
+        assert!(rules[1].host_addr.is_ipv6());
+    }
+
+    #[test]
+    fn ipv6_rule_errors() {
+        for (bad, want) in [
+            ("tcp:[::1:8080-:80", "host address '[::1:8080' is not an IPv6 address in brackets"),
+            ("tcp:[::1]8080-[::2]:80", "host part '[::1]8080' lacks ':' before the port"),
+            ("tcp:[1.2.3.4]:1-[::2]:2", "host address '1.2.3.4' is not an IPv6 address in brackets"),
+            ("tcp:[fe80::1%eth0]:1-[::2]:2", "host address 'fe80::1%eth0' is not an IPv6 address in brackets"),
+            ("tcp:[::1]:1-10.0.2.15:2", "host and guest addresses are of different families (write both as IPv4 or both in brackets)"),
+            ("tcp::1-[::2]:2", "host and guest addresses are of different families (write both as IPv4 or both in brackets)"),
+            ("tcp:[::1]:1-[::2]:99999", "guest port '99999' is not a number from 0 to 65535"),
+        ] {
+            assert_eq!(reason(bad).reason.to_string(), want, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_empty_guest_address_is_dhcp_start() {
+        let r = parse_rules("tcp::2222-:22").unwrap()[0];
+        assert_eq!(r.guest_addr, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let r = r.with_guest_default(Ipv4Addr::new(192, 168, 77, 15));
+        assert_eq!(r.to_string(), "tcp:0.0.0.0:2222-192.168.77.15:22");
+        let v6 = parse_rules("tcp:[]:1-[]:2").unwrap()[0];
+        assert_eq!(v6.with_guest_default(Ipv4Addr::LOCALHOST), v6);
     }
 
     #[test]
     fn typical_rules() {
         assert_eq!(
             parse_rules("tcp::2222-:22").unwrap(),
-            vec![rule(Proto::Tcp, [0; 4], 2222, [10, 0, 2, 15], 22)]
+            vec![rule(Proto::Tcp, [0; 4], 2222, [0; 4], 22)]
         );
         assert_eq!(
             parse_rules("tcp:127.0.0.1:8080-:80;udp::5353-10.0.2.15:53").unwrap(),
             vec![
-                rule(Proto::Tcp, [127, 0, 0, 1], 8080, [10, 0, 2, 15], 80),
+                rule(Proto::Tcp, [127, 0, 0, 1], 8080, [0; 4], 80),
                 rule(Proto::Udp, [0; 4], 5353, [10, 0, 2, 15], 53),
             ]
         );
@@ -360,7 +462,7 @@ mod tests {
         assert_eq!(
             msg,
             "hostfwd: rule 2 'icmp::1-:1': unsupported protocol 'icmp' \
-             (expected proto:haddr:hport-gaddr:gport, proto tcp or udp)"
+             (expected proto:haddr:hport-gaddr:gport, proto tcp or udp, IPv6 addresses in [])"
         );
     }
 }

@@ -6,12 +6,16 @@
 
 pub mod bhyve;
 pub mod hostfwd;
+pub mod network;
 pub mod nvlist;
 pub mod recv;
+pub mod settings;
 pub mod value;
 
 pub use bhyve::{BhyveConfig, ConfigError};
 pub use hostfwd::{parse_rules, HostFwdError, HostFwdRule, Proto};
+pub use network::{LibslirpVersion, Network, NetworkError};
 pub use nvlist::{decode, encode, ByteOrder, DecodeError, Nvlist, Value};
 pub use recv::{recv_config, RecvError};
+pub use settings::{Settings, SETTINGS};
 pub use value::{Expected, ValueError};

@@ -20,6 +20,18 @@ pub enum Expected {
     Descriptor,
     /// A path; an empty one names nothing (`dlopen("")` is the program itself).
     Path,
+    /// A dotted-quad IPv4 address.
+    Ipv4Addr,
+    /// An IPv6 address in text form (RFC 4291), no brackets.
+    Ipv6Addr,
+    /// `ADDR/LEN`, `LEN` from `min` to `max`.
+    Ipv4Network { min: u8, max: u8 },
+    /// `ADDR/LEN` for IPv6, `LEN` from `min` to `max`.
+    Ipv6Network { min: u8, max: u8 },
+    /// A DNS name of at most `max` characters.
+    DomainName { max: usize },
+    /// At most `max` DNS names separated by `;`.
+    DomainNames { max: usize },
 }
 
 /// A value its setting does not take.
@@ -65,6 +77,25 @@ impl fmt::Display for ValueError {
             }
             Expected::Descriptor => f.write_str("is not a descriptor number"),
             Expected::Path => f.write_str("is not a path"),
+            Expected::Ipv4Addr => f.write_str("is not an IPv4 address"),
+            Expected::Ipv6Addr => f.write_str("is not an IPv6 address"),
+            Expected::Ipv4Network { min, max } => write!(
+                f,
+                "is not an IPv4 network ADDR/LEN with LEN from {min} to {max}"
+            ),
+            Expected::Ipv6Network { min, max } => write!(
+                f,
+                "is not an IPv6 prefix ADDR/LEN with LEN from {min} to {max}"
+            ),
+            Expected::DomainName { max } => write!(
+                f,
+                "is not a domain name (letters, digits and '-' in dot-separated labels, \
+                 at most {max} characters)"
+            ),
+            Expected::DomainNames { max } => write!(
+                f,
+                "is not a list of domain names separated by ';' (at most {max})"
+            ),
         }
     }
 }

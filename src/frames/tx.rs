@@ -9,6 +9,7 @@
 use super::mmsg::{self, GatherList};
 use super::{FrameLimit, FLUSH_BYTES};
 use crate::diag;
+use crate::pcap::Capture;
 use crate::stats::TxCounters;
 use std::io;
 use std::os::fd::BorrowedFd;
@@ -41,6 +42,9 @@ pub struct FrameTx<'fd> {
     work_since_flush: usize,
     /// The peer is gone (EPIPE/ECONNRESET/ENOTCONN/ECONNREFUSED): the loop ends.
     peer_gone: bool,
+    /// `pcap=`: frames are recorded as they go out whole (and, through the loop, as guest
+    /// frames come in), so the ring that knows when a frame really left holds the file.
+    pub capture: Option<Capture>,
     pub counters: TxCounters,
 }
 
@@ -62,6 +66,7 @@ impl<'fd> FrameTx<'fd> {
             batched: capacity > 1,
             work_since_flush: 0,
             peer_gone: false,
+            capture: None,
             counters: TxCounters::default(),
         }
     }
@@ -132,6 +137,10 @@ impl<'fd> FrameTx<'fd> {
         }
         self.counters.frames += 1;
         self.counters.bytes += self.lens[index] as u64;
+        if let Some(capture) = &mut self.capture {
+            let start = index * self.slot;
+            capture.record(&self.bufs[start..start + self.lens[index]]);
+        }
         self.head = (self.head + 1) % self.capacity();
         self.queued -= 1;
         self.head_sent = 0;

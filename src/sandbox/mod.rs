@@ -5,6 +5,8 @@
 //! - Linux: `no_new_privs`, Landlock (no file at all when restricted; only reading
 //!   `/etc/resolv.conf` in open mode) and a seccomp allowlist (restricted: no new sockets,
 //!   no connect/bind/listen, no open, no exec; open: outbound IPv4/IPv6 sockets too).
+//!   With the control socket (`api`), both modes also get what `add_hostfwd` needs: IPv4/IPv6
+//!   sockets, `bind` and `listen`; Landlock is unchanged (no file is opened for it).
 
 #[cfg(target_os = "linux")]
 mod landlock;
@@ -90,8 +92,8 @@ pub fn refused() -> u32 {
 #[cfg(target_os = "linux")]
 const OPEN_MODE_READS: &[&str] = &["/etc/resolv.conf"];
 
-/// Enter the platform's sandbox (see the module comment).
-pub fn confine(restricted: bool) -> Result<(), SandboxError> {
+/// Enter the platform's sandbox (see the module comment); `api`: the control socket is on.
+pub fn confine(restricted: bool, api: bool) -> Result<(), SandboxError> {
     #[cfg(target_os = "freebsd")]
     if restricted {
         // SAFETY: cap_enter takes no arguments; afterwards only descriptor-relative calls work,
@@ -121,8 +123,12 @@ pub fn confine(restricted: bool) -> Result<(), SandboxError> {
         } else {
             seccomp::Mode::Open
         };
-        seccomp::enter(mode).map_err(confine("seccomp"))?;
+        seccomp::enter(mode, api).map_err(confine("seccomp"))?;
     }
+    // Capsicum has no room for binding by address: `api` changes nothing there (the control
+    // socket refuses `add_hostfwd` in restricted mode instead).
+    #[cfg(not(target_os = "linux"))]
+    let _ = api;
     #[cfg(not(any(target_os = "freebsd", target_os = "linux")))]
     let _ = restricted;
     Ok(())

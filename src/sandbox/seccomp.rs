@@ -102,6 +102,13 @@ fn refused_quietly() -> Vec<libc::c_long> {
     calls
 }
 
+/// Calls the control socket's `add_hostfwd` adds (`api` set): libslirp's `tcpx_listen` and
+/// `udpx_listen` create, bind and listen on the forward's host socket. Nothing else: the
+/// control socket's own clients need only `accept4`, which every mode has.
+fn api_extra() -> Vec<libc::c_long> {
+    vec![libc::SYS_bind, libc::SYS_listen]
+}
+
 /// Calls open mode adds (outbound connections, the DNS proxy's resolv.conf).
 fn open_extra() -> Vec<libc::c_long> {
     let mut calls = vec![
@@ -155,8 +162,9 @@ fn allow_when(program: &mut Vec<libc::sock_filter>, nr: libc::c_long, arg: u32, 
     program.push(load(NR));
 }
 
-/// The BPF program for `mode`.
-pub fn program(mode: Mode) -> Vec<libc::sock_filter> {
+/// The BPF program for `mode`; `api`: the control socket may add forwards (see
+/// [`api_extra`]), which also needs IPv4/IPv6 sockets in restricted mode.
+pub fn program(mode: Mode, api: bool) -> Vec<libc::sock_filter> {
     let mut p = vec![
         load(ARCH),
         jump_eq(AUDIT_ARCH, 1, 0),
@@ -179,6 +187,11 @@ pub fn program(mode: Mode) -> Vec<libc::sock_filter> {
     if mode == Mode::Open {
         allowed.extend(open_extra());
     }
+    if api {
+        allowed.extend(api_extra());
+        allowed.sort_unstable();
+        allowed.dedup();
+    }
     for nr in allowed {
         p.push(jump_eq(nr as u32, 0, 1));
         p.push(ret(RET_ALLOW));
@@ -194,7 +207,7 @@ pub fn program(mode: Mode) -> Vec<libc::sock_filter> {
         1,
         &[libc::FIONREAD as u32, libc::FIONBIO as u32],
     );
-    if mode == Mode::Open {
+    if mode == Mode::Open || api {
         allow_when(
             &mut p,
             libc::SYS_socket,
@@ -258,8 +271,9 @@ extern "C" fn on_sigsys(_: libc::c_int, info: *mut libc::siginfo_t, context: *mu
     }
 }
 
-/// `no_new_privs` and the filter for `mode`. Irreversible for the process.
-pub(crate) fn enter(mode: Mode) -> io::Result<()> {
+/// `no_new_privs` and the filter for `mode` (widened for the control socket when `api`).
+/// Irreversible for the process.
+pub(crate) fn enter(mode: Mode, api: bool) -> io::Result<()> {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     let action = SigAction::new(
         SigHandler::SigAction(on_sigsys),
@@ -269,7 +283,7 @@ pub(crate) fn enter(mode: Mode) -> io::Result<()> {
     // SAFETY: the handler is async-signal-safe (see on_sigsys).
     unsafe { sigaction(Signal::SIGSYS, &action) }.map_err(io::Error::from)?;
     crate::sys::set_no_new_privs()?;
-    let mut filter = program(mode);
+    let mut filter = program(mode, api);
     let prog = libc::sock_fprog {
         len: filter.len() as libc::c_ushort,
         filter: filter.as_mut_ptr(),
@@ -295,8 +309,13 @@ mod tests {
 
     #[test]
     fn every_jump_lands_inside_the_program() {
-        for mode in [Mode::Restricted, Mode::Open] {
-            let p = program(mode);
+        for (mode, api) in [
+            (Mode::Restricted, false),
+            (Mode::Open, false),
+            (Mode::Restricted, true),
+            (Mode::Open, true),
+        ] {
+            let p = program(mode, api);
             assert!(p.len() < 256, "classic BPF jumps are 8-bit");
             for (i, ins) in p.iter().enumerate() {
                 if ins.code & 0x07 == libc::BPF_JMP as u16 {

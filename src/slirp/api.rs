@@ -2,6 +2,7 @@
 //! one is a start-up error, never a surprise later.
 
 use super::ffi::*;
+use crate::config::LibslirpVersion;
 use libloading::Library;
 use std::ffi::CStr;
 use std::fmt;
@@ -17,7 +18,7 @@ pub enum LoadError {
         path: String,
         err: libloading::Error,
     },
-    /// The library lacks a symbol we need: too old (we need >= 4.7.0) or not libslirp.
+    /// The library lacks a symbol we need: too old (we need >= 4.5.0) or not libslirp.
     Symbol {
         path: String,
         symbol: &'static str,
@@ -34,13 +35,13 @@ impl fmt::Display for LoadError {
                 let why = why.strip_prefix(&format!("{path}: ")).unwrap_or(&why);
                 write!(
                     f,
-                    "unable to open {path}: {why} (install libslirp >= 4.7.0)"
+                    "unable to open {path}: {why} (install libslirp >= 4.5.0)"
                 )
             }
             LoadError::Symbol { path, symbol, err } => {
                 write!(
                     f,
-                    "failed to resolve {symbol} in {path}: {err} (libslirp >= 4.7.0 needed)"
+                    "failed to resolve {symbol} in {path}: {err} (libslirp >= 4.5.0 needed)"
                 )
             }
         }
@@ -62,8 +63,14 @@ pub struct SlirpApi {
     pub input: SlirpInputFn,
     pub pollfds_fill: SlirpPollfdsFillFn,
     pub pollfds_poll: SlirpPollfdsPollFn,
-    pub handle_timer: SlirpHandleTimerFn,
+    /// 4.7 and later: the timers of `SlirpConfig.version` 4 (`timer_new_opaque`). Older
+    /// libslirp gets version 3 and only ever calls `timer_new`.
+    pub handle_timer: Option<SlirpHandleTimerFn>,
     pub add_hostxfwd: SlirpAddHostxfwdFn,
+    pub remove_hostxfwd: SlirpRemoveHostxfwdFn,
+    pub connection_info: SlirpConnectionInfoFn,
+    /// GLib's allocator, for what `connection_info` returns.
+    pub g_free: GFreeFn,
     version_string: SlirpVersionStringFn,
     _library: Library,
 }
@@ -93,11 +100,24 @@ impl SlirpApi {
             input: resolve!("slirp_input", SlirpInputFn),
             pollfds_fill: resolve!("slirp_pollfds_fill", SlirpPollfdsFillFn),
             pollfds_poll: resolve!("slirp_pollfds_poll", SlirpPollfdsPollFn),
-            handle_timer: resolve!("slirp_handle_timer", SlirpHandleTimerFn),
+            // SAFETY: as in resolve!: the C signature is exactly SlirpHandleTimerFn.
+            handle_timer: unsafe { library.get::<SlirpHandleTimerFn>(b"slirp_handle_timer\0") }
+                .ok()
+                .map(|symbol| *symbol),
             add_hostxfwd: resolve!("slirp_add_hostxfwd", SlirpAddHostxfwdFn),
+            remove_hostxfwd: resolve!("slirp_remove_hostxfwd", SlirpRemoveHostxfwdFn),
+            connection_info: resolve!("slirp_connection_info", SlirpConnectionInfoFn),
+            // dlsym on libslirp's handle searches its dependencies: GLib's g_free.
+            g_free: resolve!("g_free", GFreeFn),
             version_string: resolve!("slirp_version_string", SlirpVersionStringFn),
             _library: library,
         })
+    }
+
+    /// The version `slirp_version_string` gives, parsed; 4.5.0 (the oldest with every
+    /// required symbol) when it does not parse.
+    pub fn version_number(&self) -> LibslirpVersion {
+        LibslirpVersion::parse(&self.version()).unwrap_or(LibslirpVersion(4, 5, 0))
     }
 
     /// libslirp's own version string, e.g. "4.7.0".
@@ -130,7 +150,7 @@ mod tests {
             text.starts_with(&format!("unable to open {path}: ")),
             "{text}"
         );
-        assert!(text.ends_with(" (install libslirp >= 4.7.0)"), "{text}");
+        assert!(text.ends_with(" (install libslirp >= 4.5.0)"), "{text}");
         assert!(std::error::Error::source(&e).is_some());
     }
 }

@@ -1,4 +1,5 @@
-//! `#[repr(C)]` mirror of `libslirp.h` for `SlirpConfig.version = 4` (libslirp >= 4.7.0).
+//! `#[repr(C)]` mirror of `libslirp.h` up to `SlirpConfig.version = 4` (libslirp >= 4.7.0); an
+//! older libslirp reads only the fields of the version it is given.
 //!
 //! Layouts are checked against `../shared/docs/bhyve-protocol.md` section 5 in the tests below.
 //! C `bool` is `_Bool`, which Rust's `bool` matches.
@@ -19,8 +20,8 @@ pub(crate) const SLIRP_POLL_HUP: c_int = 1 << 4;
 
 pub(crate) const SLIRP_HOSTFWD_UDP: c_int = 1;
 
-/// The config version we pass: 4 reads `disable_dhcp`, `init_completed` and `timer_new_opaque`.
-pub(crate) const SLIRP_CONFIG_VERSION: u32 = 4;
+/// `SLIRP_HOSTFWD_V6ONLY`: an IPv6 wildcard forward takes IPv6 only (IPV6_V6ONLY).
+pub(crate) const SLIRP_HOSTFWD_V6ONLY: c_int = 2;
 
 /// `SlirpTimerId`: a C enum, int-sized.
 pub type SlirpTimerId = c_int;
@@ -130,6 +131,16 @@ pub type SlirpAddHostxfwdFn = unsafe extern "C" fn(
     flags: c_int,
 ) -> c_int;
 pub type SlirpVersionStringFn = unsafe extern "C" fn() -> *const c_char;
+pub type SlirpRemoveHostxfwdFn = unsafe extern "C" fn(
+    slirp: *mut Slirp,
+    haddr: *const libc::sockaddr,
+    haddrlen: libc::socklen_t,
+    flags: c_int,
+) -> c_int;
+/// Returns a string the caller frees with GLib's `g_free`.
+pub type SlirpConnectionInfoFn = unsafe extern "C" fn(slirp: *mut Slirp) -> *mut c_char;
+/// GLib's `g_free`, reached through libslirp's own dependency on GLib.
+pub type GFreeFn = unsafe extern "C" fn(mem: *mut c_void);
 
 #[cfg(all(test, target_pointer_width = "64"))]
 mod tests {

@@ -14,16 +14,18 @@ pub mod timers;
 
 use api::SlirpApi;
 use ffi::*;
+use nix::sys::socket::{SockaddrIn, SockaddrIn6, SockaddrLike, SockaddrStorage};
+use std::ffi::CString;
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 use timers::{TimerTarget, Timers};
 
-use crate::config::{HostFwdRule, Proto};
+use crate::config::{HostFwdRule, Network, Proto};
 use crate::poller::{Readiness, Slot};
 
 /// What the helper provides to libslirp. Each method runs inside a libslirp call.
@@ -47,21 +49,16 @@ pub trait SlirpHost {
     fn timers(&mut self) -> &mut Timers;
 }
 
-/// Network parameters, fixed for the process (as the C helper's).
-pub(crate) const VNETWORK: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 0);
-pub(crate) const VNETMASK: Ipv4Addr = Ipv4Addr::new(255, 255, 255, 0);
-pub(crate) const VHOST: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
-pub(crate) const VNAMESERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
-pub(crate) const VDHCP_START: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
-
 /// What varies per VM.
 #[derive(Debug, Clone, Copy)]
-pub struct StackConfig {
+pub struct StackConfig<'a> {
     /// `restricted = !open`: no outbound connections, DHCP without router and DNS.
     pub restricted: bool,
     /// Guest MTU: both `if_mtu` and `if_mru` (the C helper left `if_mru` at 1500, which capped
     /// the TCP MSS at 1460 whatever the MTU).
     pub mtu: usize,
+    /// Addresses, DHCP and DNS options, IPv6: checked against the loaded libslirp here.
+    pub network: &'a Network,
 }
 
 /// libslirp accepts `if_mtu`/`if_mru` of 0 or 68..=65521 (`slirp_new`).
@@ -229,6 +226,49 @@ fn in_addr(addr: Ipv4Addr) -> libc::in_addr {
     }
 }
 
+fn in6_addr(addr: Ipv6Addr) -> libc::in6_addr {
+    libc::in6_addr {
+        s6_addr: addr.octets(),
+    }
+}
+
+/// What `SlirpConfig` points to. libslirp copies the strings in `slirp_new` but keeps the
+/// outbound addresses' pointers, so all of it lives as long as the instance.
+struct ConfigData {
+    hostname: Option<CString>,
+    domain_name: Option<CString>,
+    dns_search: Vec<CString>,
+    /// `dns_search`'s pointers, NULL-terminated.
+    dns_search_ptrs: Vec<*const c_char>,
+    outbound: Option<Box<libc::sockaddr_in>>,
+    outbound6: Option<Box<libc::sockaddr_in6>>,
+}
+
+impl ConfigData {
+    fn new(network: &Network) -> ConfigData {
+        // The names were checked (letters, digits, '-', '.'), so they hold no NUL.
+        let c = |s: &String| CString::new(s.as_str()).ok();
+        let dns_search: Vec<CString> = network.dns_search.iter().filter_map(c).collect();
+        let mut dns_search_ptrs: Vec<*const c_char> =
+            dns_search.iter().map(|s| s.as_ptr()).collect();
+        dns_search_ptrs.push(std::ptr::null());
+        ConfigData {
+            hostname: network.hostname.as_ref().and_then(c),
+            domain_name: network.domain_name.as_ref().and_then(c),
+            dns_search,
+            dns_search_ptrs,
+            outbound: network.outbound.map(|a| {
+                let sin: SockaddrIn = SocketAddrV4::new(a, 0).into();
+                Box::new(*sin.as_ref())
+            }),
+            outbound6: network.outbound6.map(|a| {
+                let sin6: SockaddrIn6 = SocketAddrV6::new(a, 0, 0, 0).into();
+                Box::new(*sin6.as_ref())
+            }),
+        }
+    }
+}
+
 /// One libslirp instance and the host its callbacks reach.
 pub struct Stack<H: SlirpHost> {
     api: SlirpApi,
@@ -239,6 +279,7 @@ pub struct Stack<H: SlirpHost> {
     _callbacks: Box<SlirpCb>,
     /// Timers due this iteration; kept to avoid an allocation per iteration.
     due: Vec<TimerTarget>,
+    _config_data: ConfigData,
 }
 
 impl<H: SlirpHost> Stack<H> {
@@ -255,20 +296,54 @@ impl<H: SlirpHost> Stack<H> {
                 ),
             ));
         }
+        let network = config.network;
+        // The caller has checked the network against this version (`Network::check_libslirp`);
+        // a field the version does not read would be ignored.
+        let loaded = api.version_number();
+        let data = ConfigData::new(network);
         // SAFETY: all-zero is a valid SlirpConfig (null pointers, false, 0) before we fill it.
         let mut cfg: SlirpConfig = unsafe { std::mem::zeroed() };
-        cfg.version = SLIRP_CONFIG_VERSION;
+        // Never a version this libslirp does not read (slirp_new refuses it). Without
+        // slirp_handle_timer it cannot be 4, whatever the version string says.
+        cfg.version = match api.handle_timer {
+            Some(_) => loaded.config_version(),
+            None => loaded.config_version().min(3),
+        };
         cfg.restricted = config.restricted as c_int;
         cfg.in_enabled = true;
-        cfg.vnetwork = in_addr(VNETWORK);
-        cfg.vnetmask = in_addr(VNETMASK);
-        cfg.vhost = in_addr(VHOST);
-        cfg.vdhcp_start = in_addr(VDHCP_START);
-        cfg.vnameserver = in_addr(VNAMESERVER);
+        cfg.vnetwork = in_addr(network.net.addr);
+        cfg.vnetmask = in_addr(network.net.mask());
+        cfg.vhost = in_addr(network.host);
+        cfg.vdhcp_start = in_addr(network.dhcp_start);
+        cfg.vnameserver = in_addr(network.dns);
         cfg.if_mtu = config.mtu;
         cfg.if_mru = config.mtu;
         cfg.enable_emu = false;
-        cfg.in6_enabled = false;
+        cfg.disable_host_loopback = !network.host_loopback;
+        if let Some(v6) = &network.ipv6 {
+            cfg.in6_enabled = true;
+            cfg.vprefix_addr6 = in6_addr(v6.net6.addr);
+            cfg.vprefix_len = v6.net6.len;
+            cfg.vhost6 = in6_addr(v6.host6);
+            cfg.vnameserver6 = in6_addr(v6.dns6);
+        }
+        if let Some(name) = &data.hostname {
+            cfg.vhostname = name.as_ptr();
+        }
+        if let Some(name) = &data.domain_name {
+            cfg.vdomainname = name.as_ptr();
+        }
+        if !data.dns_search.is_empty() {
+            cfg.vdnssearch = data.dns_search_ptrs.as_ptr();
+        }
+        if let Some(sin) = &data.outbound {
+            cfg.outbound_addr = &**sin;
+        }
+        if let Some(sin6) = &data.outbound6 {
+            cfg.outbound_addr6 = &**sin6;
+        }
+        cfg.disable_dns = !network.dns_proxy;
+        cfg.disable_dhcp = !network.dhcp;
 
         let callbacks = Box::new(SlirpCb {
             send_packet: Some(cb_send_packet::<H>),
@@ -286,8 +361,8 @@ impl<H: SlirpHost> Stack<H> {
             unregister_poll_socket: None,
         });
         let host = NonNull::from(Box::leak(Box::new(host)));
-        // SAFETY: cfg and callbacks are valid for version 4; the callback table and the host
-        // outlive the instance (both freed only after slirp_cleanup in Drop).
+        // SAFETY: cfg and callbacks are valid for cfg.version; the callback table, the host and
+        // the config's data outlive the instance (all freed only after slirp_cleanup in Drop).
         let raw = unsafe { (api.new)(&cfg, &*callbacks, host.as_ptr() as *mut c_void) };
         let Some(slirp) = NonNull::new(raw) else {
             // SAFETY: libslirp refused the config and holds no pointer to the host.
@@ -300,6 +375,7 @@ impl<H: SlirpHost> Stack<H> {
             host,
             _callbacks: callbacks,
             due: Vec::new(),
+            _config_data: data,
         })
     }
 
@@ -357,10 +433,13 @@ impl<H: SlirpHost> Stack<H> {
         self.host().timers().take_due(now_ms, &mut due);
         for target in due.drain(..) {
             match target {
-                // SAFETY: id and cb_opaque are what libslirp gave timer_new_opaque.
-                TimerTarget::Opaque { id, cb_opaque } => unsafe {
-                    (self.api.handle_timer)(self.slirp.as_ptr(), id, cb_opaque)
-                },
+                // Only version 4 creates these, and it is passed only with slirp_handle_timer.
+                TimerTarget::Opaque { id, cb_opaque } => {
+                    if let Some(handle_timer) = self.api.handle_timer {
+                        // SAFETY: id and cb_opaque are what libslirp gave timer_new_opaque.
+                        unsafe { handle_timer(self.slirp.as_ptr(), id, cb_opaque) }
+                    }
+                }
                 // SAFETY: cb and cb_opaque are what libslirp gave timer_new.
                 TimerTarget::Callback { cb, cb_opaque } => unsafe { cb(cb_opaque) },
             }
@@ -369,18 +448,17 @@ impl<H: SlirpHost> Stack<H> {
     }
 
     /// Install one hostfwd rule (`slirp_add_hostxfwd`): libslirp binds the host socket now.
-    pub fn add_hostfwd(&mut self, rule: &HostFwdRule) -> io::Result<()> {
-        use nix::sys::socket::{SockaddrIn, SockaddrLike};
-        let host = SockaddrIn::from(std::net::SocketAddrV4::new(rule.host_addr, rule.host_port));
-        let guest = SockaddrIn::from(std::net::SocketAddrV4::new(
-            rule.guest_addr,
-            rule.guest_port,
-        ));
-        let flags = match rule.proto {
-            Proto::Udp => SLIRP_HOSTFWD_UDP,
-            Proto::Tcp => 0,
-        };
-        // SAFETY: both addresses are valid sockaddr_in of the given lengths for this call.
+    /// An IPv6 host address listens for IPv6 only, so an IPv4 rule may share its port.
+    /// Returns the port it is bound to: the rule's, or the one the kernel chose for port 0
+    /// (0 if that could not be read).
+    pub fn add_hostfwd(&mut self, rule: &HostFwdRule) -> io::Result<u16> {
+        let host = SockaddrStorage::from(SocketAddr::new(rule.host_addr, rule.host_port));
+        let guest = SockaddrStorage::from(SocketAddr::new(rule.guest_addr, rule.guest_port));
+        // libslirp keeps the socket to itself (and tells us nothing of a TCP listener), but
+        // `tcpx_listen`/`udpx_listen` open exactly one socket for a forward, and socket(2)
+        // takes the lowest free descriptor: the one free now, in this thread.
+        let lowest_free = crate::sys::lowest_free_fd();
+        // SAFETY: both are valid sockaddr_in or sockaddr_in6 of the given lengths.
         let rc = unsafe {
             (self.api.add_hostxfwd)(
                 self.slirp.as_ptr(),
@@ -388,14 +466,79 @@ impl<H: SlirpHost> Stack<H> {
                 host.len(),
                 guest.as_ptr(),
                 guest.len(),
-                flags,
+                hostfwd_flags(rule),
             )
         };
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
+        if rule.host_port != 0 {
+            return Ok(rule.host_port);
+        }
+        // Checked, not assumed: the descriptor must be bound to the rule's address. The
+        // forward is installed either way; 0 says its port could not be read.
+        let bound = lowest_free
+            .and_then(|fd| nix::sys::socket::getsockname::<SockaddrStorage>(fd).ok())
+            .and_then(|a| match (a.as_sockaddr_in(), a.as_sockaddr_in6()) {
+                (Some(v4), _) => Some(SocketAddr::from(SocketAddrV4::from(*v4))),
+                (_, Some(v6)) => Some(SocketAddr::from(SocketAddrV6::from(*v6))),
+                _ => None,
+            })
+            .filter(|a| a.ip() == rule.host_addr && a.port() != 0);
+        Ok(bound.map_or(0, |a| a.port()))
+    }
+
+    /// Remove the forward bound to `rule`'s host address and port (`slirp_remove_hostxfwd`):
+    /// its listener closes; connections it accepted live on.
+    pub fn remove_hostfwd(&mut self, rule: &HostFwdRule) -> io::Result<()> {
+        let host = SockaddrStorage::from(SocketAddr::new(rule.host_addr, rule.host_port));
+        // SAFETY: a valid sockaddr_in or sockaddr_in6 of the given length for this call.
+        let rc = unsafe {
+            (self.api.remove_hostxfwd)(
+                self.slirp.as_ptr(),
+                host.as_ptr(),
+                host.len(),
+                hostfwd_flags(rule),
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "libslirp has no forward bound there",
+            ));
+        }
         Ok(())
     }
+
+    /// `slirp_connection_info`: libslirp's table of its sockets, as text.
+    pub fn connection_info(&mut self) -> String {
+        // SAFETY: the instance is alive; the call only reads libslirp's socket lists.
+        let text = unsafe { (self.api.connection_info)(self.slirp.as_ptr()) };
+        if text.is_null() {
+            return String::new();
+        }
+        // SAFETY: non-null, NUL-terminated (a GString's buffer), ours until freed below.
+        let out = unsafe { CStr::from_ptr(text) }
+            .to_string_lossy()
+            .into_owned();
+        // SAFETY: allocated by GLib for the caller; freed once, with GLib's allocator.
+        unsafe { (self.api.g_free)(text.cast()) };
+        out
+    }
+}
+
+fn hostfwd_flags(rule: &HostFwdRule) -> c_int {
+    let proto = match rule.proto {
+        Proto::Udp => SLIRP_HOSTFWD_UDP,
+        Proto::Tcp => 0,
+    };
+    // An IPv6 host address takes IPv6 only, so an IPv4 rule may share the port.
+    let v6only = if rule.host_addr.is_ipv6() {
+        SLIRP_HOSTFWD_V6ONLY
+    } else {
+        0
+    };
+    proto | v6only
 }
 
 impl<H: SlirpHost> Drop for Stack<H> {

@@ -194,12 +194,18 @@ pub struct Spawn {
     pub args: Vec<String>,
     /// RLIMIT_NOFILE, soft and hard, for the helper (so that it cannot raise it).
     pub nofile: Option<u64>,
+    /// RLIMIT_FSIZE in bytes, soft and hard: the largest file the helper may write.
+    pub fsize: Option<u64>,
     /// stderr on `/dev/null`, as bhyve starts the helper (diagnostics then go to syslog).
     pub stderr_null: bool,
     /// The descriptor number the helper's socket has in the child (and `-S` names), e.g. 2.
     pub socket_fd: Option<RawFd>,
     /// Our end and the helper's end, instead of a SOCK_SEQPACKET socketpair (both CLOEXEC).
     pub sockets: Option<(OwnedFd, OwnedFd)>,
+    /// Root only: run the helper in a private mount namespace with a tmpfs of this many
+    /// bytes on this (existing) directory; the host never sees the mount. Read what the
+    /// helper wrote there through `/proc/PID/root` while it runs.
+    pub tmpfs: Option<(std::ffi::CString, usize)>,
 }
 
 /// The test in bhyve's role: one end of the socketpair and the helper process on the other.
@@ -251,8 +257,16 @@ impl Bhyve {
         }
         let private_netns = opts.private_netns;
         let nofile = opts.nofile;
-        // SAFETY: runs in the forked child before exec; fcntl, setrlimit and unshare are
-        // async-signal-safe and touch only this child.
+        let fsize = opts.fsize;
+        let tmpfs = opts.tmpfs.map(|(dir, bytes)| {
+            (
+                dir,
+                std::ffi::CString::new(format!("size={bytes}")).unwrap(),
+            )
+        });
+        // SAFETY: runs in the forked child before exec; fcntl, setrlimit, unshare and mount
+        // are async-signal-safe system calls and touch only this child (the mount only its
+        // private namespace); the strings were made before the fork.
         unsafe {
             cmd.pre_exec(move || {
                 #[cfg(target_os = "linux")]
@@ -263,12 +277,41 @@ impl Bhyve {
                 if private_netns {
                     return Err(io::Error::from(io::ErrorKind::Unsupported));
                 }
-                if let Some(n) = nofile {
+                #[cfg(target_os = "linux")]
+                if let Some((dir, size)) = &tmpfs {
+                    // Private first, so that the tmpfs never propagates to the host's mounts.
+                    if libc::unshare(libc::CLONE_NEWNS) != 0
+                        || libc::mount(
+                            c"none".as_ptr(),
+                            c"/".as_ptr(),
+                            std::ptr::null(),
+                            libc::MS_REC | libc::MS_PRIVATE,
+                            std::ptr::null(),
+                        ) != 0
+                        || libc::mount(
+                            c"tmpfs".as_ptr(),
+                            dir.as_ptr(),
+                            c"tmpfs".as_ptr(),
+                            0,
+                            size.as_ptr().cast(),
+                        ) != 0
+                    {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                #[cfg(not(target_os = "linux"))]
+                if tmpfs.is_some() {
+                    return Err(io::Error::from(io::ErrorKind::Unsupported));
+                }
+                for (resource, limit) in
+                    [(libc::RLIMIT_NOFILE, nofile), (libc::RLIMIT_FSIZE, fsize)]
+                {
+                    let Some(n) = limit else { continue };
                     let lim = libc::rlimit {
                         rlim_cur: n as libc::rlim_t,
                         rlim_max: n as libc::rlim_t,
                     };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    if libc::setrlimit(resource, &lim) != 0 {
                         return Err(io::Error::last_os_error());
                     }
                 }
