@@ -15,7 +15,7 @@ secs=${1:-60}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(nvlist_decode bhyve_config hostfwd frame_path reasm wire api_request)
+    targets=(nvlist_decode bhyve_config hostfwd frame_path reasm wire api_request cli)
 fi
 cd "$(dirname "$0")/.."
 export RUSTC_BOOTSTRAP=1
@@ -34,6 +34,7 @@ extra_flags() {
         api_request) echo "-dict=fuzz/dicts/api_request.dict -max_len=4096" ;;
         bhyve_config) echo "-dict=fuzz/dicts/bhyve_config.dict -max_len=4096" ;;
         nvlist_decode) echo "-max_len=4096" ;;
+        cli) echo "-max_len=1024" ;;
         # Several full-size frames per input.
         frame_path) echo "-max_len=8192" ;;
         # Trains of full-size fragments.

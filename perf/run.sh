@@ -5,6 +5,8 @@
 #   slirp4netns  the same libslirp, reading the tap itself (no default route, no DNS)
 #   veth         the ceiling: iperf3 between two namespaces over a veth pair
 #   loopback     the ceiling: iperf3 over the host's lo
+#   qemu         (optional, not in the default list) perf/qemu.sh: one QEMU guest on ours,
+#                cdesign, QEMU's -netdev user and passt; its own STEM-qemu.{csv,md}
 # Tests: iperf3 TCP guest→host and host→guest at MTU 1500 and 65520, UDP 64-byte datagrams/s,
 # 1-byte TCP RR (rate, p50/p99), and bulk + RR with N idle connections held open.
 # Writes perf/results/<date>-<host>.{csv,md}, <stem>-summary.csv (median, min-max, quartiles)
@@ -36,7 +38,8 @@ USAGE="usage: bash perf/run.sh [--quick] [--configs LIST] [--reps N] [--idle LIS
 
   --quick         1 repetition of 3 s, N up to 1000 idle connections (about QUICK_MIN min;
                   full: about FULL_MIN min, --reps 5 about FULL5_MIN min; plus the build)
-  --configs LIST  comma-separated subset of: ours,cdesign,slirp4netns,veth,loopback,pump
+  --configs LIST  comma-separated subset of: ours,cdesign,slirp4netns,veth,loopback,pump,
+                  and qemu (optional: perf/qemu.sh after the rest, not in the estimate)
   --reps N        repetitions per cell (default 3; quick 1)
   --idle LIST     comma-separated N of idle connections for the scale groups
                   (default 1000,10000; quick 1000; N = 0 is always measured)
@@ -207,6 +210,13 @@ main() {
 
   cp "$CSV" "$stem.csv"
   write_report "$stem" "$(($(now) - started))"
+  case ",$CONFIGS," in
+    *,qemu,*)
+      log "QEMU section (perf/qemu.sh): $stem-qemu.md"
+      bash "$HERE/qemu.sh" --reps "$REPS" --secs "$DURATION" --bin "$BIN" --out "$stem-qemu" \
+        || log "the QEMU section failed; the rest of the run stands"
+      ;;
+  esac
   log "done in $(($(now) - started)) s (estimated $ESTIMATE_SECS s): $stem.md"
 }
 

@@ -3,11 +3,13 @@
 # time), iproute2 and busybox (namespaces, DHCP client), iperf3 and slirp4netns (throughput
 # and the baseline), mandoc (the man page's lint), tcpdump (reads the helper's packet
 # captures in the pcap tests), netcat-openbsd (nc -U: the control socket driven as
-# slirp4netns's scripts drive it), and the FreeBSD standard library for the cross-target type
-# check.
+# slirp4netns's scripts drive it), QEMU and Debian's kernel (tests/qemu.rs boots a virtio-net
+# guest whose initramfs is built from busybox and the kernel's modules), and the FreeBSD
+# standard library for the cross-target type check.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-packages=(libslirp0 iproute2 busybox iperf3 slirp4netns iputils-ping mandoc tcpdump netcat-openbsd)
+packages=(libslirp0 iproute2 busybox iperf3 slirp4netns iputils-ping mandoc tcpdump netcat-openbsd
+  qemu-system-x86 linux-image-amd64)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

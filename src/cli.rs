@@ -1,5 +1,7 @@
 //! The command line, compatible with the C helper: `-S <fd>` (getopt style), plus `--help`,
-//! `--version` and the helper's own options.
+//! `--version` and the helper's own options; and libvirt's slirp-helper contract
+//! (`src/qemu/qemu_slirp.c`): `--print-capabilities`, then `--fd=N` with the configuration
+//! on the command line instead of an nvlist.
 
 use crate::config::settings::{self, Overrides};
 use crate::config::value::{self, Expected, ValueError};
@@ -13,13 +15,24 @@ pub const USAGE: &str = "usage: bhyve-slirp-helper -S <socket> [options] (see --
 
 pub const HELP: &str = "\
 usage: bhyve-slirp-helper -S <socket> [options]
+       bhyve-slirp-helper --fd=<socket> [options]
+       bhyve-slirp-helper --print-capabilities
        bhyve-slirp-helper --api <path> <request>
 
 User-mode networking for a bhyve guest: libslirp behind bhyve's slirp backend.
 bhyve starts the helper with one end of a SOCK_SEQPACKET socket, sends the
 device configuration (a libnv nvlist), then exchanges Ethernet frames.
+QEMU's -netdev socket,fd=N works the same over a SOCK_DGRAM socketpair.
 
-  -S <socket>         descriptor of the socket to bhyve (required)
+  -S <socket>         descriptor of the socket to bhyve (the configuration
+                      comes first on it, as an nvlist)
+  --fd <socket>       descriptor of a SOCK_DGRAM or SOCK_SEQPACKET socket
+                      that carries frames only, as libvirt starts a slirp
+                      helper for QEMU: no nvlist is read, the configuration
+                      is the keys' defaults and the options; inherited
+                      descriptors are kept (libvirt's pidfile lock)
+  --print-capabilities
+                      print what this helper supports, as JSON for libvirt
   --libslirp <path>   libslirp to load (default libslirp.so.0, or
                       $SLIRP_HELPER_LIBSLIRP)
   --batch <n>         frames per socket syscall, 1..=256 (1: the C helper's
@@ -77,11 +90,51 @@ configuration, or libslirp, 4 on a bad boolean for 'open'.
 /// Environment override of the libslirp path.
 pub const LIBSLIRP_ENV: &str = "SLIRP_HELPER_LIBSLIRP";
 
+/// What libvirt may use (`qemuSlirpFeature` in libvirt's `src/qemu/qemu_slirp.c`): only what
+/// really works here. The IPv6 work adds `"ipv6"` to this list once libvirt's `--net6` and a
+/// guest's IPv6 work end to end. Never `tftp`, `dbus-address`, `dbus-p2p` or `migrate`: the
+/// helper has none of them, and libvirt would then pass `--dbus-*` options it refuses.
+pub const CAPABILITIES: &[&str] = if cfg!(any(target_os = "linux", target_os = "freebsd")) {
+    &["ipv4", "restrict", "exit-with-parent"]
+} else {
+    // No parent-death signal elsewhere (`sys::exit_with_parent`).
+    &["ipv4", "restrict"]
+};
+
+/// `--print-capabilities`: `{"features":[…]}` and a newline, the document libvirt parses.
+pub fn capabilities_json() -> String {
+    let names: Vec<String> = CAPABILITIES.iter().map(|n| format!("\"{n}\"")).collect();
+    format!("{{\"features\":[{}]}}\n", names.join(","))
+}
+
+/// Where the frontend's socket came from, which decides where the configuration comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Socket {
+    /// `-S <fd>`: bhyve's socket; the config nvlist comes first on it, the socket moves to
+    /// descriptor 3 and every other inherited descriptor is closed, as the C helper does.
+    Bhyve(RawFd),
+    /// `--fd <fd>`: libvirt's (or any QEMU launcher's) socket; frames only, the configuration
+    /// is the options. The socket keeps its number and inherited descriptors stay open:
+    /// libvirt hands the helper its pidfile locked on one of them, and stops the helper only
+    /// while that lock is held.
+    Frames(RawFd),
+}
+
+impl Socket {
+    pub fn fd(self) -> RawFd {
+        match self {
+            Socket::Bhyve(fd) | Socket::Frames(fd) => fd,
+        }
+    }
+}
+
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Run(Options),
     Help,
+    /// `--print-capabilities` ([`capabilities_json`]).
+    Capabilities,
     /// Print the versions; libslirp is found as for a run (`--libslirp`, then the
     /// environment, then the default).
     Version {
@@ -96,7 +149,7 @@ pub enum Command {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
-    pub socket: RawFd,
+    pub socket: Socket,
     /// Explicit `--libslirp`; otherwise the environment or the default.
     pub libslirp: Option<String>,
     pub poller: Option<PollerKind>,
@@ -125,7 +178,9 @@ pub enum UsageError {
     MissingValue(&'static str),
     /// An argument that is no option of ours.
     Unexpected(String),
-    /// No `-S <socket>`.
+    /// `-S` and `--fd` both, or either twice.
+    TwoSockets,
+    /// No `-S <socket>` or `--fd <socket>`.
     MissingSocket,
     /// A request to send (`--api PATH REQUEST`) and `-S` too: a client or a helper, not both.
     RequestWithSocket,
@@ -141,7 +196,12 @@ impl fmt::Display for UsageError {
             UsageError::Unexpected(arg) => {
                 write!(f, "unexpected argument '{}'", arg.escape_debug())
             }
-            UsageError::MissingSocket => f.write_str("-S: missing (the socket to bhyve)"),
+            UsageError::TwoSockets => {
+                f.write_str("-S, --fd: give one socket, once (-S for bhyve, --fd for libvirt)")
+            }
+            UsageError::MissingSocket => {
+                f.write_str("-S: missing (the socket to bhyve; --fd for libvirt)")
+            }
             UsageError::RequestWithSocket => f.write_str(
                 "a request after --api <path> sends it to a running helper; it takes no -S",
             ),
@@ -165,12 +225,12 @@ impl From<ValueError> for UsageError {
     }
 }
 
-/// `-S`'s descriptor number.
-fn parse_fd(text: &str) -> Result<RawFd, ValueError> {
+/// `-S`'s or `--fd`'s descriptor number.
+fn parse_fd(option: &'static str, text: &str) -> Result<RawFd, ValueError> {
     let max = RawFd::MAX as u64;
-    value::parse_number("-S", text, 0, max)
+    value::parse_number(option, text, 0, max)
         .map(|fd| fd as RawFd)
-        .map_err(|_| ValueError::new("-S", text, Expected::Descriptor))
+        .map_err(|_| ValueError::new(option, text, Expected::Descriptor))
 }
 
 /// Largest batch: beyond this the rings only cost memory (measured in `benches/frames.rs`).
@@ -240,11 +300,16 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
     let mut api = None;
     let mut api_request = None;
     let mut version = false;
+    let mut capabilities = false;
     let mut args = args.into_iter().map(|a| {
         a.into_string()
             .map_err(|a| UsageError::NotUtf8(a.as_encoded_bytes().escape_ascii().to_string()))
     });
     let mut settings: Overrides = Vec::new();
+    let mut set_socket = |s: Socket| match socket.replace(s) {
+        None => Ok(()),
+        Some(_) => Err(UsageError::TwoSockets),
+    };
     while let Some(arg) = args.next() {
         let arg = arg?;
         // `--name=value` (as libvirt writes options) or `--name value`.
@@ -259,8 +324,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
         match arg.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => version = true,
-            "-S" => socket = Some(parse_fd(&value("-S")?)?),
-            s if s.starts_with("-S") => socket = Some(parse_fd(&s[2..])?),
+            "--print-capabilities" => capabilities = true,
+            "-S" => set_socket(Socket::Bhyve(parse_fd("-S", &value("-S")?)?))?,
+            s if s.starts_with("-S") => set_socket(Socket::Bhyve(parse_fd("-S", &s[2..])?))?,
+            "--fd" => set_socket(Socket::Frames(parse_fd("--fd", &value("--fd")?)?))?,
             "--libslirp" => {
                 let path = value("--libslirp")?;
                 // dlopen("") would hand back the helper's own binary.
@@ -291,6 +358,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
         if let Some(v) = inline {
             return Err(UsageError::Unexpected(format!("{arg}={v}")));
         }
+    }
+    if capabilities {
+        return Ok(Command::Capabilities);
     }
     if version {
         return Ok(Command::Version { libslirp });
@@ -364,7 +434,7 @@ mod tests {
     #[test]
     fn accepts_the_c_helpers_forms() {
         let expect = Command::Run(Options {
-            socket: 3,
+            socket: Socket::Bhyve(3),
             libslirp: None,
             poller: None,
             batch: None,
@@ -428,7 +498,7 @@ mod tests {
     #[test]
     fn every_usage_error_names_its_option_and_the_valid_values() {
         let cases: &[(&[&str], &str)] = &[
-            (&[], "-S: missing (the socket to bhyve)"),
+            (&[], "-S: missing (the socket to bhyve; --fd for libvirt)"),
             (&["-S"], "-S: missing value"),
             (&["-S", "x"], "-S: 'x' is not a descriptor number"),
             (&["-S-1"], "-S: '-1' is not a descriptor number"),
@@ -538,5 +608,84 @@ mod tests {
                 other => panic!("{text}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn libvirts_invocation() {
+        // As `qemuSlirpStart` writes it.
+        match parse(args(&["--fd=7", "--exit-with-parent"])) {
+            Ok(Command::Run(o)) => {
+                assert_eq!(o.socket, Socket::Frames(7));
+                assert!(o.exit_with_parent);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(args(&[
+            "--fd",
+            "7",
+            "--net=10.0.5.0/24",
+            "--batch=8",
+            "--open",
+        ])) {
+            Ok(Command::Run(o)) => {
+                assert_eq!(o.socket, Socket::Frames(7));
+                assert_eq!(o.batch, Some(8));
+                assert!(o
+                    .settings
+                    .iter()
+                    .any(|(k, v)| *k == "net" && v == "10.0.5.0/24"));
+            }
+            Ok(other) => panic!("{other:?}"),
+            // `--open` is not an option of main's network keys: then only `--net` is checked.
+            Err(e) => assert_eq!(e.to_string(), "unexpected argument '--open'"),
+        }
+        assert_eq!(
+            parse(args(&["--print-capabilities"])),
+            Ok(Command::Capabilities)
+        );
+    }
+
+    #[test]
+    fn libvirt_mistakes_name_the_option() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--fd=x"], "--fd: 'x' is not a descriptor number"),
+            (&["--fd"], "--fd: missing value"),
+            (
+                &["--fd=3", "-S", "4"],
+                "-S, --fd: give one socket, once (-S for bhyve, --fd for libvirt)",
+            ),
+            (
+                &["--fd=3", "--exit-with-parent=yes"],
+                "unexpected argument '--exit-with-parent=yes'",
+            ),
+            (
+                &["--fd=3", "--dbus-id=slirp-52:54:00:12:34:56"],
+                "unexpected argument '--dbus-id'",
+            ),
+            (&["--fd=3", "--migrate"], "unexpected argument '--migrate'"),
+        ];
+        for (list, want) in cases {
+            let got = parse(args(list)).unwrap_err();
+            assert_eq!(got.to_string(), *want, "{list:?}");
+        }
+    }
+
+    #[test]
+    fn capabilities_are_json_libvirt_reads() {
+        let text = capabilities_json();
+        assert!(text.ends_with("}\n"), "{text}");
+        // libvirt's enum (qemu_slirp.c): anything else is warned about and ignored; the D-Bus
+        // and migration features must never be claimed.
+        for name in CAPABILITIES {
+            assert!(
+                ["ipv4", "ipv6", "restrict", "exit-with-parent"].contains(name),
+                "{name}"
+            );
+            assert!(text.contains(&format!("\"{name}\"")), "{text}");
+        }
+        for never in ["dbus-address", "dbus-p2p", "migrate", "tftp"] {
+            assert!(!text.contains(never), "{text}");
+        }
+        assert!(CAPABILITIES.contains(&"ipv4") && CAPABILITIES.contains(&"restrict"));
     }
 }

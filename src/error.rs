@@ -144,9 +144,11 @@ from_cause! {
     CaptureError => Capture,
 }
 
-/// `-S <fd>` names a descriptor that cannot be bhyve's socket.
+/// `-S <fd>` or `--fd <fd>` names a descriptor that cannot be the frontend's socket.
 #[derive(Debug)]
 pub struct SocketError {
+    /// `-S` or `--fd`, as given.
+    pub option: &'static str,
     pub fd: RawFd,
     pub problem: SocketProblem,
 }
@@ -163,11 +165,14 @@ pub enum SocketProblem {
     Stream,
     /// Asking the kernel what it is failed.
     Query { call: &'static str, err: io::Error },
+    /// `--fd` 0, 1 or 2: those are pointed at `/dev/null` when stderr goes nowhere, and
+    /// `--fd` keeps the socket's number (libvirt never passes them).
+    Standard,
 }
 
 impl fmt::Display for SocketError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "-S: '{}' ", self.fd)?;
+        write!(f, "{}: '{}' ", self.option, self.fd)?;
         match &self.problem {
             SocketProblem::NotOpen => f.write_str("is not an open descriptor"),
             SocketProblem::NotSocket => f.write_str("is not a socket"),
@@ -176,6 +181,9 @@ impl fmt::Display for SocketError {
                  (use SOCK_SEQPACKET, as bhyve does, or SOCK_DGRAM)",
             ),
             SocketProblem::Query { call, err } => write!(f, "cannot be checked: {call}: {err}"),
+            SocketProblem::Standard => {
+                f.write_str("is a standard descriptor (0, 1, 2); pass the socket on 3 or above")
+            }
         }
     }
 }
@@ -248,12 +256,17 @@ mod tests {
             ),
         ];
         for (problem, want) in cases {
-            let e = HelperError::from(SocketError { fd: 999, problem });
+            let e = HelperError::from(SocketError {
+                option: "-S",
+                fd: 999,
+                problem,
+            });
             assert_eq!(e.to_string(), want);
             assert!(e.shows_usage());
             assert_eq!(e.exit_code(), 1);
         }
         let query = SocketError {
+            option: "-S",
             fd: 5,
             problem: SocketProblem::Query {
                 call: "fstat",

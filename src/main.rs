@@ -1,10 +1,11 @@
 //! `bhyve-slirp-helper -S <fd>`: start-up in the C helper's order (design note 7), then the
-//! loop. Exit status: 0 on hangup or SIGTERM, else [`HelperError::exit_code`] (1 on bad
-//! usage/config/libslirp, 4 on a bad boolean for `open`).
+//! loop. `--fd <fd>` (libvirt's slirp-helper contract) is the same start-up without the
+//! nvlist and without the descriptor shuffle. Exit status: 0 on hangup or SIGTERM, else
+//! [`HelperError::exit_code`] (1 on bad usage/config/libslirp, 4 on a bad boolean for `open`).
 
 use slirp_helper::api::socket::ControlSocket;
 use slirp_helper::api::ApiServer;
-use slirp_helper::cli::{self, Command, Options};
+use slirp_helper::cli::{self, Command, Options, Socket};
 use slirp_helper::coalesce::Coalescer;
 use slirp_helper::config::{
     self, BhyveConfig, ConfigError, HostFwdRule, Network, Settings, ValueError,
@@ -36,6 +37,10 @@ fn main() -> ExitCode {
     match command {
         Command::Help => {
             print!("{}", cli::HELP);
+            ExitCode::SUCCESS
+        }
+        Command::Capabilities => {
+            print!("{}", cli::capabilities_json());
             ExitCode::SUCCESS
         }
         Command::Version { libslirp } => {
@@ -91,11 +96,26 @@ fn version_text(libslirp: Option<&str>) -> String {
     }
 }
 
-/// Check `-S`, move the socket to fd 3, close everything else inherited from bhyve, and point
-/// the standard descriptors the socket vacated (or that were closed) at `/dev/null`. Only then
-/// may `diag::init` open its syslog socket: nothing but frames is ever written to fd 3.
-fn adopt_socket(fd: RawFd) -> Result<OwnedFd, HelperError> {
-    let refuse = |problem| HelperError::from(SocketError { fd, problem });
+/// Check the socket. `-S` (bhyve): move it to fd 3, close everything else inherited from
+/// bhyve, and point the standard descriptors the socket vacated (or that were closed) at
+/// `/dev/null`. `--fd` (libvirt): the socket keeps its number and inherited descriptors stay
+/// open, since libvirt's pidfile lock is one of them (`virCommandSetPidFile` leaks the locked
+/// descriptor into the helper, and `virPidFileForceCleanupPath` kills the helper only while
+/// the lock is held); only closed standard descriptors are pointed at `/dev/null`. Only then
+/// may `diag::init` open its syslog socket: nothing but frames is ever written to the socket.
+fn adopt_socket(socket: Socket) -> Result<OwnedFd, HelperError> {
+    let fd = socket.fd();
+    let option = match socket {
+        Socket::Bhyve(_) => "-S",
+        Socket::Frames(_) => "--fd",
+    };
+    let refuse = |problem| {
+        HelperError::from(SocketError {
+            option,
+            fd,
+            problem,
+        })
+    };
     if !sys::fd_is_open(fd) {
         return Err(refuse(SocketProblem::NotOpen));
     }
@@ -114,21 +134,36 @@ fn adopt_socket(fd: RawFd) -> Result<OwnedFd, HelperError> {
             }))
         }
     }
+    if matches!(socket, Socket::Frames(_)) && fd < SOCKET_FD {
+        return Err(refuse(SocketProblem::Standard));
+    }
     let vacant: Vec<RawFd> = (0..SOCKET_FD)
         .filter(|&std_fd| std_fd == fd || !sys::fd_is_open(std_fd))
         .collect();
     let setup = |call| move |err| HelperError::Setup { call, err };
-    // SAFETY: this is start-up, before anything in the process opened a descriptor it keeps
-    // (`diag::init` opens its log channel only after): `fd` is bhyve's socket, which nothing
-    // here owns; descriptor 3 and those above it are leftovers of bhyve's that nothing here
-    // uses; and the standard descriptors pointed at /dev/null are vacant.
-    let sock = unsafe {
-        let sock = sys::move_fd(fd, SOCKET_FD).map_err(setup("dup2(socket, 3)"))?;
-        sys::closefrom(SOCKET_FD + 1);
-        for std_fd in vacant {
-            sys::dev_null_at(std_fd).map_err(|err| HelperError::DevNull { fd: std_fd, err })?;
-        }
-        sock
+    let sock = match socket {
+        // SAFETY: this is start-up, before anything in the process opened a descriptor it
+        // keeps (`diag::init` opens its log channel only after): `fd` is bhyve's socket,
+        // which nothing here owns; descriptor 3 and those above it are leftovers of bhyve's
+        // that nothing here uses; and the standard descriptors pointed at /dev/null are
+        // vacant.
+        Socket::Bhyve(_) => unsafe {
+            let sock = sys::move_fd(fd, SOCKET_FD).map_err(setup("dup2(socket, 3)"))?;
+            sys::closefrom(SOCKET_FD + 1);
+            for std_fd in vacant {
+                sys::dev_null_at(std_fd).map_err(|err| HelperError::DevNull { fd: std_fd, err })?;
+            }
+            sock
+        },
+        // SAFETY: start-up, as above: `fd` (3 or above, checked) is the launcher's socket,
+        // which nothing here owns, so it gets its one owner; the standard descriptors pointed
+        // at /dev/null are closed ones (never `fd`), so nothing is replaced.
+        Socket::Frames(_) => unsafe {
+            for std_fd in vacant {
+                sys::dev_null_at(std_fd).map_err(|err| HelperError::DevNull { fd: std_fd, err })?;
+            }
+            sys::move_fd(fd, fd).map_err(setup("adopting the --fd socket"))?
+        },
     };
     sys::set_cloexec(sock.as_fd(), true).map_err(setup("fcntl(socket, FD_CLOEXEC)"))?;
     sys::set_nonblocking(sock.as_fd(), true).map_err(setup("fcntl(socket, O_NONBLOCK)"))?;
@@ -147,8 +182,15 @@ fn libslirp_path(option: Option<&str>) -> String {
         .unwrap_or_else(|| DEFAULT_LIBSLIRP.to_string())
 }
 
-/// The config, or `None` when SIGTERM/SIGINT arrived while waiting for it.
-fn read_config(sock: BorrowedFd<'_>) -> Result<Option<BhyveConfig>, HelperError> {
+/// The config, or `None` when SIGTERM/SIGINT arrived while waiting for it. On the `--fd`
+/// path nothing is read: the configuration is the keys' defaults, as bhyve's path has them
+/// without keys (restricted, 10.0.2.0/24, no forwards, frames up to 2048 bytes); `--poller`,
+/// `--batch` and `--coalesce` apply as on every path, and the network keys come as options
+/// (`--net=A/P`, as libvirt passes it), applied over these defaults in `run`.
+fn read_config(socket: Socket, sock: BorrowedFd<'_>) -> Result<Option<BhyveConfig>, HelperError> {
+    if let Socket::Frames(_) = socket {
+        return Ok(Some(BhyveConfig::default()));
+    }
     let nvlist =
         match config::recv::recv_config_until(sock, CONFIG_TIMEOUT, &sys::SIGNALS.terminate) {
             Ok(nvlist) => nvlist,
@@ -203,6 +245,30 @@ fn coalescing(options: &Options, config: &BhyveConfig, batch: usize) -> Result<b
         cli::parse_switch,
         || batch > 1,
     )
+}
+
+/// How long a parent that leads the helper's session has to exit before it counts as the
+/// hypervisor rather than a daemonizing step. libvirt's middle process exits as soon as the
+/// helper-to-be has written its pidfile, before the exec.
+const DAEMONIZING_PARENT_GRACE: Duration = Duration::from_millis(500);
+
+/// Whether the helper was daemonized the way libvirt does it (`virCommandDaemonize`: fork,
+/// setsid, fork, and the middle process exits once the pidfile is written). Its parent then
+/// leads the helper's new session and is about to exit: following it would end the helper a
+/// moment after start, and nothing else is its parent. A hypervisor that leads a session
+/// (a service's shell that starts the helper and `exec`s QEMU) stays, and is followed.
+fn started_by_daemonizing_parent(parent: libc::pid_t) -> bool {
+    if sys::session_id() != parent {
+        return false;
+    }
+    let deadline = std::time::Instant::now() + DAEMONIZING_PARENT_GRACE;
+    while std::time::Instant::now() < deadline {
+        if sys::parent_pid() != parent {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
 }
 
 /// `pcap=PATH` / `--pcap PATH`: the capture file, opened now (before the privilege drop and
@@ -264,10 +330,13 @@ fn run(options: Options) -> Result<(), HelperError> {
         call: "sigaction",
         err,
     })?;
+    // After the handlers: a SIGTERM during this wait (at most DAEMONIZING_PARENT_GRACE) is
+    // then a clean end, not the default action.
+    let follow_parent = options.exit_with_parent && !started_by_daemonizing_parent(parent);
     // Armed now for the wait for the configuration, and again after the privilege drop,
     // which clears it.
     let exit_with_parent = || {
-        if options.exit_with_parent {
+        if follow_parent {
             sys::exit_with_parent(parent).map_err(|err| HelperError::Setup {
                 call: "exit-with-parent (PR_SET_PDEATHSIG / PROC_PDEATHSIG_CTL)",
                 err,
@@ -278,11 +347,17 @@ fn run(options: Options) -> Result<(), HelperError> {
     exit_with_parent()?;
     let sock = adopt_socket(options.socket)?;
     diag::init();
+    if options.exit_with_parent && !follow_parent {
+        diag::info(
+            "--exit-with-parent: started by a daemonizing parent (as libvirt does), which has \
+             exited; no parent to follow, the launcher stops the helper",
+        );
+    }
     if let Err(e) = sys::raise_nofile_limit() {
         diag::warn(&format!("cannot raise the descriptor limit: {e}"));
     }
 
-    let Some(config) = read_config(sock.as_fd())? else {
+    let Some(config) = read_config(options.socket, sock.as_fd())? else {
         diag::info("terminated by signal while waiting for the configuration");
         return Ok(());
     };
@@ -358,7 +433,12 @@ fn run(options: Options) -> Result<(), HelperError> {
         )
     });
 
-    sandbox::drop_privileges()?;
+    if sandbox::drop_privileges()? == sandbox::PrivilegeDrop::NoCapability {
+        diag::warn(
+            "running as root without the capabilities to become nobody (as libvirt starts \
+             the helper); staying root without capabilities, confined by the sandbox",
+        );
+    }
     exit_with_parent()?;
     sandbox::confine(restricted, api_server.is_some())?;
 

@@ -510,6 +510,13 @@ pub fn exit_with_parent(_parent: libc::pid_t) -> io::Result<()> {
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
+/// This process's session (the pid of its leader), for telling a daemonizing parent from a
+/// hypervisor (`main`'s `--exit-with-parent`).
+pub fn session_id() -> libc::pid_t {
+    // getsid(0) cannot fail for the calling process.
+    nix::unistd::getsid(None).map_or(-1, |pid| pid.as_raw())
+}
+
 /// The parent's pid, for [`exit_with_parent`].
 pub fn parent_pid() -> libc::pid_t {
     std::os::unix::process::parent_id() as libc::pid_t

@@ -1028,3 +1028,58 @@ fn forwards_to_odd_guest_addresses_harm_nothing() {
         Some(6)
     );
 }
+
+/// IPv6 forwards through the control socket, beside an IPv6 rule from the config: each is
+/// bound (V6ONLY) on the host's ::1, listed with its addresses, and removed again; a forward of
+/// two families is refused.
+#[test]
+fn ipv6_forwards_are_added_listed_and_removed() {
+    let path = socket_path("ipv6");
+    let mut guest = start_guest(
+        ConfigBuilder::bhyve()
+            .string("ipv6", "on")
+            .hostfwd("tcp:[::1]:0-[fec0::15]:7"),
+        &path,
+    );
+    let mut api = Client::connect(&path);
+    let added = api.request(
+        r#"{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"::1","host_port":0,"guest_addr":"fec0::5054:ff:fe12:3456","guest_port":80}}"#,
+    );
+    let port = added["return"]["host_port"].as_u64().expect("a port") as u16;
+    assert_ne!(port, 0, "{added}");
+    // libslirp accepts on the forward (then closes: the guest has no IPv6 stack here).
+    std::net::TcpStream::connect(("::1", port)).expect("the IPv6 forward accepts");
+    // An empty guest address is the address the guest uses (libslirp learns it).
+    let udp = api.request(
+        r#"{"execute":"add_hostfwd","arguments":{"proto":"udp","host_addr":"::1","host_port":0,"guest_port":53}}"#,
+    );
+    assert!(udp["return"]["id"].as_u64().is_some(), "{udp}");
+    let listed = api.request(r#"{"execute":"list_hostfwd"}"#);
+    let entries = listed["return"]["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 3, "{listed}");
+    assert_eq!(entries[0]["host_addr"], "::1", "{listed}");
+    assert_eq!(entries[0]["guest_addr"], "fec0::15", "{listed}");
+    assert_eq!(
+        entries[1]["guest_addr"], "fec0::5054:ff:fe12:3456",
+        "{listed}"
+    );
+    assert_eq!(entries[2]["guest_addr"], "::", "{listed}");
+    let mixed = api.request(
+        r#"{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"::1","host_port":1,"guest_addr":"10.0.2.15","guest_port":1}}"#,
+    );
+    assert_eq!(
+        mixed["error"]["desc"],
+        "bad request: add_hostfwd: bad arguments: host_addr and guest_addr are of different families",
+        "{mixed}"
+    );
+    let id = added["return"]["id"].as_u64().unwrap();
+    let removed = api.request(&format!(
+        r#"{{"execute":"remove_hostfwd","arguments":{{"id":{id}}}}}"#
+    ));
+    assert!(removed.get("error").is_none(), "{removed}");
+    assert!(
+        std::net::TcpStream::connect(("::1", port)).is_err(),
+        "the removed forward still accepts"
+    );
+    assert!(guest.ping(HOST_IP, STEP));
+}

@@ -284,12 +284,19 @@ fn assert_usage_line(args: &[&str], line: &str) {
 
 #[test]
 fn usage_errors_name_the_option_and_the_valid_values() {
-    assert_usage_line(&[], "-S: missing (the socket to bhyve)");
+    assert_usage_line(&[], "-S: missing (the socket to bhyve; --fd for libvirt)");
     assert_usage_line(&["-S"], "-S: missing value");
     assert_usage_line(&["-S", "x"], "-S: 'x' is not a descriptor number");
     // run_helper closes descriptor 999 in the child.
     assert_usage_line(&["-S", "999"], "-S: '999' is not an open descriptor");
     assert_usage_line(&["-S", "0", "--bogus"], "unexpected argument '--bogus'");
+    // libvirt's form (#14).
+    assert_usage_line(&["--fd=999"], "--fd: '999' is not an open descriptor");
+    assert_usage_line(&["--fd=x"], "--fd: 'x' is not a descriptor number");
+    assert_usage_line(
+        &["--fd=3", "--dbus-address=unix:path=/x"],
+        "unexpected argument '--dbus-address'",
+    );
     assert_usage_line(
         &["-S", "0", "--coalesce", "maybe"],
         "--coalesce: 'maybe' is not a boolean (use on/off, true/false, yes/no or 1/0)",

@@ -55,24 +55,44 @@ impl std::error::Error for SandboxError {
     }
 }
 
+/// What [`drop_privileges`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrivilegeDrop {
+    /// Not root: nothing to drop.
+    NotRoot,
+    /// Now `nobody`.
+    Dropped,
+    /// Root without the capabilities to change user (Linux): libvirt starts its slirp helper
+    /// as uid 0 with every capability cleared, bounding set included (`virCommandClearCaps`).
+    /// Such a process can change nothing about itself; it stays uid 0, without capabilities,
+    /// and the Linux sandbox (`confine`) is what confines it, as it does every helper.
+    NoCapability,
+}
+
 /// When running as root, switch to `nobody` (supplementary groups, then gid, then uid).
-pub fn drop_privileges() -> Result<(), SandboxError> {
+pub fn drop_privileges() -> Result<PrivilegeDrop, SandboxError> {
     use nix::unistd::{geteuid, initgroups, setgid, setuid, User};
     if !geteuid().is_root() {
-        return Ok(());
+        return Ok(PrivilegeDrop::NotRoot);
     }
     let call = |what| move |err| SandboxError::Call { what, err };
     let user = User::from_name("nobody")
         .map_err(call("getpwnam(nobody)"))?
         .ok_or(SandboxError::NoNobody)?;
     let name = CString::new(user.name.as_str()).map_err(|_| SandboxError::NoNobody)?;
-    #[cfg(not(target_os = "macos"))]
+    #[cfg(target_os = "linux")]
+    match initgroups(&name, user.gid) {
+        // Refused before anything changed: no CAP_SETGID (see `PrivilegeDrop::NoCapability`).
+        Err(nix::Error::EPERM) => return Ok(PrivilegeDrop::NoCapability),
+        other => other.map_err(call("initgroups"))?,
+    }
+    #[cfg(all(not(target_os = "linux"), not(target_os = "macos")))]
     initgroups(&name, user.gid).map_err(call("initgroups"))?;
     #[cfg(target_os = "macos")]
     let _ = (&name, initgroups);
     setgid(user.gid).map_err(call("setgid"))?;
     setuid(user.uid).map_err(call("setuid"))?;
-    Ok(())
+    Ok(PrivilegeDrop::Dropped)
 }
 
 /// System calls the sandbox refused so far: the seccomp filter's count on Linux. Capsicum
