@@ -1,6 +1,6 @@
 //! Merging consecutive guest TCP segments before libslirp (what GRO/LRO does in a NIC driver).
 //!
-//! Owns: the guest frames between the IPv4 reassembler and `slirp_input`, and the one merged
+//! Owns: the guest frames between the reassembler and `slirp_input`, and the one merged
 //! frame held while a batch is handed on. Must never: reorder frames, hold a frame past the end
 //! of the drain that read it, turn a segment with a bad checksum into a packet with a good one,
 //! allocate after construction, or panic on any input.
@@ -41,34 +41,95 @@ use crate::stats::CoalesceCounters;
 use crate::wire::checksum::{ones_add, ones_sub};
 use crate::wire::ethernet::{self, EthernetFrame};
 use crate::wire::ipv4::{self, Ipv4Header, Ipv4HeaderMut};
+use crate::wire::ipv6::{self, Ipv6Header, Ipv6HeaderMut};
 use crate::wire::protocol;
 use crate::wire::tcp::{self, flags, TcpHeader, TcpHeaderMut};
 
-/// The held frame's buffer: an Ethernet header and the largest datagram.
+/// The held frame's buffer: an Ethernet header and the largest datagram (an IPv6 merge is
+/// capped below it, at the MTU).
 pub(crate) const BUFFER_BYTES: usize = ethernet::HEADER_LEN + ipv4::MAX_DATAGRAM;
+
+/// The IP layer of a frame that may be merged.
+#[derive(Debug, Clone, Copy)]
+enum Ip<'a> {
+    V4(Ipv4Header<'a>),
+    V6(Ipv6Header<'a>),
+}
+
+impl<'a> Ip<'a> {
+    #[inline]
+    fn header_len(&self) -> usize {
+        match self {
+            Ip::V4(_) => ipv4::HEADER_LEN,
+            Ip::V6(_) => ipv6::HEADER_LEN,
+        }
+    }
+
+    /// Header and payload (the frame may be longer: Ethernet padding).
+    #[inline]
+    fn packet_len(&self) -> usize {
+        match self {
+            Ip::V4(ip) => ip.total_len(),
+            Ip::V6(ip) => ipv6::HEADER_LEN + ip.payload_len(),
+        }
+    }
+
+    /// The TCP segment.
+    #[inline]
+    fn payload(&self) -> &'a [u8] {
+        match self {
+            Ip::V4(ip) => ip.payload(),
+            Ip::V6(ip) => ip.payload(),
+        }
+    }
+
+    /// The pseudo-header sum for a TCP segment of `tcp_len` bytes (below 65536: both
+    /// families' length fields are 16 bits).
+    #[inline]
+    fn pseudo_header_sum(&self, tcp_len: usize) -> u16 {
+        match self {
+            Ip::V4(ip) => ip.pseudo_header_sum(tcp_len as u16),
+            Ip::V6(ip) => {
+                ipv6::pseudo_header_sum(ip.src(), ip.dst(), protocol::TCP, tcp_len as u32)
+            }
+        }
+    }
+}
 
 /// A frame's headers, as far as merging needs them.
 #[derive(Debug, Clone, Copy)]
 struct Headers<'a> {
     eth: EthernetFrame<'a>,
-    ip: Ipv4Header<'a>,
+    ip: Ip<'a>,
     tcp: TcpHeader<'a>,
 }
 
 impl<'a> Headers<'a> {
-    /// Untagged IPv4 without options, not a fragment, carrying a whole TCP header (lengths
-    /// only: no checksum is looked at).
+    /// Untagged IPv4 without options, not a fragment, or untagged IPv6 without extension
+    /// headers, carrying a whole TCP header (lengths only: no checksum is looked at).
     #[inline]
     fn parse(frame: &'a [u8]) -> Option<Headers<'a>> {
         let eth = EthernetFrame::parse(frame).ok()?;
-        if eth.ethertype() != ethernet::ETHERTYPE_IPV4 {
-            return None;
-        }
-        let ip = Ipv4Header::parse(eth.payload()).ok()?;
-        if ip.header_len() != ipv4::HEADER_LEN || ip.is_fragment() || ip.protocol() != protocol::TCP
-        {
-            return None;
-        }
+        let ip = match eth.ethertype() {
+            ethernet::ETHERTYPE_IPV4 => {
+                let ip = Ipv4Header::parse(eth.payload()).ok()?;
+                if ip.header_len() != ipv4::HEADER_LEN
+                    || ip.is_fragment()
+                    || ip.protocol() != protocol::TCP
+                {
+                    return None;
+                }
+                Ip::V4(ip)
+            }
+            ethernet::ETHERTYPE_IPV6 => {
+                let ip = Ipv6Header::parse(eth.payload()).ok()?;
+                if ip.next_header() != protocol::TCP {
+                    return None;
+                }
+                Ip::V6(ip)
+            }
+            _ => return None,
+        };
         let tcp = TcpHeader::parse(ip.payload()).ok()?;
         Some(Headers { eth, ip, tcp })
     }
@@ -89,25 +150,25 @@ impl<'a> Segment<'a> {
         let Headers { ip, tcp, .. } = headers;
         let flags = tcp.flags();
         // The header checksum last: pure ACKs (most non-candidates) are refused before it.
+        // IPv6 has none.
         if tcp.reserved_bits() != 0
             || tcp.payload().is_empty()
             || (flags != flags::ACK && flags != flags::ACK | flags::PSH)
-            || !ip.checksum_valid()
+            || matches!(ip, Ip::V4(ip) if !ip.checksum_valid())
         {
             return None;
         }
         // The sender's checksum covers pseudo-header + header + data: take the first two out.
-        // The TCP length is below the 65535 of an IPv4 total length.
         let covered = !tcp.checksum();
-        let pseudo = ip.pseudo_header_sum(ip.payload().len() as u16);
+        let pseudo = ip.pseudo_header_sum(ip.payload().len());
         let data_sum = ones_sub(ones_sub(covered, pseudo), tcp.header_sum());
         Some(Segment { headers, data_sum })
     }
 
-    /// IPv4 total length (the frame may be longer: Ethernet padding).
+    /// IP header and payload (the frame may be longer: Ethernet padding).
     #[inline]
     fn ip_len(&self) -> usize {
-        self.headers.ip.total_len()
+        self.headers.ip.packet_len()
     }
 
     #[inline]
@@ -127,13 +188,19 @@ impl<'a> Segment<'a> {
 /// (the held frame was parsed again per extension before).
 #[derive(Debug, Clone, Copy)]
 struct FirstSegment {
+    /// Its ethertype tells the family: segments of the other one never match.
     eth_header: [u8; ethernet::HEADER_LEN],
     // IPv4: version and IHL are 4 and 5 in every candidate; the protocol is TCP.
+    // IPv6: version 6, next header TCP.
+    /// IPv4 TOS, IPv6 traffic class.
     tos: u8,
-    flags_and_offset: u16,
+    /// IPv4 flags and offset (DF), IPv6 flow label.
+    flags_or_flow: u32,
+    /// IPv4 TTL, IPv6 hop limit.
     ttl: u8,
-    src: [u8; 4],
-    dst: [u8; 4],
+    /// IPv4 addresses fill the first 4 bytes.
+    src: [u8; 16],
+    dst: [u8; 16],
     // TCP: the data offset is `Held::tcp_hdr_len`; reserved bits are 0 in every candidate.
     src_port: u16,
     dst_port: u16,
@@ -148,10 +215,10 @@ impl FirstSegment {
     const NONE: FirstSegment = FirstSegment {
         eth_header: [0; ethernet::HEADER_LEN],
         tos: 0,
-        flags_and_offset: 0,
+        flags_or_flow: 0,
         ttl: 0,
-        src: [0; 4],
-        dst: [0; 4],
+        src: [0; 16],
+        dst: [0; 16],
         src_port: 0,
         dst_port: 0,
         ack: 0,
@@ -166,13 +233,14 @@ impl FirstSegment {
         options[..tcp.options().len()].copy_from_slice(tcp.options());
         let mut eth_header = [0; ethernet::HEADER_LEN];
         eth_header.copy_from_slice(eth.header());
+        let (tos, flags_or_flow, ttl, src, dst) = ip_fields(&ip);
         FirstSegment {
             eth_header,
-            tos: ip.tos(),
-            flags_and_offset: ip.flags_and_offset(),
-            ttl: ip.ttl(),
-            src: ip.src(),
-            dst: ip.dst(),
+            tos,
+            flags_or_flow,
+            ttl,
+            src,
+            dst,
             src_port: tcp.src_port(),
             dst_port: tcp.dst_port(),
             ack: tcp.ack(),
@@ -182,17 +250,35 @@ impl FirstSegment {
         }
     }
 
+    /// Whether `ip` agrees with the IP fields, compared in place (per segment: no copies).
+    /// The Ethernet header's equality already says the families are the same.
+    #[inline]
+    fn ip_matches(&self, ip: &Ip<'_>) -> bool {
+        match ip {
+            Ip::V4(ip) => {
+                ip.tos() == self.tos
+                    && u32::from(ip.flags_and_offset()) == self.flags_or_flow
+                    && ip.ttl() == self.ttl
+                    && ip.src() == self.src[..4]
+                    && ip.dst() == self.dst[..4]
+            }
+            Ip::V6(ip) => {
+                ip.traffic_class() == self.tos
+                    && ip.flow_label() == self.flags_or_flow
+                    && ip.hop_limit() == self.ttl
+                    && ip.src() == self.src
+                    && ip.dst() == self.dst
+            }
+        }
+    }
+
     /// Whether `headers` agree with these fields (their TCP header length already does).
     #[inline]
     fn matches(&self, headers: &Headers<'_>) -> bool {
         let Headers { eth, ip, tcp } = *headers;
         let options = tcp.options();
         eth.header() == self.eth_header
-            && ip.tos() == self.tos
-            && ip.flags_and_offset() == self.flags_and_offset
-            && ip.ttl() == self.ttl
-            && ip.src() == self.src
-            && ip.dst() == self.dst
+            && self.ip_matches(&ip)
             && tcp.src_port() == self.src_port
             && tcp.dst_port() == self.dst_port
             && tcp.ack() == self.ack
@@ -202,13 +288,40 @@ impl FirstSegment {
     }
 }
 
+/// What a merge must keep equal of the IP header (read once, for the first segment): TOS or
+/// traffic class; flags and offset or flow label; TTL or hop limit; the addresses.
+#[inline]
+fn ip_fields(ip: &Ip<'_>) -> (u8, u32, u8, [u8; 16], [u8; 16]) {
+    match ip {
+        Ip::V4(ip) => {
+            let mut src = [0; 16];
+            let mut dst = [0; 16];
+            src[..4].copy_from_slice(&ip.src());
+            dst[..4].copy_from_slice(&ip.dst());
+            let flags = u32::from(ip.flags_and_offset());
+            (ip.tos(), flags, ip.ttl(), src, dst)
+        }
+        Ip::V6(ip) => (
+            ip.traffic_class(),
+            ip.flow_label(),
+            ip.hop_limit(),
+            ip.src(),
+            ip.dst(),
+        ),
+    }
+}
+
 /// The frame held in the buffer.
 #[derive(Debug, Clone, Copy)]
 struct Held {
     /// Length of the first frame as received, padding included: what a lone frame hands on.
     first_frame_len: usize,
-    /// IPv4 total length of the merge so far.
+    /// IP header and payload of the merge so far.
     ip_len: usize,
+    /// 20 (IPv4) or 40 (IPv6).
+    ip_hdr_len: usize,
+    /// The largest merge: 65535 bytes of IPv4, or the MTU for IPv6.
+    max_len: usize,
     tcp_hdr_len: usize,
     /// Sequence number of the byte after the held payload.
     next_seq: u32,
@@ -221,7 +334,7 @@ struct Held {
 
 impl Held {
     fn payload_len(&self) -> usize {
-        self.ip_len - ipv4::HEADER_LEN - self.tcp_hdr_len
+        self.ip_len - self.ip_hdr_len - self.tcp_hdr_len
     }
 
     /// Whether `segment` continues this merge (the extension rules).
@@ -232,7 +345,7 @@ impl Held {
             && self.payload_len() % 2 == 0
             && tcp.seq() == self.next_seq
             && tcp.header_len() == self.tcp_hdr_len
-            && self.ip_len + segment.payload().len() <= ipv4::MAX_DATAGRAM
+            && self.ip_len + segment.payload().len() <= self.max_len
             && first.matches(&segment.headers)
     }
 
@@ -260,6 +373,10 @@ pub struct Coalescer {
     /// The held merge's first segment (stale when nothing is held). Outside `Held` so that
     /// the per-frame `Option<Held>` moves stay small.
     first: FirstSegment,
+    /// The largest IPv6 merge (header and payload): libslirp's `ip6_input` (4.7 to current
+    /// master) answers an IPv6 packet longer than its `if_mtu` with ICMPv6 Packet Too Big
+    /// and drops it, so a merge past the MTU would lose data. 0 (the default): no IPv6 merges.
+    ipv6_max_len: usize,
     pub counters: CoalesceCounters,
 }
 
@@ -275,8 +392,16 @@ impl Coalescer {
             },
             held: None,
             first: FirstSegment::NONE,
+            ipv6_max_len: 0,
             counters: CoalesceCounters::default(),
         }
+    }
+
+    /// IPv6 segments merge up to `mtu` bytes of IP header and payload: the MTU libslirp was
+    /// given (`if_mtu`), which it enforces on IPv6 input.
+    pub fn with_ipv6_mtu(mut self, mtu: usize) -> Coalescer {
+        self.ipv6_max_len = mtu.min(BUFFER_BYTES - ethernet::HEADER_LEN);
+        self
     }
 
     pub fn enabled(&self) -> bool {
@@ -307,7 +432,7 @@ impl Coalescer {
             // and a 64 KiB copy saved per frame).
             Some(segment)
                 if segment.may_be_followed()
-                    && segment.ip_len() + segment.payload().len() <= ipv4::MAX_DATAGRAM
+                    && segment.ip_len() + segment.payload().len() <= self.max_len(&segment)
                     && frame.len() <= self.buf.len() =>
             {
                 self.buf[..frame.len()].copy_from_slice(frame);
@@ -315,6 +440,8 @@ impl Coalescer {
                 self.held = Some(Held {
                     first_frame_len: frame.len(),
                     ip_len: segment.ip_len(),
+                    ip_hdr_len: segment.headers.ip.header_len(),
+                    max_len: self.max_len(&segment),
                     tcp_hdr_len: tcp.header_len(),
                     next_seq: tcp.seq().wrapping_add(segment.payload().len() as u32),
                     last_flags: tcp.flags(),
@@ -327,6 +454,15 @@ impl Coalescer {
         }
     }
 
+    /// The largest merge `segment` may start.
+    #[inline]
+    fn max_len(&self, segment: &Segment<'_>) -> usize {
+        match segment.headers.ip {
+            Ip::V4(_) => ipv4::MAX_DATAGRAM,
+            Ip::V6(_) => self.ipv6_max_len,
+        }
+    }
+
     /// Hands on the held frame, if any: as it arrived when alone, else as one merged packet.
     pub fn flush(&mut self, mut deliver: impl FnMut(&[u8])) {
         let Some(held) = self.held.take() else {
@@ -334,6 +470,10 @@ impl Coalescer {
         };
         if held.segments == 1 {
             deliver(&self.buf[..held.first_frame_len]);
+            return;
+        }
+        if held.ip_hdr_len == ipv6::HEADER_LEN {
+            self.flush_ipv6(held, deliver);
             return;
         }
         let ip_len = held.ip_len;
@@ -352,6 +492,30 @@ impl Coalescer {
         tcp.set_flags(held.last_flags);
         let tcp_len = (ip_len - ipv4::HEADER_LEN) as u16;
         let pseudo = ipv4::pseudo_header_sum(ip.src(), ip.dst(), protocol::TCP, tcp_len);
+        let sum = ones_add(ones_add(pseudo, tcp.header_sum()), held.data_sum);
+        tcp.set_checksum(!sum);
+        self.counters.frames += 1;
+        self.counters.segments += held.segments;
+        deliver(&self.buf[..ethernet::HEADER_LEN + ip_len]);
+    }
+
+    /// `flush` of an IPv6 merge: the payload length and the TCP checksum (IPv6 has no header
+    /// checksum).
+    fn flush_ipv6(&mut self, held: Held, mut deliver: impl FnMut(&[u8])) {
+        let ip_len = held.ip_len;
+        let frame = &mut self.buf[..ethernet::HEADER_LEN + ip_len];
+        let (_, packet) = frame.split_at_mut(ethernet::HEADER_LEN);
+        let (ip, segment) = packet.split_at_mut(ipv6::HEADER_LEN);
+        let (Ok(mut ip), Ok(mut tcp)) = (Ipv6HeaderMut::new(ip), TcpHeaderMut::new(segment)) else {
+            debug_assert!(false, "held frame lost its headers");
+            return;
+        };
+        // ip_len ≤ the MTU ≤ 65535: checked on every extension.
+        let tcp_len = ip_len - ipv6::HEADER_LEN;
+        ip.set_payload_len(tcp_len as u16);
+        tcp.set_flags(held.last_flags);
+        let (src, dst) = (self.first.src, self.first.dst);
+        let pseudo = ipv6::pseudo_header_sum(src, dst, protocol::TCP, tcp_len as u32);
         let sum = ones_add(ones_add(pseudo, tcp.header_sum()), held.data_sum);
         tcp.set_checksum(!sum);
         self.counters.frames += 1;
@@ -906,5 +1070,232 @@ mod tests {
             "{:?}",
             c.counters
         );
+    }
+
+    // IPv6: fec0::15 → fec0::2, traffic class 0x10, flow label 0xabcde, hop limit 64.
+    const SRC6: [u8; 16] = [0xfe, 0xc0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x15];
+    const DST6: [u8; 16] = [0xfe, 0xc0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+
+    #[derive(Clone)]
+    struct Spec6 {
+        tcp: Spec,
+        traffic_class: u8,
+        flow_label: u32,
+        hop_limit: u8,
+        src: [u8; 16],
+        /// A hop-by-hop options header before TCP.
+        hop_by_hop: bool,
+    }
+
+    fn spec6(seq: u32, len: usize) -> Spec6 {
+        Spec6 {
+            tcp: spec(seq, len),
+            traffic_class: 0x10,
+            flow_label: 0xabcde,
+            hop_limit: 64,
+            src: SRC6,
+            hop_by_hop: false,
+        }
+    }
+
+    fn train6(seq: u32, lens: &[usize]) -> Vec<Spec6> {
+        train(seq, lens)
+            .into_iter()
+            .map(|tcp| Spec6 { tcp, ..spec6(0, 0) })
+            .collect()
+    }
+
+    /// The IPv6 frame, its TCP checksum right (computed by etherparse).
+    fn frame6(s: &Spec6) -> Vec<u8> {
+        let t = &s.tcp;
+        let mut tcp = TcpHeader::new(t.sport, t.dport, t.seq, t.window);
+        tcp.acknowledgment_number = t.ack;
+        tcp.ack = !t.no_ack;
+        (tcp.psh, tcp.syn, tcp.fin, tcp.rst) = (t.psh, t.syn, t.fin, t.rst);
+        tcp.set_options_raw(&t.options).unwrap();
+        let tcp_len = tcp.header_len() + t.payload.len();
+        let ext = if s.hop_by_hop { 8 } else { 0 };
+        let ip = etherparse::Ipv6Header {
+            traffic_class: s.traffic_class,
+            flow_label: etherparse::Ipv6FlowLabel::try_new(s.flow_label).unwrap(),
+            payload_length: (ext + tcp_len) as u16,
+            next_header: if s.hop_by_hop {
+                IpNumber::IPV6_HEADER_HOP_BY_HOP
+            } else {
+                IpNumber::TCP
+            },
+            hop_limit: s.hop_limit,
+            source: s.src,
+            destination: DST6,
+        };
+        tcp.checksum = tcp.calc_checksum_ipv6(&ip, &t.payload).unwrap();
+        let eth = Ethernet2Header {
+            source: GUEST_MAC,
+            destination: t.dst_mac,
+            ether_type: EtherType::IPV6,
+        };
+        let mut f = Vec::new();
+        eth.write(&mut f).unwrap();
+        ip.write(&mut f).unwrap();
+        if s.hop_by_hop {
+            f.extend_from_slice(&[6, 0, 1, 4, 0, 0, 0, 0]);
+        }
+        tcp.write(&mut f).unwrap();
+        f.extend_from_slice(&t.payload);
+        f.resize(f.len() + t.padding, 0);
+        f
+    }
+
+    fn through6(mtu: usize, frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        run_through(&mut Coalescer::new(true).with_ipv6_mtu(mtu), frames)
+    }
+
+    /// Whether the TCP checksum of an IPv6 `frame` verifies, summed as a receiver does.
+    fn checksum6_verifies(frame: &[u8]) -> bool {
+        let ip = &frame[14..];
+        let len = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+        let tcp = &ip[40..40 + len];
+        let mut pseudo = ip[8..40].to_vec();
+        pseudo.extend_from_slice(&(len as u32).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, 6]);
+        let sum = u32::from(ones_sum(&pseudo)) + u32::from(ones_sum(tcp));
+        (sum & 0xffff) + (sum >> 16) == 0xffff
+    }
+
+    /// Checks an IPv6 merge: the first segment's headers, payload length, concatenated
+    /// payload, the last one's PSH, a checksum etherparse agrees with.
+    fn assert_merge6_of(merged: &[u8], parts: &[Spec6]) {
+        assert!(checksum6_verifies(merged), "checksum of the merge");
+        let p = SlicedPacket::from_ethernet(merged).expect("the merge parses");
+        let (Some(NetSlice::Ipv6(ip)), Some(TransportSlice::Tcp(tcp))) = (&p.net, &p.transport)
+        else {
+            panic!("not IPv6/TCP: {p:?}");
+        };
+        let payload: Vec<u8> = parts.iter().flat_map(|s| s.tcp.payload.clone()).collect();
+        let h = ip.header();
+        assert_eq!(usize::from(h.payload_length()), 20 + payload.len());
+        assert_eq!(
+            merged.len(),
+            14 + 60 + payload.len(),
+            "no padding after a merge"
+        );
+        assert_eq!(h.traffic_class(), parts[0].traffic_class);
+        assert_eq!(h.flow_label().value(), parts[0].flow_label);
+        assert_eq!(h.hop_limit(), parts[0].hop_limit);
+        assert_eq!(tcp.sequence_number(), parts[0].tcp.seq);
+        assert_eq!(tcp.psh(), parts.last().unwrap().tcp.psh);
+        assert_eq!(tcp.payload(), payload.as_slice());
+        let expected = tcp
+            .to_header()
+            .calc_checksum_ipv6_raw(h.source(), h.destination(), tcp.payload())
+            .unwrap();
+        let got = tcp.checksum();
+        assert!(
+            got == expected || (got | expected == 0xffff && got & expected == 0),
+            "{got:#x} vs {expected:#x}"
+        );
+    }
+
+    #[test]
+    fn ipv6_segments_merge_up_to_the_mtu() {
+        // Small segments under a large MTU: one merge.
+        let mut parts = train6(7, &[1000; 6]);
+        parts[5].tcp.psh = true;
+        let frames: Vec<_> = parts.iter().map(frame6).collect();
+        let out = through6(65520, &frames);
+        assert_eq!(out.len(), 1);
+        assert_merge6_of(&out[0], &parts);
+        // MTU 3000: 60 + 2 × 1000 fits, a third does not.
+        let parts = train6(u32::MAX - 1500, &[1000; 5]);
+        let frames: Vec<_> = parts.iter().map(frame6).collect();
+        let out = through6(3000, &frames);
+        assert_eq!(out.len(), 3);
+        assert_merge6_of(&out[0], &parts[..2]);
+        assert_merge6_of(&out[1], &parts[2..4]);
+        assert_eq!(out[2], frames[4]);
+        assert!(out.iter().all(|f| f.len() - 14 <= 3000));
+        // Full-sized segments at MTU 1500 (1440 + 60): nothing merges.
+        let frames: Vec<_> = train6(1, &[1440; 4]).iter().map(frame6).collect();
+        assert_eq!(through6(1500, &frames), frames);
+        // Without an MTU (the default), IPv6 is never merged.
+        let frames: Vec<_> = train6(1, &[100; 4]).iter().map(frame6).collect();
+        assert_eq!(through(&frames), frames);
+    }
+
+    #[test]
+    fn ipv6_segments_that_differ_or_carry_extension_headers_are_not_merged() {
+        type Change = fn(&mut Spec6);
+        let changes: [(&str, Change); 6] = [
+            ("traffic class", |s| s.traffic_class = 0),
+            ("flow label", |s| s.flow_label = 1),
+            ("hop limit", |s| s.hop_limit = 63),
+            ("source", |s| s.src[15] = 0x16),
+            ("hop-by-hop", |s| s.hop_by_hop = true),
+            ("window", |s| s.tcp.window = 1),
+        ];
+        for (what, change) in changes {
+            let mut parts = train6(1, &[1000, 1000]);
+            change(&mut parts[1]);
+            let frames: Vec<_> = parts.iter().map(frame6).collect();
+            assert_eq!(through6(65520, &frames), frames, "{what}");
+        }
+        let mut parts = train6(1, &[1000, 1000]);
+        parts[0].hop_by_hop = true;
+        let frames: Vec<_> = parts.iter().map(frame6).collect();
+        assert_eq!(through6(65520, &frames), frames, "hop-by-hop first");
+        // The same ports and sequence numbers over IPv4 and IPv6: never one merge.
+        let v4 = frame(&spec(1, 1000));
+        let v6 = frame6(&spec6(1001, 1000));
+        let frames = vec![v4.clone(), v6.clone(), frame(&spec(1001, 1000))];
+        assert_eq!(through6(65520, &frames), frames);
+        // Padding after the packet is not payload.
+        let mut parts = train6(1, &[1000, 1000]);
+        parts[0].tcp.padding = 6;
+        let frames: Vec<_> = parts.iter().map(frame6).collect();
+        let out = through6(65520, &frames);
+        assert_eq!(out.len(), 1);
+        assert_merge6_of(&out[0], &parts);
+    }
+
+    #[test]
+    fn an_ipv6_bad_checksum_makes_a_bad_merge() {
+        for corrupt in 0..3 {
+            let parts = train6(1, &[1000, 1000, 1000]);
+            let mut frames: Vec<_> = parts.iter().map(frame6).collect();
+            frames[corrupt][14 + 60 + 100] ^= 0x5a;
+            let out = through6(65520, &frames);
+            assert_eq!(out.len(), 1);
+            assert!(!checksum6_verifies(&out[0]), "corrupt #{corrupt}");
+        }
+    }
+
+    #[test]
+    fn mutated_ipv6_frames_never_panic_and_every_frame_is_accounted_for() {
+        let mut rng = Rng(0x6a09_e667_f3bc_c908);
+        let base: Vec<Vec<u8>> = train6(1, &[1000, 1000, 7, 600, 2])
+            .iter()
+            .map(frame6)
+            .collect();
+        let mut c = Coalescer::new(true).with_ipv6_mtu(4000);
+        let (mut pushed, mut delivered) = (0u64, 0u64);
+        for _ in 0..20_000 {
+            let mut f = base[rng.below(base.len())].clone();
+            if rng.below(2) == 0 {
+                for _ in 0..1 + rng.below(4) {
+                    let i = rng.below(f.len().min(100));
+                    f[i] = rng.next() as u8;
+                }
+                let keep = f.len() - rng.below(f.len() / 2 + 1) * rng.below(2);
+                f.truncate(keep);
+            }
+            pushed += 1;
+            c.push(&f, |g: &[u8]| {
+                assert!(g.len() <= 14 + 4000 || g == f.as_slice());
+                delivered += 1;
+            });
+        }
+        c.flush(|_: &[u8]| delivered += 1);
+        assert!(c.counters.frames > 100, "{:?}", c.counters);
+        assert_eq!(pushed, delivered - c.counters.frames + c.counters.segments);
     }
 }

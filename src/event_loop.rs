@@ -1,8 +1,8 @@
 //! One loop iteration, as the C helper does it: fill, wait, `slirp_pollfds_poll`, timers,
 //! drain the wakeup pipe, read guest frames into `slirp_input`, flush what is queued for the
 //! guest. The poller and the frame I/O are seams: their backends change, this order does not.
-//! Guest frames pass through the IPv4 reassembler on their way in: libslirp is never given a
-//! fragment (design note 10); then through the TCP coalescer, which merges consecutive
+//! Guest frames pass through the reassembler (IPv4 and IPv6) on their way in: libslirp is never
+//! given a fragment (design note 10); then through the TCP coalescer, which merges consecutive
 //! segments of one flow from the same batch (`crate::coalesce`).
 //!
 //! Owns: the [`Host`] libslirp's callbacks reach, and the decision to end the loop.
@@ -12,7 +12,7 @@ use crate::coalesce::Coalescer;
 use crate::flow_budget::FlowBudget;
 use crate::frames::{FrameLimit, FrameRx, FrameTx, RxStatus};
 use crate::poller::{Own, Poller, PollerKind, Readiness, Slot};
-use crate::reasm::{Ipv4Reassembler, Verdict};
+use crate::reasm::{Reassembler, Verdict};
 use crate::slirp::timers::Timers;
 use crate::slirp::{SlirpHost, Stack};
 use crate::stats::{self, LoopCounters};
@@ -192,7 +192,7 @@ impl std::error::Error for LoopError {
 pub fn stats_line(
     stack: &mut Stack<Host<'_>>,
     rx: &FrameRx<'_>,
-    reasm: &Ipv4Reassembler,
+    reasm: &Reassembler,
     coalescer: &Coalescer,
 ) -> String {
     let host = stack.host();
@@ -232,7 +232,7 @@ pub fn stats_line(
 pub fn run(
     stack: &mut Stack<Host<'_>>,
     rx: &mut FrameRx<'_>,
-    reasm: &mut Ipv4Reassembler,
+    reasm: &mut Reassembler,
     coalescer: &mut Coalescer,
     mut api: Option<&mut ApiServer>,
 ) -> Result<Exit, LoopError> {
@@ -277,7 +277,7 @@ fn input(stack: &mut Stack<Host<'_>>, frame: &[u8]) {
 pub fn iterate(
     stack: &mut Stack<Host<'_>>,
     rx: &mut FrameRx<'_>,
-    reasm: &mut Ipv4Reassembler,
+    reasm: &mut Reassembler,
     coalescer: &mut Coalescer,
 ) -> Result<Option<Exit>, LoopError> {
     iterate_serving(stack, rx, reasm, coalescer, None)
@@ -288,7 +288,7 @@ pub fn iterate(
 pub fn iterate_serving(
     stack: &mut Stack<Host<'_>>,
     rx: &mut FrameRx<'_>,
-    reasm: &mut Ipv4Reassembler,
+    reasm: &mut Reassembler,
     coalescer: &mut Coalescer,
     mut api: Option<&mut ApiServer>,
 ) -> Result<Option<Exit>, LoopError> {

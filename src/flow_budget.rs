@@ -8,8 +8,9 @@
 //! and the loop spins at 100 % CPU with the forward dead.
 //!
 //! Two rules, applied above the poller so that every backend gets them:
-//! - **Budget.** Guest frames that could open a new flow (TCP SYN, UDP other than DHCP, ICMP
-//!   echo request) are dropped and counted while libslirp holds `budget` sockets or more.
+//! - **Budget.** Guest frames that could open a new flow (TCP SYN, UDP other than DHCP and
+//!   DHCPv6, ICMP or ICMPv6 echo request; IPv4 and IPv6 alike, see [`opens_flow`]) are
+//!   dropped and counted while libslirp holds `budget` sockets or more.
 //!   `budget = limit - max(limit / 4, 64)` for the soft RLIMIT_NOFILE `limit`: the rest is
 //!   kept for connections accepted on forwards and the helper's own descriptors.
 //! - **Backoff.** A listening socket reported readable in consecutive iterations while the
@@ -50,8 +51,17 @@ pub(crate) fn budget_for_limit(limit: u64) -> usize {
 }
 
 /// Whether libslirp would open a new host socket for this guest frame if it starts a flow
-/// it does not know yet: a TCP SYN (without ACK), a UDP datagram other than DHCP (libslirp
-/// answers DHCP itself), an ICMP echo request. libslirp keys UDP on the guest's source
+/// it does not know yet: a TCP SYN (without ACK), a UDP datagram other than DHCP or DHCPv6
+/// (libslirp answers those itself, `bootp_input` and `dhcpv6_input`), an ICMP or ICMPv6
+/// echo request. IPv6 like IPv4, from libslirp's `ip6_input`, `udp6_input` and
+/// `icmp6_input`: neighbour discovery (RS, RA, NS, NA, redirect) goes to `ndp_input`, which
+/// answers from no socket, so it never counts; an ICMPv6 echo request to an address other
+/// than the host's opens no socket in 4.7 (it logs "external icmpv6 not supported yet")
+/// but does from 4.8 on (`icmp6_send`, then a UDP socket), so it counts: the helper loads
+/// whichever libslirp is installed. DHCP/DHCPv6 and TFTP are answered without a socket only
+/// when sent to the host's (or the DHCP broadcast/multicast) address, which the budget does
+/// not know: a DHCP-port datagram elsewhere opens a socket uncounted until the next fill,
+/// and TFTP counts though it opens none. libslirp keys UDP on the guest's source
 /// address and port and the helper cannot see which ones it holds, so at the budget every
 /// such datagram is refused, those of existing UDP flows too. Frames libslirp drops before
 /// its protocol handlers (not IPv4 or IPv6, a malformed IPv4 header, not version 6): false.
@@ -384,6 +394,22 @@ mod tests {
             !opens_flow(&ipv6_frame(1, &[128, 0, 0, 0])),
             "ICMPv6's type"
         );
+        // Neighbour discovery (RS, RA, NS, NA, redirect) and MLD: libslirp answers or
+        // ignores them without a socket.
+        for kind in [133u8, 134, 135, 136, 137, 130, 143] {
+            assert!(
+                !opens_flow(&ipv6_frame(58, &[kind, 0, 0, 0])),
+                "ICMPv6 {kind}"
+            );
+        }
+        // Extension headers before the upper layer: `ip6_input` dispatches on the fixed
+        // header's next header only, and drops these.
+        let mut hop_by_hop = vec![6, 0, 1, 4, 0, 0, 0, 0];
+        hop_by_hop.extend_from_slice(&tcp);
+        assert!(
+            !opens_flow(&ipv6_frame(0, &hop_by_hop)),
+            "hop-by-hop, then TCP"
+        );
         let mut v4 = ipv6_frame(17, &[0, 1, 0, 53, 0, 8, 0, 0]);
         v4[14] = 0x40;
         assert!(!opens_flow(&v4), "version 4 in an IPv6 frame");
@@ -403,7 +429,9 @@ mod tests {
         let mut in_padding = udp_frame(53);
         in_padding[16..18].copy_from_slice(&20u16.to_be_bytes());
         assert!(opens_flow(&in_padding));
-        // IPv6: `ip6_input` never compares the payload length with the bytes.
+        // IPv6: a payload length beyond the bytes is counted though `ip6_input` drops it
+        // (4.3.1 on, "Drop bogus IPv6 messages"; it counts the Ethernet padding as bytes
+        // and older versions do not check): counting more costs only a count.
         let mut tcp = [0u8; 20];
         tcp[12] = 0xf0; // 60-byte header, 20 bytes of it present
         tcp[13] = 0x02;

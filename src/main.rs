@@ -15,7 +15,7 @@ use slirp_helper::event_loop::{self, Exit, Host};
 use slirp_helper::frames::{FrameLimit, FrameRx, DEFAULT_BATCH};
 use slirp_helper::pcap::{self, Capture};
 use slirp_helper::poller::PollerKind;
-use slirp_helper::reasm::{Ipv4Reassembler, ReasmLimits};
+use slirp_helper::reasm::{ReasmLimits, Reassembler};
 use slirp_helper::slirp::api::{SlirpApi, DEFAULT_LIBSLIRP};
 use slirp_helper::slirp::{Stack, StackConfig};
 use slirp_helper::{diag, sandbox, sys};
@@ -447,8 +447,9 @@ fn run(options: Options) -> Result<(), HelperError> {
     sandbox::confine(restricted, api_server.is_some())?;
 
     let mut rx = FrameRx::new(sock.as_fd(), limit, batch);
-    let mut reasm = Ipv4Reassembler::new(ReasmLimits::default());
-    let mut coalescer = Coalescer::new(coalesce);
+    let mut reasm = Reassembler::new(ReasmLimits::default());
+    // libslirp drops IPv6 packets longer than its if_mtu: IPv6 merges stop there.
+    let mut coalescer = Coalescer::new(coalesce).with_ipv6_mtu(limit.mtu());
     let exit = event_loop::run(
         &mut stack,
         &mut rx,

@@ -1,8 +1,8 @@
-//! IPv4 reassembly of guest fragments, in front of libslirp.
+//! Reassembly of guest IPv4 and IPv6 fragments, in front of libslirp.
 //!
 //! Owns: every guest frame whose IPv4 header claims to be a fragment (MF set or a non-zero
-//! offset), from the moment it is read until its datagram is whole (then handed on as one
-//! frame) or dropped. Must never: let a frame that claims to be a fragment reach libslirp,
+//! offset), or whose IPv6 extension headers lead to a fragment header, from the moment it is
+//! read until its datagram is whole (then handed on as one frame) or dropped. Must never: let a frame that claims to be a fragment reach libslirp,
 //! allocate after construction, hold more fragment data than its byte bound, or panic on any
 //! input.
 //!
@@ -10,7 +10,11 @@
 //! single guest frame (a last fragment that arrives before the rest of its datagram), even in
 //! restricted mode, and every libslirp keeps incomplete trains for 30 s with no memory bound.
 //! libslirp's `ip_input` only reassembles when `ip_off & ~IP_DF` is non-zero; the frames this
-//! module hands on have MF and the offset clear, so `ip_reass` is never reached.
+//! module hands on have MF and the offset clear, so `ip_reass` is never reached. IPv6:
+//! libslirp's `ip6_input` (4.7.0 to master) drops every packet whose next header is not TCP,
+//! UDP or ICMPv6, so every guest IPv6 fragment was lost; here they are reassembled in the same
+//! store, under the same bounds and drop rules, and counted in the same counters (the IPv6
+//! choices are listed last).
 //!
 //! Choices, and why:
 //! - **What passes untouched**: everything that does not claim to be a fragment, malformed or
@@ -44,13 +48,37 @@
 //! - **Time**: a datagram may wait `max_age_ms` from its first fragment. `expire` is cheap
 //!   when nothing is held; the event loop calls it once per iteration and lowers its wait to
 //!   the next expiry.
+//! - **IPv6** (RFC 8200 4.5): a frame claims a fragment when the bounded walk over its
+//!   extension headers reaches a fragment header; the walk stops there (what follows is data).
+//!   Key: source, destination, identification (and the family, so the two never mix). The
+//!   reassembled packet keeps the first fragment's fixed header and the extension headers
+//!   before its fragment header (at most [`MAX_UNFRAGMENTABLE_EXTENSIONS`] bytes, kept inline
+//!   per datagram), with the fragment header's next header moved into the header before it
+//!   and the payload length set; its payload length may not pass 65535. Atomic fragments
+//!   (offset 0, M clear; RFC 6946) are handed on at once without their fragment header. A
+//!   first fragment whose data starts with another fragment header is malformed. libslirp
+//!   still answers a reassembled packet longer than its MTU with Packet Too Big and drops it
+//!   (`ip6_input`): see docs/design.md.
 
 use crate::stats::ReasmCounters;
 use crate::wire::ethernet::{self, EthernetFrame};
 use crate::wire::ipv4::{self, Ipv4Header, Ipv4Repr};
+use crate::wire::ipv6::{self, Ipv6Header, Ipv6HeaderMut};
+use crate::wire::protocol;
 
-/// Largest payload of a reassembled datagram (its header is option-less: 20 bytes).
+/// Largest payload of a reassembled IPv4 datagram (its header is option-less: 20 bytes).
 pub const MAX_PAYLOAD: usize = ipv4::MAX_DATAGRAM - ipv4::HEADER_LEN;
+/// Largest IPv6 payload length (no jumbograms here): extension headers kept before the
+/// fragment header plus the reassembled fragmentable part.
+pub const MAX_PAYLOAD_V6: usize = u16::MAX as usize;
+/// Extension-header bytes an IPv6 fragment may carry before its fragment header (the part
+/// RFC 8200 calls unfragmentable, less the fixed header); longer is dropped as malformed.
+/// libslirp 4.7's `ip6_input` dispatches on the fixed header's next header alone, so it
+/// drops every packet with any extension header; what is kept is only what RFC 8200 says a
+/// reassembled packet carries. 64 bytes hold a hop-by-hop, a routing and a destination
+/// header of the common sizes.
+pub const MAX_UNFRAGMENTABLE_EXTENSIONS: usize = 64;
+const V6_HEAD: usize = ipv6::HEADER_LEN + MAX_UNFRAGMENTABLE_EXTENSIONS;
 /// Arena page: big enough that a datagram of MTU-sized fragments fills its pages, small
 /// enough that a one-fragment junk train costs 1 KiB.
 const PAGE: usize = 1024;
@@ -58,8 +86,8 @@ const PAGE: usize = 1024;
 const UNIT: usize = ipv4::FRAGMENT_UNIT;
 const PAGE_UNITS: usize = PAGE / UNIT;
 const PAGE_MAP_WORDS: usize = PAGE_UNITS / 64;
-/// Pages that cover the largest payload.
-const PAGES_PER_DATAGRAM: usize = MAX_PAYLOAD.div_ceil(PAGE);
+/// Pages that cover the largest payload of either family.
+const PAGES_PER_DATAGRAM: usize = MAX_PAYLOAD_V6.div_ceil(PAGE);
 const NO_PAGE: u32 = u32::MAX;
 
 /// How much reassembly may hold.
@@ -102,7 +130,8 @@ pub enum DropReason {
     ZeroLength,
     /// Not the last fragment, and its length is not a multiple of 8.
     Unaligned,
-    /// Its data would end past the 65535 bytes an IPv4 datagram can have.
+    /// Its data would end past the 65535 bytes an IPv4 datagram can have (IPv6: past a
+    /// payload length of 65535, counting the extension headers before its fragment header).
     TooLong,
     /// It overlaps data already held with different bytes: the datagram is dropped.
     Overlap,
@@ -123,7 +152,9 @@ pub enum Verdict<'a> {
     /// Not a fragment: hand the frame on as it is.
     Pass(&'a [u8]),
     /// The last missing fragment: the whole datagram as one frame (the first fragment's
-    /// Ethernet header, a 20-byte IPv4 header with MF and offset clear).
+    /// Ethernet header, a 20-byte IPv4 header with MF and offset clear; or the first
+    /// fragment's IPv6 header and extension headers without the fragment header). Also an
+    /// IPv6 atomic fragment (offset 0, M clear; RFC 6946) without its fragment header.
     Complete(&'a [u8]),
     /// Kept until its datagram is whole.
     Held,
@@ -131,13 +162,58 @@ pub enum Verdict<'a> {
     Dropped(DropReason),
 }
 
-/// RFC 791's identity of a datagram.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+/// The identity of a datagram: RFC 791's (source, destination, protocol, identification)
+/// for IPv4, RFC 8200's (source, destination, identification) for IPv6 (protocol 0). IPv4
+/// addresses fill the first 4 bytes; the family keeps the two apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Key {
-    src: [u8; 4],
-    dst: [u8; 4],
+    family: Family,
+    src: [u8; 16],
+    dst: [u8; 16],
     protocol: u8,
-    id: u16,
+    id: u32,
+}
+
+impl Key {
+    fn v4(src: [u8; 4], dst: [u8; 4], protocol: u8, id: u16) -> Key {
+        let mut key = Key {
+            family: Family::V4,
+            src: [0; 16],
+            dst: [0; 16],
+            protocol,
+            id: u32::from(id),
+        };
+        key.src[..4].copy_from_slice(&src);
+        key.dst[..4].copy_from_slice(&dst);
+        key
+    }
+}
+
+/// What an IPv6 reassembled packet keeps of its first fragment: the fixed header and the
+/// extension headers before the fragment header, and where to write the fragment header's
+/// next-header value.
+#[derive(Debug, Clone, Copy)]
+struct Ipv6Head {
+    bytes: [u8; V6_HEAD],
+    len: usize,
+    /// The extension header before the fragment header (its offset in the IPv6 payload), or
+    /// `None` when the fragment header follows the fixed header.
+    before_fragment: Option<usize>,
+    /// The fragment header's next header: the first header of the fragmentable part.
+    next_header: u8,
+}
+
+/// What a reassembled header is made from.
+#[derive(Debug, Clone, Copy)]
+enum FirstHeader {
+    V4(Ipv4Repr),
+    V6(Ipv6Head),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,18 +244,22 @@ struct Train {
     max_end: usize,
     /// Payload length, known once the last fragment (MF clear) arrived; 0 before.
     total: usize,
+    /// Largest payload the datagram may reach: MAX_PAYLOAD for IPv4; for IPv6, 65535 less
+    /// the first fragment's extension headers once it arrived.
+    max_payload: usize,
     /// From the first fragment (offset 0): its Ethernet header, and what the reassembled
-    /// IPv4 header keeps of its header.
+    /// header keeps of its header.
     eth: [u8; ethernet::HEADER_LEN],
-    ip: Ipv4Repr,
+    first: FirstHeader,
 }
 
 impl Train {
     const FREE: Train = Train {
         state: TrainState::Free,
         key: Key {
-            src: [0; 4],
-            dst: [0; 4],
+            family: Family::V4,
+            src: [0; 16],
+            dst: [0; 16],
             protocol: 0,
             id: 0,
         },
@@ -190,16 +270,29 @@ impl Train {
         units_received: 0,
         max_end: 0,
         total: 0,
+        max_payload: MAX_PAYLOAD,
         eth: [0; ethernet::HEADER_LEN],
-        ip: Ipv4Repr {
+        first: FirstHeader::V4(Ipv4Repr {
             tos: 0,
             id: 0,
             ttl: 0,
             protocol: 0,
             src: [0; 4],
             dst: [0; 4],
-        },
+        }),
     };
+}
+
+/// What a fragment carries of the header its datagram's reassembled header is made from.
+enum FragmentHeader<'a> {
+    V4(Ipv4Repr),
+    V6 {
+        /// The fixed header and the extension headers before the fragment header
+        /// (at most `V6_HEAD` bytes).
+        unfragmentable: &'a [u8],
+        before_fragment: Option<usize>,
+        next_header: u8,
+    },
 }
 
 /// A frame whose header claims a fragment and passed validation.
@@ -211,7 +304,9 @@ struct Fragment<'a> {
     payload: &'a [u8],
     /// Its Ethernet header.
     eth: &'a [u8],
-    ip: Ipv4Repr,
+    header: FragmentHeader<'a>,
+    /// Largest end of the datagram this fragment allows (see `Train::max_payload`).
+    max_payload: usize,
 }
 
 enum Class<'a> {
@@ -225,6 +320,9 @@ fn classify(frame: &[u8]) -> Class<'_> {
     let Ok(eth) = EthernetFrame::parse(frame) else {
         return Class::NotFragment;
     };
+    if eth.ethertype() == ethernet::ETHERTYPE_IPV6 {
+        return classify_v6(&eth);
+    }
     if eth.ethertype() != ethernet::ETHERTYPE_IPV4 || !ipv4::claims_fragment(eth.payload()) {
         return Class::NotFragment;
     }
@@ -237,18 +335,104 @@ fn classify(frame: &[u8]) -> Class<'_> {
         return Class::Malformed;
     }
     Class::Fragment(Fragment {
-        key: Key {
-            src: ip.src(),
-            dst: ip.dst(),
-            protocol: ip.protocol(),
-            id: ip.id(),
-        },
+        key: Key::v4(ip.src(), ip.dst(), ip.protocol(), ip.id()),
         offset: ip.fragment_offset(),
         more: ip.more_fragments(),
         payload: ip.payload(),
         eth: eth.header(),
-        ip: ip.repr(),
+        header: FragmentHeader::V4(ip.repr()),
+        max_payload: MAX_PAYLOAD,
     })
+}
+
+/// An IPv6 frame claims a fragment when the walk over its extension headers reaches a
+/// fragment header. The walk stops there: what follows is a fragment of the rest, data and
+/// not headers unless the offset is 0. A frame whose walk fails before it reaches a fragment
+/// header passes (libslirp's `ip6_input` drops every packet whose fixed header's next header
+/// is not TCP, UDP or ICMPv6, which covers all of those); one whose walk fails *at* a
+/// fragment header, or whose payload length is beyond the frame while its first header is
+/// one, is malformed.
+fn classify_v6<'a>(eth: &EthernetFrame<'a>) -> Class<'a> {
+    let Ok((first, _)) = ipv6::dispatch(eth.payload()) else {
+        return Class::NotFragment;
+    };
+    let ip = match Ipv6Header::parse(eth.payload()) {
+        Ok(ip) => ip,
+        Err(_) if first == protocol::IPV6_FRAGMENT => return Class::Malformed,
+        Err(_) => return Class::NotFragment,
+    };
+    let mut walk = ip.extensions();
+    let mut before_fragment = None;
+    while let Some(step) = walk.next() {
+        let Ok(extension) = step else {
+            return if walk.next_header() == protocol::IPV6_FRAGMENT {
+                Class::Malformed
+            } else {
+                Class::NotFragment
+            };
+        };
+        let Some(fragment) = extension.fragment() else {
+            before_fragment = Some(extension.offset);
+            continue;
+        };
+        // Too many headers to keep; or a first fragment whose fragmentable part starts with
+        // another fragment header (nested fragmentation): its reassembled packet would claim
+        // to be a fragment again, which nothing may hand libslirp. Only the offset-0
+        // fragment's next header counts (RFC 8200 4.5), so only it is checked.
+        if extension.offset > MAX_UNFRAGMENTABLE_EXTENSIONS
+            || (fragment.fragment_offset() == 0
+                && fragment.next_header() == protocol::IPV6_FRAGMENT)
+        {
+            return Class::Malformed;
+        }
+        let unfragmentable = ip.headers_before(&extension);
+        return Class::Fragment(Fragment {
+            key: Key {
+                family: Family::V6,
+                src: ip.src(),
+                dst: ip.dst(),
+                protocol: 0,
+                id: fragment.id(),
+            },
+            offset: fragment.fragment_offset(),
+            more: fragment.more_fragments(),
+            payload: ip.after(&extension),
+            eth: eth.header(),
+            header: FragmentHeader::V6 {
+                unfragmentable,
+                before_fragment,
+                next_header: fragment.next_header(),
+            },
+            max_payload: MAX_PAYLOAD_V6 - extension.offset,
+        });
+    }
+    Class::NotFragment
+}
+
+/// Writes an IPv6 packet's headers into `out` (the Ethernet header, then `unfragmentable`
+/// with the fragment header's next header moved into the header before it and the payload
+/// length set for `data_len` bytes after them); their length. The caller checked that the
+/// payload length fits 16 bits and `out` holds headers and data.
+fn emit_v6_headers(
+    out: &mut [u8],
+    eth: &[u8],
+    unfragmentable: &[u8],
+    before_fragment: Option<usize>,
+    next_header: u8,
+    data_len: usize,
+) -> usize {
+    let eth_len = ethernet::HEADER_LEN;
+    let headers = eth_len + unfragmentable.len();
+    out[..eth_len].copy_from_slice(eth);
+    out[eth_len..headers].copy_from_slice(unfragmentable);
+    // The bytes were a parsed IPv6 header and `before_fragment` an offset of its walk: the
+    // view and the write cannot fail.
+    if let Ok(mut ip) = Ipv6HeaderMut::new(&mut out[eth_len..headers]) {
+        let payload_len = unfragmentable.len() - ipv6::HEADER_LEN + data_len;
+        ip.set_payload_len(payload_len as u16);
+        let _ = ip.set_next_header_of(before_fragment, next_header);
+    }
+    headers
 }
 
 /// How much of a byte range is already held.
@@ -258,8 +442,9 @@ enum Coverage {
     Part,
 }
 
-/// Reassembles guest IPv4 fragments within [`ReasmLimits`]; see the module comment.
-pub struct Ipv4Reassembler {
+/// Reassembles guest IPv4 and IPv6 fragments within [`ReasmLimits`], both families in one
+/// store; see the module comment.
+pub struct Reassembler {
     limits: ReasmLimits,
     trains: Vec<Train>,
     /// Trains not `Free`.
@@ -276,17 +461,17 @@ pub struct Ipv4Reassembler {
     pub counters: ReasmCounters,
 }
 
-impl Ipv4Reassembler {
+impl Reassembler {
     /// Every buffer is allocated here, once: nothing is allocated per frame. (Large zeroed
     /// allocations are mapped lazily: pages cost memory only once fragments touch them.)
-    pub fn new(limits: ReasmLimits) -> Ipv4Reassembler {
+    pub fn new(limits: ReasmLimits) -> Reassembler {
         let limits = ReasmLimits {
             max_datagrams: limits.max_datagrams.max(1),
             max_bytes: limits.max_bytes.max(PAGES_PER_DATAGRAM * PAGE),
             max_age_ms: limits.max_age_ms.max(0),
         };
         let pages = limits.max_bytes / PAGE;
-        Ipv4Reassembler {
+        Reassembler {
             limits,
             trains: vec![Train::FREE; limits.max_datagrams],
             active: 0,
@@ -294,7 +479,7 @@ impl Ipv4Reassembler {
             arena: vec![0; pages * PAGE],
             unit_maps: vec![[0; PAGE_MAP_WORDS]; pages],
             free_pages: (0..pages as u32).rev().collect(),
-            out: vec![0; ethernet::HEADER_LEN + ipv4::MAX_DATAGRAM],
+            out: vec![0; ethernet::HEADER_LEN + ipv6::HEADER_LEN + MAX_PAYLOAD_V6],
             counters: ReasmCounters::default(),
         }
     }
@@ -326,6 +511,9 @@ impl Ipv4Reassembler {
             Class::Fragment(frag) => frag,
         };
         self.counters.fragments += 1;
+        if frag.offset == 0 && !frag.more {
+            return self.pass_atomic(&frag);
+        }
         let len = frag.payload.len();
         if len == 0 {
             return self.drop_fragment(DropReason::ZeroLength);
@@ -335,7 +523,7 @@ impl Ipv4Reassembler {
         }
         let start = frag.offset;
         let end = start + len;
-        if end > MAX_PAYLOAD {
+        if end > frag.max_payload {
             return self.drop_fragment(DropReason::TooLong);
         }
 
@@ -347,12 +535,16 @@ impl Ipv4Reassembler {
         if train.state == TrainState::Discarding {
             return self.drop_fragment(DropReason::Discarded);
         }
-        let inconsistent = if frag.more {
+        let ends_disagree = if frag.more {
             train.total != 0 && end > train.total
         } else {
             (train.total != 0 && train.total != end) || train.max_end > end
         };
-        if inconsistent {
+        // IPv6 only (an IPv4 datagram's room is fixed): the first fragment's extension
+        // headers leave less room than this fragment or those already held need.
+        let beyond_room =
+            end > train.max_payload || (start == 0 && train.max_end > frag.max_payload);
+        if ends_disagree || beyond_room {
             self.discard(idx);
             return self.drop_fragment(DropReason::Inconsistent);
         }
@@ -476,6 +668,10 @@ impl Ipv4Reassembler {
         train.units_received = 0;
         train.max_end = 0;
         train.total = 0;
+        train.max_payload = match key.family {
+            Family::V4 => MAX_PAYLOAD,
+            Family::V6 => MAX_PAYLOAD_V6,
+        };
         self.next_seq += 1;
         self.active += 1;
         idx
@@ -598,22 +794,80 @@ impl Ipv4Reassembler {
         }
         if start == 0 {
             train.eth.copy_from_slice(frag.eth);
-            train.ip = frag.ip;
+            train.max_payload = frag.max_payload;
+            train.first = match frag.header {
+                FragmentHeader::V4(ip) => FirstHeader::V4(ip),
+                FragmentHeader::V6 {
+                    unfragmentable,
+                    before_fragment,
+                    next_header,
+                } => {
+                    let mut head = Ipv6Head {
+                        bytes: [0; V6_HEAD],
+                        len: unfragmentable.len(),
+                        before_fragment,
+                        next_header,
+                    };
+                    head.bytes[..unfragmentable.len()].copy_from_slice(unfragmentable);
+                    FirstHeader::V6(head)
+                }
+            };
         }
+    }
+
+    /// An IPv6 atomic fragment (RFC 6946): handed on at once without its fragment header,
+    /// never touching the datagrams in reassembly.
+    fn pass_atomic(&mut self, frag: &Fragment<'_>) -> Verdict<'_> {
+        let FragmentHeader::V6 {
+            unfragmentable,
+            before_fragment,
+            next_header,
+        } = frag.header
+        else {
+            // IPv4 offset 0 with MF clear does not claim a fragment: not classified as one.
+            return self.drop_fragment(DropReason::Malformed);
+        };
+        let len = frag.payload.len();
+        let headers = emit_v6_headers(
+            &mut self.out,
+            frag.eth,
+            unfragmentable,
+            before_fragment,
+            next_header,
+            len,
+        );
+        self.out[headers..headers + len].copy_from_slice(frag.payload);
+        self.counters.completed += 1;
+        Verdict::Complete(&self.out[..headers + len])
     }
 
     /// Write the whole datagram as a frame into `out`; its length.
     fn assemble(&mut self, idx: usize) -> usize {
         let train = &self.trains[idx];
         let total = train.total;
-        let headers = ethernet::HEADER_LEN + ipv4::HEADER_LEN;
+        let headers = match &train.first {
+            FirstHeader::V4(repr) => {
+                let headers = ethernet::HEADER_LEN + ipv4::HEADER_LEN;
+                self.out[..ethernet::HEADER_LEN].copy_from_slice(&train.eth);
+                // A range of exactly HEADER_LEN bytes: the conversion cannot fail.
+                if let Ok(ip) = (&mut self.out[ethernet::HEADER_LEN..headers]).try_into() {
+                    // total ≤ MAX_PAYLOAD: checked on every fragment.
+                    repr.emit(ip, (ipv4::HEADER_LEN + total) as u16);
+                }
+                headers
+            }
+            // total ≤ max_payload = 65535 less the extension headers: checked on every
+            // fragment and when the first one arrived.
+            FirstHeader::V6(head) => emit_v6_headers(
+                &mut self.out,
+                &train.eth,
+                &head.bytes[..head.len],
+                head.before_fragment,
+                head.next_header,
+                total,
+            ),
+        };
         let frame_len = headers + total;
-        self.out[..ethernet::HEADER_LEN].copy_from_slice(&train.eth);
-        // A range of exactly HEADER_LEN bytes: the conversion cannot fail.
-        if let Ok(ip) = (&mut self.out[ethernet::HEADER_LEN..headers]).try_into() {
-            // total ≤ MAX_PAYLOAD: checked on every fragment.
-            train.ip.emit(ip, (ipv4::HEADER_LEN + total) as u16);
-        }
         let mut at = headers;
         for chunk in ByPage::new(0, total) {
             let page = train.pages[chunk.page] as usize;
@@ -749,7 +1003,7 @@ mod tests {
     }
 
     /// Pushes `frames` in order; the completed frame, checking that only the last completes.
-    fn push_all(r: &mut Ipv4Reassembler, frames: &[Vec<u8>], now: i64) -> Option<Vec<u8>> {
+    fn push_all(r: &mut Reassembler, frames: &[Vec<u8>], now: i64) -> Option<Vec<u8>> {
         let mut done = None;
         for (i, f) in frames.iter().enumerate() {
             match r.push(f, now) {
@@ -764,8 +1018,8 @@ mod tests {
         done
     }
 
-    fn reassembler() -> Ipv4Reassembler {
-        Ipv4Reassembler::new(ReasmLimits::default())
+    fn reassembler() -> Reassembler {
+        Reassembler::new(ReasmLimits::default())
     }
 
     #[test]
@@ -1032,7 +1286,7 @@ mod tests {
             max_datagrams: 4,
             ..ReasmLimits::default()
         };
-        let mut r = Ipv4Reassembler::new(limits);
+        let mut r = Reassembler::new(limits);
         let data = payload(3000, 9);
         for id in 0..4u16 {
             assert_eq!(
@@ -1061,7 +1315,7 @@ mod tests {
             max_bytes: 128 * PAGE,
             max_age_ms: 10_000,
         };
-        let mut r = Ipv4Reassembler::new(limits);
+        let mut r = Reassembler::new(limits);
         let data = payload(MAX_PAYLOAD, 1);
         // Three largest datagrams without their first fragment: the third needs the pages of
         // the first.
@@ -1079,7 +1333,7 @@ mod tests {
         check_complete(&done, 2, &data);
 
         // Many tiny trains are bounded by pages, not by count.
-        let mut r = Ipv4Reassembler::new(ReasmLimits {
+        let mut r = Reassembler::new(ReasmLimits {
             max_datagrams: 1000,
             max_bytes: 64 * PAGE,
             max_age_ms: 10_000,
@@ -1094,7 +1348,7 @@ mod tests {
 
     #[test]
     fn tiny_byte_limits_are_raised_to_one_largest_datagram() {
-        let mut r = Ipv4Reassembler::new(ReasmLimits {
+        let mut r = Reassembler::new(ReasmLimits {
             max_datagrams: 0,
             max_bytes: 0,
             max_age_ms: -5,
@@ -1117,7 +1371,7 @@ mod tests {
             max_bytes: 96 * PAGE,
             max_age_ms: 50,
         };
-        let mut r = Ipv4Reassembler::new(limits);
+        let mut r = Reassembler::new(limits);
         let mut rng = Rng(0x0bad_5eed);
         let mut pool: Vec<Vec<u8>> = Vec::new();
         for iteration in 0..200_000u32 {
@@ -1215,6 +1469,417 @@ mod tests {
         }
         r.expire(i64::MAX);
         assert_eq!(r.datagrams(), 0);
+        assert_eq!(r.held_bytes(), 0);
+    }
+
+    // IPv6, built byte by byte too (RFC 8200: fixed header 40 bytes, fragment header 8).
+    const IPV6_HDR: usize = 40;
+    const SRC6: [u8; 16] = [
+        0xfe, 0xc0, 0, 0, 0, 0, 0, 0, 0x50, 0x54, 0, 0xff, 0xfe, 0x12, 0x34, 0x56,
+    ];
+    const DST6: [u8; 16] = [0xfe, 0xc0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+
+    /// An IPv6 frame: fixed header (traffic class 0xb8, flow label 0x12345, hop limit 64),
+    /// then `headers` (kind, bytes; each one's next-header byte is set here), then `data`;
+    /// the last header's next header is `upper`.
+    fn packet6(headers: &[(u8, Vec<u8>)], upper: u8, data: &[u8]) -> Vec<u8> {
+        let mut f = GW_MAC.to_vec();
+        f.extend_from_slice(&GUEST_MAC);
+        f.extend_from_slice(&[0x86, 0xdd]);
+        let ext_len: usize = headers.iter().map(|(_, b)| b.len()).sum();
+        f.extend_from_slice(&[0x6b, 0x81, 0x23, 0x45]);
+        f.extend_from_slice(&((ext_len + data.len()) as u16).to_be_bytes());
+        f.push(headers.first().map_or(upper, |(k, _)| *k));
+        f.push(64);
+        f.extend_from_slice(&SRC6);
+        f.extend_from_slice(&DST6);
+        for (i, (_, bytes)) in headers.iter().enumerate() {
+            let mut bytes = bytes.clone();
+            bytes[0] = headers.get(i + 1).map_or(upper, |(k, _)| *k);
+            f.extend_from_slice(&bytes);
+        }
+        f.extend_from_slice(data);
+        f
+    }
+
+    fn frag_header(offset: usize, more: bool, id: u32) -> (u8, Vec<u8>) {
+        let mut h = vec![0, 0];
+        h.extend_from_slice(&((offset as u16) | u16::from(more)).to_be_bytes());
+        h.extend_from_slice(&id.to_be_bytes());
+        (44, h)
+    }
+
+    /// Destination options of `len` bytes (a multiple of 8), PadN filled.
+    fn dest_opts(len: usize) -> (u8, Vec<u8>) {
+        let mut h = vec![0, (len / 8 - 1) as u8, 1, (len - 4) as u8];
+        h.resize(len, 0);
+        (60, h)
+    }
+
+    /// One IPv6 fragment of a UDP datagram, with `before` headers ahead of its fragment
+    /// header.
+    fn fragment6(
+        id: u32,
+        offset: usize,
+        more: bool,
+        data: &[u8],
+        before: &[(u8, Vec<u8>)],
+    ) -> Vec<u8> {
+        let mut headers = before.to_vec();
+        headers.push(frag_header(offset, more, id));
+        packet6(&headers, 17, data)
+    }
+
+    fn train6(id: u32, data: &[u8], size: usize) -> Vec<Vec<u8>> {
+        let mut frames = Vec::new();
+        let mut at = 0;
+        while at < data.len() {
+            let end = (at + size).min(data.len());
+            frames.push(fragment6(id, at, end < data.len(), &data[at..end], &[]));
+            at = end;
+        }
+        frames
+    }
+
+    /// A reassembled IPv6 frame: `before` headers kept, their last next header UDP, no
+    /// fragment header, payload length right, `data` after them.
+    fn check_complete6(frame: &[u8], before: &[(u8, Vec<u8>)], data: &[u8]) {
+        let expected = packet6(before, 17, data);
+        assert_eq!(frame.len(), expected.len());
+        assert!(frame == expected.as_slice(), "reassembled frame differs");
+    }
+
+    #[test]
+    fn ipv6_trains_complete_in_any_order() {
+        let mut r = reassembler();
+        let mut rng = Rng(0x6666);
+        for (n, len) in [30_000usize, 1453, MAX_PAYLOAD_V6, 9, 1448 * 3]
+            .into_iter()
+            .enumerate()
+        {
+            let data = payload(len, n as u8);
+            let id = 0x8000_0000 + n as u32;
+            let frames = train6(id, &data, 1448.min(8 * ((len - 1) / 8)));
+            let done = push_all(&mut r, &frames, 0).expect("in order");
+            check_complete6(&done, &[], &data);
+            let mut shuffled = train6(id, &data, 8 * (1 + rng.below(((len - 1) / 8).min(300))));
+            rng.shuffle(&mut shuffled);
+            let done = push_all(&mut r, &shuffled, 0).expect("shuffled");
+            check_complete6(&done, &[], &data);
+            assert_eq!(r.datagrams(), 0);
+            assert_eq!(r.held_bytes(), 0);
+        }
+        assert_eq!(r.counters.completed, 10);
+    }
+
+    #[test]
+    fn ipv6_headers_before_the_fragment_header_are_kept_from_the_first_fragment() {
+        let mut r = reassembler();
+        let data = payload(3000, 3);
+        let opts = [dest_opts(16)];
+        // Later fragments may carry other unfragmentable headers: the first one's count.
+        let last = fragment6(7, 1496, false, &data[1496..], &[]);
+        let first = fragment6(7, 0, true, &data[..1496], &opts);
+        assert_eq!(r.push(&last, 0), Verdict::Held);
+        match r.push(&first, 0) {
+            Verdict::Complete(f) => check_complete6(f, &opts, &data),
+            other => panic!("{other:?}"),
+        }
+        // Padding after the packet is not data.
+        let mut padded = fragment6(8, 0, true, &data[..8], &[]);
+        padded.extend_from_slice(&[0xee; 20]);
+        assert_eq!(r.push(&padded, 0), Verdict::Held);
+        match r.push(&fragment6(8, 8, false, &data[8..16], &[]), 0) {
+            Verdict::Complete(f) => check_complete6(f, &[], &data[..16]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn ipv6_atomic_fragments_pass_without_the_fragment_header_and_leave_trains_alone() {
+        let mut r = reassembler();
+        let data = payload(2000, 4);
+        assert_eq!(
+            r.push(&fragment6(5, 0, true, &data[..1000], &[]), 0),
+            Verdict::Held
+        );
+        let atomic = fragment6(5, 0, false, b"whole", &[dest_opts(8)]);
+        match r.push(&atomic, 0) {
+            Verdict::Complete(f) => check_complete6(f, &[dest_opts(8)], b"whole"),
+            other => panic!("{other:?}"),
+        }
+        match r.push(&fragment6(5, 1000, false, &data[1000..], &[]), 0) {
+            Verdict::Complete(f) => check_complete6(f, &[], &data),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(r.counters.fragments, 3);
+        assert_eq!(r.counters.completed, 2);
+    }
+
+    #[test]
+    fn ipv6_overlaps_duplicates_and_disagreeing_ends() {
+        let mut r = reassembler();
+        let data = payload(4000, 5);
+        let a = fragment6(1, 0, true, &data[..2000], &[]);
+        assert_eq!(r.push(&a, 0), Verdict::Held);
+        assert_eq!(r.push(&a, 0), Verdict::Dropped(DropReason::Duplicate));
+        // Overlaps the held bytes 1992..2000 with the same bytes: still an overlap (RFC 5722).
+        let b = fragment6(1, 1992, false, &data[1992..], &[]);
+        assert_eq!(r.push(&b, 0), Verdict::Dropped(DropReason::Overlap));
+        assert_eq!(r.held_bytes(), 0);
+        let c = fragment6(1, 2000, false, &data[2000..], &[]);
+        assert_eq!(r.push(&c, 0), Verdict::Dropped(DropReason::Discarded));
+        r.expire(10_000);
+        assert_eq!(r.datagrams(), 0);
+
+        assert_eq!(
+            r.push(&fragment6(2, 800, false, &data[..8], &[]), 0),
+            Verdict::Held
+        );
+        assert_eq!(
+            r.push(&fragment6(2, 1600, false, &data[..8], &[]), 0),
+            Verdict::Dropped(DropReason::Inconsistent)
+        );
+        assert_eq!(r.counters.overlap, 1);
+        assert_eq!(r.counters.duplicates, 1);
+        assert_eq!(r.counters.discarded, 1);
+        assert_eq!(r.counters.inconsistent, 1);
+    }
+
+    #[test]
+    fn ipv6_payload_past_65535_is_refused() {
+        let mut r = reassembler();
+        // Offset 65528 + 8 bytes ends at 65536.
+        let f = fragment6(3, 65528, false, &[0; 8], &[]);
+        assert_eq!(r.push(&f, 0), Verdict::Dropped(DropReason::TooLong));
+        // Ends at 65535 exactly: fine without extension headers ...
+        assert_eq!(
+            r.push(&fragment6(3, 65528, false, &[0; 7], &[]), 0),
+            Verdict::Held
+        );
+        // ... but a first fragment with 8 bytes of them leaves room for 65527 only.
+        assert_eq!(
+            r.push(&fragment6(3, 0, true, &[0; 8], &[dest_opts(8)]), 0),
+            Verdict::Dropped(DropReason::Inconsistent)
+        );
+        // And its own data past that room is too long.
+        let f = fragment6(4, 65520, false, &[0; 8], &[dest_opts(8)]);
+        assert_eq!(r.push(&f, 0), Verdict::Dropped(DropReason::TooLong));
+        assert_eq!(
+            r.push(&fragment6(4, 0, true, &[0; 8], &[dest_opts(16)]), 0),
+            Verdict::Held
+        );
+        assert_eq!(
+            r.push(&fragment6(4, 65512, false, &[0; 8], &[]), 0),
+            Verdict::Dropped(DropReason::Inconsistent)
+        );
+        assert_eq!(r.counters.too_long, 2);
+    }
+
+    #[test]
+    fn ipv6_bad_fragments_are_dropped_and_non_fragments_pass() {
+        let mut r = reassembler();
+        // Claims a fragment, bad: truncated fragment header, payload length past the
+        // frame, too many bytes of headers before the fragment header, zero length,
+        // unaligned.
+        let mut truncated = packet6(&[], 44, &[17, 0, 0]);
+        truncated.truncate(ETHER_HDR + IPV6_HDR + 3);
+        let mut beyond = fragment6(1, 8, true, &[0; 8], &[]);
+        beyond.truncate(beyond.len() - 1);
+        let long_head = fragment6(1, 8, true, &[0; 8], &[dest_opts(72)]);
+        let chain: Vec<_> = (0..8).map(|_| dest_opts(8)).collect();
+        let deep = fragment6(1, 8, true, &[0; 8], &chain);
+        // A first fragment whose fragmentable part starts with a fragment header.
+        let nested = packet6(&[frag_header(0, true, 1)], 44, &[0; 16]);
+        for f in [&truncated, &beyond, &long_head, &deep, &nested] {
+            assert_eq!(r.push(f, 0), Verdict::Dropped(DropReason::Malformed));
+        }
+        assert_eq!(
+            r.push(&fragment6(1, 8, true, &[], &[]), 0),
+            Verdict::Dropped(DropReason::ZeroLength)
+        );
+        assert_eq!(
+            r.push(&fragment6(1, 8, true, &[0; 12], &[]), 0),
+            Verdict::Dropped(DropReason::Unaligned)
+        );
+        // 64 bytes of headers before the fragment header are kept.
+        assert_eq!(
+            r.push(&fragment6(1, 8, true, &[0; 8], &[dest_opts(64)]), 0),
+            Verdict::Held
+        );
+        // A later fragment's next header is not looked at (RFC 8200 4.5).
+        let later = packet6(&[frag_header(16, true, 1)], 44, &[0; 16]);
+        assert_eq!(r.push(&later, 0), Verdict::Held);
+        assert_eq!(r.counters.fragments, 9);
+
+        // Do not claim a fragment: pass untouched whatever libslirp will make of them.
+        let plain = packet6(&[], 17, b"datagram");
+        let chain_no_fragment = packet6(
+            &[dest_opts(8), (43, vec![0, 0, 0, 0, 0, 0, 0, 0])],
+            17,
+            b"x",
+        );
+        let mut broken_chain = packet6(&[dest_opts(16)], 17, b"");
+        let cut = broken_chain.len() - 4;
+        broken_chain.truncate(cut);
+        broken_chain[18..20].copy_from_slice(&12u16.to_be_bytes());
+        let hop_late = packet6(
+            &[dest_opts(8), (0, vec![0; 8]), frag_header(8, true, 1)],
+            17,
+            &[0; 8],
+        );
+        let mut short = plain.clone();
+        short.truncate(ETHER_HDR + 39);
+        let mut bad_len = plain.clone();
+        bad_len[18..20].copy_from_slice(&100u16.to_be_bytes());
+        for f in [
+            &plain,
+            &chain_no_fragment,
+            &broken_chain,
+            &hop_late,
+            &short,
+            &bad_len,
+        ] {
+            assert_eq!(r.push(f, 0), Verdict::Pass(f.as_slice()));
+        }
+        assert_eq!(r.counters.fragments, 9);
+    }
+
+    #[test]
+    fn ipv4_and_ipv6_share_the_bounds_and_never_mix() {
+        let limits = ReasmLimits {
+            max_datagrams: 4,
+            ..ReasmLimits::default()
+        };
+        let mut r = Reassembler::new(limits);
+        let data = payload(3000, 6);
+        // Same id, same "first bytes" of the addresses: two datagrams.
+        assert_eq!(
+            r.push(&fragment(9, 0, true, &data[..1480], 0), 0),
+            Verdict::Held
+        );
+        assert_eq!(
+            r.push(&fragment6(9, 0, true, &data[..1480], &[]), 0),
+            Verdict::Held
+        );
+        assert_eq!(r.datagrams(), 2);
+        match r.push(&fragment6(9, 1480, false, &data[1480..], &[]), 0) {
+            Verdict::Complete(f) => check_complete6(f, &[], &data),
+            other => panic!("{other:?}"),
+        }
+        match r.push(&fragment(9, 1480, false, &data[1480..], 0), 0) {
+            Verdict::Complete(f) => check_complete(f, 9, &data),
+            other => panic!("{other:?}"),
+        }
+        // A flood of lone IPv6 fragments: the datagram bound holds, the oldest go first,
+        // an IPv4 train among them included.
+        assert_eq!(
+            r.push(&fragment(1, 8, true, &data[..8], 0), 0),
+            Verdict::Held
+        );
+        for id in 0..100u32 {
+            assert_eq!(
+                r.push(&fragment6(id, 8, true, &data[..8], &[]), 1),
+                Verdict::Held
+            );
+            assert!(r.datagrams() <= 4);
+            assert!(r.held_bytes() <= r.limits().max_bytes);
+        }
+        assert_eq!(r.counters.evicted, 97);
+    }
+
+    #[test]
+    fn fuzz_random_ipv6_mutations() {
+        let limits = ReasmLimits {
+            max_datagrams: 8,
+            max_bytes: 96 * PAGE,
+            max_age_ms: 50,
+        };
+        let mut r = Reassembler::new(limits);
+        let mut rng = Rng(0x0006_5eed);
+        let mut pool: Vec<Vec<u8>> = Vec::new();
+        for iteration in 0..100_000u32 {
+            if pool.is_empty() {
+                let max = if rng.below(10) == 0 {
+                    MAX_PAYLOAD_V6
+                } else {
+                    6000
+                };
+                let len = 1 + rng.below(max);
+                let id = rng.below(64) as u32;
+                let size = 8 * (1 + rng.below(200));
+                pool = if rng.below(4) == 0 {
+                    train(
+                        id as u16,
+                        &payload(len.min(MAX_PAYLOAD), rng.next() as u8),
+                        size,
+                    )
+                } else {
+                    train6(id, &payload(len, rng.next() as u8), size)
+                };
+                rng.shuffle(&mut pool);
+            }
+            let mut f = pool.pop().unwrap_or_default();
+            match rng.below(12) {
+                // Flip bits of the headers, fragment header included.
+                0 => {
+                    for _ in 0..1 + rng.below(3) {
+                        let i = rng.below(f.len().min(ETHER_HDR + IPV6_HDR + 8));
+                        if i < f.len() {
+                            f[i] ^= 1 << rng.below(8);
+                        }
+                    }
+                }
+                // A random fragment field: offset and M.
+                1 if f.len() >= ETHER_HDR + IPV6_HDR + 8 && f[12..14] == [0x86, 0xdd] => {
+                    let v = rng.next() as u16;
+                    f[ETHER_HDR + IPV6_HDR + 2..ETHER_HDR + IPV6_HDR + 4]
+                        .copy_from_slice(&v.to_be_bytes());
+                }
+                2 => f.truncate(rng.below(f.len() + 1)),
+                3 => pool.push(f.clone()),
+                4 => {
+                    let mut forged = f.clone();
+                    if let Some(b) = forged.last_mut() {
+                        *b ^= 0x55;
+                    }
+                    pool.insert(rng.below(pool.len() + 1), forged);
+                }
+                _ => {}
+            }
+            let now = i64::from(iteration / 16);
+            match r.push(&f, now) {
+                Verdict::Complete(out) if out[12..14] == [0x86, 0xdd] => {
+                    let ip = &out[ETHER_HDR..];
+                    assert_eq!(ip[0] >> 4, 6);
+                    assert_eq!(
+                        usize::from(u16::from_be_bytes([ip[4], ip[5]])),
+                        ip.len() - IPV6_HDR
+                    );
+                }
+                Verdict::Complete(out) => assert_eq!(out[ETHER_HDR], 0x45),
+                Verdict::Pass(p) => assert_eq!(p, f.as_slice()),
+                Verdict::Held | Verdict::Dropped(_) => {}
+            }
+            r.expire(now);
+            assert!(r.held_bytes() <= r.limits().max_bytes);
+            assert!(r.datagrams() <= r.limits().max_datagrams);
+        }
+        let c = r.counters;
+        assert!(c.completed > 100, "{c:?}");
+        for (what, n) in [
+            ("malformed", c.malformed),
+            ("overlap", c.overlap),
+            ("inconsistent", c.inconsistent),
+            ("duplicates", c.duplicates),
+            ("too_long", c.too_long),
+            ("evicted", c.evicted),
+        ] {
+            assert!(n > 10, "{what} never happened: {c:?}");
+        }
+        // Evictions come first with 8 slots; a few trains still reach the age limit.
+        assert!(c.expired > 0, "{c:?}");
+        r.expire(i64::MAX);
         assert_eq!(r.held_bytes(), 0);
     }
 }

@@ -6,7 +6,7 @@ use std::fmt::Write;
 /// Frames from the guest (frontend → helper).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RxCounters {
-    /// Frames accepted (handed to the IPv4 reassembler, which passes all but fragments on to
+    /// Frames accepted (handed to the reassembler, which passes all but fragments on to
     /// libslirp).
     pub frames: u64,
     pub bytes: u64,
@@ -54,13 +54,14 @@ pub struct LoopCounters {
     pub poll_walks_skipped: u64,
 }
 
-/// IPv4 reassembly of guest fragments (`crate::reasm`): what came in, what became whole
-/// datagrams, and why the rest was dropped.
+/// Reassembly of guest IPv4 and IPv6 fragments (`crate::reasm`): what came in, what became
+/// whole datagrams, and why the rest was dropped. One set for both families.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ReasmCounters {
-    /// Frames whose IPv4 header claims to be a fragment (MF set or a non-zero offset).
+    /// Frames whose IPv4 header claims to be a fragment (MF set or a non-zero offset), or whose
+    /// IPv6 extension headers lead to a fragment header.
     pub fragments: u64,
-    /// Datagrams reassembled and handed to libslirp as one frame.
+    /// Datagrams reassembled and handed to libslirp as one frame (IPv6 atomic fragments too).
     pub completed: u64,
     /// Incomplete datagrams dropped at the age limit.
     pub expired: u64,
@@ -72,7 +73,8 @@ pub struct ReasmCounters {
     pub zero_length: u64,
     /// Dropped: not the last fragment, length not a multiple of 8.
     pub unaligned: u64,
-    /// Dropped: data past the 65535 bytes of an IPv4 datagram.
+    /// Dropped: data past the 65535 bytes of an IPv4 datagram (IPv6: past a payload length of
+    /// 65535).
     pub too_long: u64,
     /// Datagrams dropped: a fragment overlapped held data with different bytes.
     pub overlap: u64,

@@ -1,18 +1,23 @@
-//! No allocation per frame in steady state: the whole loop (poller, RX ring, IPv4
+//! No allocation per frame in steady state: the whole loop (poller, RX ring, IPv4 and IPv6
 //! reassembly, TCP coalescing, libslirp's callbacks, TX ring) runs in this process with the
-//! real libslirp while guest frames flow (fragmented echo requests and bursts of TCP segments
-//! that are merged among them), and a counting global allocator sees no Rust allocation on
-//! this thread; with packet capture (`pcap=`) off and on.
+//! real libslirp (IPv6 on) while guest frames flow (fragmented IPv4 and IPv6 echo requests, an
+//! IPv6 atomic fragment, and bursts of IPv4 and IPv6 TCP segments that are merged among them),
+//! and a counting global allocator sees no Rust allocation on this thread; with packet capture
+//! (`pcap=`) off and on.
 //! (libslirp's own allocations go through glib's malloc and are not counted.)
 
+mod common;
+
+use common::ipv6::{echo6_frame, fragment6, neighbour_solicitation, GUEST6, HOST6};
 use slirp_helper::coalesce::Coalescer;
+use slirp_helper::config::network::{Ipv6Network, DEFAULT_NET6};
 use slirp_helper::config::Network;
 use slirp_helper::event_loop::{self, Host};
 use slirp_helper::frames::FrameLimit;
 use slirp_helper::frames::FrameRx;
 use slirp_helper::pcap::{self, Capture};
 use slirp_helper::poller::PollerKind;
-use slirp_helper::reasm::{Ipv4Reassembler, ReasmLimits};
+use slirp_helper::reasm::{ReasmLimits, Reassembler};
 use slirp_helper::slirp::api::{SlirpApi, DEFAULT_LIBSLIRP};
 use slirp_helper::slirp::{Stack, StackConfig};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -142,10 +147,27 @@ fn tcp_burst(gw: [u8; 6], count: u32) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// `count` consecutive 100-byte IPv6 TCP segments fec0::…:40000 → fec0::2:9 (no such
+/// connection: libslirp answers with a RST), merged into one within the MTU.
+fn tcp6_burst(gw: [u8; 6], count: u32) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|i| {
+            let payload = vec![i as u8; 100];
+            let b = etherparse::PacketBuilder::ethernet2(GUEST_MAC, gw)
+                .ipv6(GUEST6.octets(), HOST6.octets(), 64)
+                .tcp(40000, 9, 5000 + 100 * i, 64240)
+                .ack(7000);
+            let mut f = Vec::with_capacity(b.size(payload.len()));
+            b.write(&mut f, &payload).unwrap();
+            f
+        })
+        .collect()
+}
+
 /// The guest's input path, as the helper's `main` builds it.
 struct Input<'fd> {
     rx: FrameRx<'fd>,
-    reasm: Ipv4Reassembler,
+    reasm: Reassembler,
     coalescer: Coalescer,
 }
 
@@ -209,7 +231,14 @@ fn steady_state_allocates_nothing_per_frame() {
                 .unwrap(),
             );
         }
-        let network = Network::default();
+        let network = Network {
+            ipv6: Some(Ipv6Network {
+                net6: DEFAULT_NET6,
+                host6: HOST6,
+                dns6: common::ipv6::DNS6,
+            }),
+            ..Network::default()
+        };
         let mut stack = Stack::new(
             api,
             StackConfig {
@@ -224,8 +253,8 @@ fn steady_state_allocates_nothing_per_frame() {
         // default; the drain of a batch-1 ring still reads every queued frame).
         let mut input = Input {
             rx: FrameRx::new(fd, limit, batch),
-            reasm: Ipv4Reassembler::new(ReasmLimits::default()),
-            coalescer: Coalescer::new(true),
+            reasm: Reassembler::new(ReasmLimits::default()),
+            coalescer: Coalescer::new(true).with_ipv6_mtu(limit.mtu()),
         };
         let mut buf = vec![0u8; 4096];
 
@@ -279,8 +308,55 @@ fn steady_state_allocates_nothing_per_frame() {
         frames.extend(fragmented);
         // The echoes end the burst's merge (another flow), so one RST for the burst.
         frames.extend(burst);
-        // Replies per round: an echo reply each, three fragments for the big one, one RST.
-        let expected = 32 + 3 + 1;
+
+        // IPv6: teach libslirp the guest's MAC (a neighbour solicitation for fec0::2, whose
+        // advertisement gives the gateway's), then an echo in three fragments, an atomic
+        // fragment and a burst of short segments, merged within the MTU.
+        guest
+            .send(&neighbour_solicitation(GUEST6, GUEST_MAC, HOST6))
+            .unwrap();
+        let mut gw6 = None;
+        for _ in 0..100 {
+            let Input {
+                rx,
+                reasm,
+                coalescer,
+            } = &mut input;
+            event_loop::iterate(&mut stack, rx, reasm, coalescer).unwrap();
+            if let Ok(n) = guest.recv(&mut buf) {
+                // Ethernet, IPv6 next header ICMPv6, type 136.
+                if n >= 78 && buf[12..14] == [0x86, 0xdd] && buf[20] == 58 && buf[54] == 136 {
+                    gw6 = Some(<[u8; 6]>::try_from(&buf[6..12]).unwrap());
+                    break;
+                }
+            }
+        }
+        let gw6 = gw6.expect("neighbour advertisement from fec0::2");
+        let echo6 = fragment6(
+            &echo6_frame(gw6, HOST6, 0x6006, 1, &[0x66; 1000]),
+            400,
+            0x600d,
+        );
+        assert_eq!(echo6.len(), 3);
+        let atomic6 = fragment6(
+            &echo6_frame(gw6, HOST6, 0x6006, 2, &[0x67; 56]),
+            2048,
+            0x600e,
+        );
+        let burst6 = tcp6_burst(gw6, 8);
+        let before6 = input.coalescer.counters.frames;
+        assert_eq!(
+            round(&mut stack, &mut input, &guest, &burst6, 1, &mut buf),
+            1,
+            "{kind:?}/{batch}: the merged IPv6 TCP burst got no RST"
+        );
+        assert_eq!(input.coalescer.counters.frames, before6 + 1);
+        frames.extend(echo6);
+        frames.extend(atomic6);
+        frames.extend(burst6);
+        // Replies per round: an echo reply each (IPv4: three fragments for the big one; IPv6:
+        // one whole reply each), a RST per burst.
+        let expected = 32 + 3 + 1 + 2 + 1;
         for _ in 0..50 {
             round(&mut stack, &mut input, &guest, &frames, expected, &mut buf);
         }
@@ -290,6 +366,7 @@ fn steady_state_allocates_nothing_per_frame() {
             input.reasm.counters
         );
         let merged_before = input.coalescer.counters.frames;
+        let completed_before = input.reasm.counters.completed;
 
         ALLOCATIONS.store(0, Ordering::Relaxed);
         COUNTING.with(|c| c.set(true));
@@ -304,8 +381,15 @@ fn steady_state_allocates_nothing_per_frame() {
             replies >= 200 * expected * 9 / 10,
             "{kind:?}/{batch}: only {replies} replies"
         );
+        // Per round: the IPv4 echo, the IPv6 echo and the IPv6 atomic fragment.
         assert!(
-            input.coalescer.counters.frames >= merged_before + 180,
+            input.reasm.counters.completed >= completed_before + 3 * 180,
+            "{kind:?}/{batch}: datagrams not reassembled while counting: {:?}",
+            input.reasm.counters
+        );
+        // Per round: the IPv4 and the IPv6 burst.
+        assert!(
+            input.coalescer.counters.frames >= merged_before + 2 * 180,
             "{kind:?}/{batch}: bursts not merged while counting: {:?}",
             input.coalescer.counters
         );

@@ -5,8 +5,11 @@
 //! panic, and never sends bhyve a frame longer than the frame limit.
 //!
 //! libslirp runs RESTRICTED (bhyve's default): packets to anything outside 10.0.2.0/24 are
-//! dropped by libslirp's `ip_input`, TCP SYNs get RST, UDP other than DHCP/TFTP is dropped.
-//! Nothing leaves the machine. Never fuzz the open mode.
+//! dropped by libslirp's `ip_input`, TCP SYNs get RST, UDP other than DHCP/TFTP is dropped
+//! (`udp6_input` drops all IPv6 UDP in restricted mode), ICMPv6 echo is answered for the
+//! host's own addresses only. Nothing leaves the machine. Never fuzz the open mode.
+//! IPv6 is on (fec0::/64), so that the IPv6 reassembler, IPv6 coalescing and libslirp's
+//! IPv6 input (NDP, ICMPv6, TCP) are in the path.
 //!
 //! One `Stack` per process (creating libslirp per input would dominate the run time), so
 //! libslirp's state (ARP cache, DHCP leases, fragment queues, sockets) carries over from one
@@ -15,8 +18,10 @@
 //!
 //! Input: a sequence of frames, each `[hi, lo, bytes...]` with a big-endian 16-bit prefix:
 //! - bits 0..=11: frame length (0..=4095; more than the bytes left takes the rest);
-//! - bit 15: fix up the IPv4 header (total length, header checksum) if it is IPv4;
-//! - bit 14: fix up the TCP/UDP/ICMP checksum of an unfragmented IPv4 datagram;
+//! - bit 15: fix up the IPv4 header (total length, header checksum) if it is IPv4, the IPv6
+//!   payload length if it is IPv6;
+//! - bit 14: fix up the TCP/UDP/ICMP checksum of an unfragmented IPv4 datagram, the
+//!   TCP/UDP/ICMPv6 checksum of an IPv6 packet without extension headers;
 //! - bit 13: run one loop iteration after sending this frame (otherwise all frames are sent
 //!   before the loop runs).
 //!
@@ -44,11 +49,13 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use libfuzzer_sys::fuzz_target;
 use nix::sys::socket::{socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 use slirp_helper::coalesce::Coalescer;
+use slirp_helper::config::network::{Ipv6Network, DEFAULT_NET6};
 use slirp_helper::config::Network;
+use std::net::Ipv6Addr;
 use slirp_helper::event_loop::{self, Host};
 use slirp_helper::frames::{FrameLimit, FrameRx, DEFAULT_BATCH};
 use slirp_helper::poller::{Own, PollerKind};
-use slirp_helper::reasm::{Ipv4Reassembler, ReasmLimits};
+use slirp_helper::reasm::{Reassembler, ReasmLimits};
 use slirp_helper::slirp::api::{SlirpApi, DEFAULT_LIBSLIRP};
 use slirp_helper::slirp::{self, SlirpHost, Stack, StackConfig};
 
@@ -60,7 +67,7 @@ const ITERATIONS: usize = 3;
 struct Harness {
     stack: Stack<Host<'static>>,
     rx: FrameRx<'static>,
-    reasm: Ipv4Reassembler,
+    reasm: Reassembler,
     coalescer: Coalescer,
     limit: FrameLimit,
     /// bhyve's end.
@@ -97,7 +104,15 @@ impl Harness {
                 // NEVER false here: restricted keeps every fuzzed packet inside libslirp.
                 restricted: true,
                 mtu: limit.mtu(),
-                network: &Network::default(),
+                // IPv6 on with libslirp's defaults (fec0::/64, host ::2, DNS ::3).
+                network: &Network {
+                    ipv6: Some(Ipv6Network {
+                        net6: DEFAULT_NET6,
+                        host6: Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 2),
+                        dns6: Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 3),
+                    }),
+                    ..Network::default()
+                },
             },
             host,
         )
@@ -106,8 +121,8 @@ impl Harness {
         Harness {
             stack,
             rx,
-            reasm: Ipv4Reassembler::new(ReasmLimits::default()),
-            coalescer: Coalescer::new(true),
+            reasm: Reassembler::new(ReasmLimits::default()),
+            coalescer: Coalescer::new(true).with_ipv6_mtu(limit.mtu()),
             limit,
             guest,
             reply: vec![0; 128 * 1024],
@@ -208,9 +223,11 @@ impl Harness {
             self.scratch.extend_from_slice(frame);
             if prefix & 0x8000 != 0 {
                 fix_ipv4_header(&mut self.scratch);
+                fix_ipv6_header(&mut self.scratch);
             }
             if prefix & 0x4000 != 0 {
                 fix_l4_checksum(&mut self.scratch);
+                fix_ipv6_l4_checksum(&mut self.scratch);
             }
             // EAGAIN (helper's buffer full) drops the frame, as bhyve's non-blocking send does.
             let _ = nix::sys::socket::send(
@@ -308,6 +325,17 @@ fn reply_class(frame: &[u8]) -> u64 {
                 _ => 0,
             };
         }
+        0x86dd => {
+            // Next header; ICMPv6 type and code (NDP, echo reply, errors); TCP flags.
+            let next = byte(ETHER_HDR + 6);
+            let l4 = ETHER_HDR + 40;
+            class |= next << 16;
+            class |= match next {
+                58 => byte(l4) << 8 | byte(l4 + 1),
+                6 => byte(l4 + 13),
+                _ => 0,
+            };
+        }
         _ => {}
     }
     class
@@ -402,6 +430,45 @@ fn fix_l4_checksum(frame: &mut [u8]) {
     }
     let mut c = fold(ones_sum(&frame[l4..end], sum));
     if proto == 17 && c == 0 {
+        c = 0xffff;
+    }
+    frame[l4 + at..l4 + at + 2].copy_from_slice(&c.to_be_bytes());
+}
+
+/// An IPv6 packet's fixed header: its start, if there is a whole one.
+fn ipv6_header(frame: &[u8]) -> Option<usize> {
+    (frame.get(12..14)? == [0x86, 0xdd] && frame.len() >= ETHER_HDR + 40).then_some(ETHER_HDR)
+}
+
+fn fix_ipv6_header(frame: &mut [u8]) {
+    let Some(ip) = ipv6_header(frame) else {
+        return;
+    };
+    let len = (frame.len() - ip - 40).min(0xffff) as u16;
+    frame[ip + 4..ip + 6].copy_from_slice(&len.to_be_bytes());
+}
+
+fn fix_ipv6_l4_checksum(frame: &mut [u8]) {
+    let Some(ip) = ipv6_header(frame) else {
+        return;
+    };
+    let l4 = ip + 40;
+    let end = (l4 + usize::from(u16::from_be_bytes([frame[ip + 4], frame[ip + 5]]))).min(frame.len());
+    let next = frame[ip + 6];
+    let at = match next {
+        58 => 2,
+        6 => 16,
+        17 => 6,
+        _ => return,
+    };
+    if l4 + at + 2 > end {
+        return;
+    }
+    frame[l4 + at..l4 + at + 2].fill(0);
+    let mut sum = ones_sum(&frame[ip + 8..ip + 40], 0);
+    sum += u32::from(next) + (end - l4) as u32;
+    let mut c = fold(ones_sum(&frame[l4..end], sum));
+    if next == 17 && c == 0 {
         c = 0xffff;
     }
     frame[l4 + at..l4 + at + 2].copy_from_slice(&c.to_be_bytes());

@@ -1,24 +1,29 @@
-//! The IPv4 reassembler in front of libslirp (`src/reasm.rs`), on its own: arbitrary frames and
-//! clock steps under arbitrary limits. Never panics or allocates after construction; never
-//! passes on a frame that claims to be a fragment (libslirp 4.7.0's `ip_reass` must never run);
-//! passes every other frame untouched; every reassembled datagram is a well-formed,
-//! unfragmented IPv4 datagram whose payload bytes all came from fragments of that datagram;
-//! never holds more than its limits.
+//! The reassembler in front of libslirp (`src/reasm.rs`), on its own: arbitrary IPv4 and IPv6
+//! frames and clock steps under arbitrary limits. Never panics or allocates after
+//! construction; never passes on a frame that claims to be a fragment (libslirp 4.7.0's
+//! `ip_reass` must never run; an IPv6 frame whose fixed header's next header is the fragment
+//! header never passes either); passes every other frame untouched; every reassembled IPv4
+//! datagram is a well-formed, unfragmented datagram whose payload bytes all came from
+//! fragments of that datagram; every IPv6 one has a payload length that matches the frame, no
+//! fragment header right after its fixed header, and (when it kept no extension headers)
+//! payload bytes that all came from fragments between its addresses; never holds more than
+//! its limits.
 //!
 //! Input: `[datagrams, bytes, age]` then records `[dt, hi, lo, frame...]`:
 //! - limits: `max_datagrams` = 1 + datagrams % 8 (64 when bit 7 is set), `max_bytes` =
 //!   bytes * 4 KiB (the reassembler raises it to one largest datagram), `max_age_ms` = age * 100;
 //! - per record the clock moves `dt * 20` ms and `expire` runs (the loop calls it every
 //!   iteration); the 16-bit prefix holds the frame length in bits 0..=11 (more than what is left
-//!   takes the rest), and bit 15 asks for the IPv4 total length and header checksum to be fixed
-//!   up (without it nearly every mutated fragment would be dropped as malformed).
+//!   takes the rest), and bit 15 asks for the IPv4 total length and header checksum (IPv6: the
+//!   payload length) to be fixed up (without it nearly every mutated fragment would be dropped
+//!   as malformed).
 #![no_main]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use libfuzzer_sys::fuzz_target;
-use slirp_helper::reasm::{Ipv4Reassembler, ReasmLimits, Verdict, MAX_PAYLOAD};
+use slirp_helper::reasm::{ReasmLimits, Reassembler, Verdict, MAX_PAYLOAD};
 use slirp_helper::wire::checksum::internet_checksum;
 
 struct Counting;
@@ -65,6 +70,96 @@ struct Sent {
     key: Key,
     offset: usize,
     payload: Vec<u8>,
+}
+
+const IPV6_HDR: usize = 40;
+const NEXT_FRAGMENT: u8 = 44;
+
+/// An IPv6 fragment as sent with its fragment header right after the fixed header (the
+/// common case, the one whose payload the check follows): addresses, offset, data.
+struct Sent6 {
+    src: [u8; 16],
+    dst: [u8; 16],
+    offset: usize,
+    payload: Vec<u8>,
+}
+
+fn is_ipv6(frame: &[u8]) -> bool {
+    frame.len() >= ETHER_HDR + IPV6_HDR
+        && frame[12..14] == [0x86, 0xdd]
+        && frame[ETHER_HDR] >> 4 == 6
+}
+
+fn addresses6(ip: &[u8]) -> ([u8; 16], [u8; 16]) {
+    let mut src = [0; 16];
+    let mut dst = [0; 16];
+    src.copy_from_slice(&ip[8..24]);
+    dst.copy_from_slice(&ip[24..40]);
+    (src, dst)
+}
+
+fn sent_fragment6(frame: &[u8]) -> Option<Sent6> {
+    if !is_ipv6(frame) || frame[ETHER_HDR + 6] != NEXT_FRAGMENT {
+        return None;
+    }
+    let ip = &frame[ETHER_HDR..];
+    let end = IPV6_HDR + usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+    let payload = ip.get(IPV6_HDR + 8..end)?;
+    let (src, dst) = addresses6(ip);
+    Some(Sent6 {
+        src,
+        dst,
+        offset: usize::from(u16::from_be_bytes([ip[42], ip[43]]) & 0xfff8),
+        payload: payload.to_vec(),
+    })
+}
+
+fn fix_ipv6_header(frame: &mut [u8]) {
+    if is_ipv6(frame) {
+        let len = (frame.len() - ETHER_HDR - IPV6_HDR).min(0xffff) as u16;
+        frame[ETHER_HDR + 4..ETHER_HDR + 6].copy_from_slice(&len.to_be_bytes());
+    }
+}
+
+/// Extension headers the reassembler may keep before the fragmentable part.
+fn is_extension(next: u8) -> bool {
+    matches!(next, 0 | 43 | 51 | 60 | 135 | 139 | 140)
+}
+
+fn check_complete6(frame: &[u8], sent: &[Sent6]) {
+    assert!(
+        is_ipv6(frame),
+        "complete frame of {} bytes is not IPv6",
+        frame.len()
+    );
+    let ip = &frame[ETHER_HDR..];
+    let payload_len = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+    assert_eq!(
+        payload_len,
+        ip.len() - IPV6_HDR,
+        "payload length does not match the frame"
+    );
+    let next = ip[6];
+    assert_ne!(
+        next, NEXT_FRAGMENT,
+        "reassembled packet starts with a fragment header"
+    );
+    if is_extension(next) {
+        return;
+    }
+    let (src, dst) = addresses6(ip);
+    for (at, byte) in ip[IPV6_HDR..].iter().enumerate() {
+        let from_a_fragment = sent.iter().any(|f| {
+            f.src == src
+                && f.dst == dst
+                && at >= f.offset
+                && f.payload.get(at - f.offset) == Some(byte)
+        });
+        assert!(
+            from_a_fragment,
+            "IPv6 payload byte {at} ({byte:#04x}) came from no fragment"
+        );
+    }
 }
 
 fn key_of(ip: &[u8]) -> Key {
@@ -174,10 +269,11 @@ fuzz_target!(|data: &[u8]| {
         max_bytes: usize::from(*bytes) * 4096,
         max_age_ms: i64::from(*age) * 100,
     };
-    let mut reasm = Ipv4Reassembler::new(limits);
+    let mut reasm = Reassembler::new(limits);
     let limits = reasm.limits();
     let mut now_ms: i64 = 1_000_000;
     let mut sent: Vec<Sent> = Vec::new();
+    let mut sent6: Vec<Sent6> = Vec::new();
     let mut frame = Vec::with_capacity(4096);
     while let &[dt, hi, lo, ref tail @ ..] = rest {
         let prefix = u16::from_be_bytes([hi, lo]);
@@ -187,8 +283,10 @@ fuzz_target!(|data: &[u8]| {
         rest = &tail[len..];
         if prefix & 0x8000 != 0 {
             fix_ipv4_header(&mut frame);
+            fix_ipv6_header(&mut frame);
         }
         sent.extend(sent_fragment(&frame));
+        sent6.extend(sent_fragment6(&frame));
         now_ms += i64::from(dt) * 20;
 
         ALLOCATIONS.store(0, Ordering::Relaxed);
@@ -218,7 +316,12 @@ fuzz_target!(|data: &[u8]| {
                     !claims_fragment(out),
                     "a fragment passed through to libslirp"
                 );
+                assert!(
+                    !(is_ipv6(out) && out[ETHER_HDR + 6] == NEXT_FRAGMENT),
+                    "an IPv6 fragment passed through to libslirp"
+                );
             }
+            Verdict::Complete(out) if is_ipv6(out) => check_complete6(out, &sent6),
             Verdict::Complete(out) => check_complete(out, &sent),
             Verdict::Held | Verdict::Dropped(_) => {}
         }

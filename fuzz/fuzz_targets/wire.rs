@@ -12,7 +12,7 @@ use libfuzzer_sys::fuzz_target;
 use slirp_helper::wire::checksum::internet_checksum;
 use slirp_helper::wire::ipv6::MAX_EXTENSION_HEADERS;
 use slirp_helper::wire::{
-    icmp, ipv4, ipv6, tcp, udp, EthernetFrame, Ipv4Header, Ipv6FragmentHeader, Ipv6Header,
+    icmp, ipv4, ipv6, tcp, udp, EthernetFrame, Ipv4Header, Ipv6FragmentHeader, Ipv6Header, Ipv6HeaderMut,
     TcpHeader, UdpHeader,
 };
 
@@ -72,6 +72,21 @@ fn check_ipv6(bytes: &[u8]) {
         assert!(ext.offset + ext.bytes.len() <= ip.payload_len());
         last_offset = Some(ext.offset);
         let _ = (ext.next_header(), ext.fragment());
+        // The mutable view writes the next-header byte of every walked header, and only it.
+        let mut copy = bytes.to_vec();
+        let mut view = Ipv6HeaderMut::new(&mut copy).expect("a parsed header is a mutable one");
+        view.set_next_header_of(Some(ext.offset), 0xaa)
+            .expect("a walked header is within the bytes");
+        view.set_payload_len(ip.payload_len() as u16);
+        let changed: Vec<usize> = (0..bytes.len()).filter(|&i| copy[i] != bytes[i]).collect();
+        assert!(changed.iter().all(|&i| i == 40 + ext.offset), "{changed:?}");
+    }
+    // Past the end: refused, not written.
+    let mut copy = bytes.to_vec();
+    if let Ok(mut view) = Ipv6HeaderMut::new(&mut copy) {
+        assert!(view.set_next_header_of(Some(bytes.len()), 0).is_err());
+        view.set_next_header_of(None, 0x11).expect("the fixed header's field");
+        assert_eq!(copy[6], 0x11);
     }
     if let Ok(upper) = ip.upper_layer() {
         assert_eq!(upper.offset + upper.payload.len(), ip.payload_len());

@@ -129,6 +129,10 @@ BCAST = b"\xff" * 6
 GUEST_IP = bytes([10, 0, 2, 15])
 HOST_IP = bytes([10, 0, 2, 2])
 DNS_IP = bytes([10, 0, 2, 3])
+# fec0::5054:ff:fe12:3456 (SLAAC from GUEST_MAC in libslirp's default prefix) and fec0::2.
+GUEST_IP6 = bytes.fromhex("fec00000000000005054 00fffe123456".replace(" ", ""))
+HOST_IP6 = bytes.fromhex("fec00000000000000000000000000002")
+GW_MAC6 = bytes.fromhex("525500000002")
 
 
 def csum(b):
@@ -258,6 +262,51 @@ def main():
         "runt_and_oversize": framed(b"\x00" * 10, icmp_echo(n=1600), fix=0),
         "mix_iterating": framed(arp_request(), dhcp_discover(), icmp_echo(), tcp_syn(), iterate_after=True),
     }
+    # IPv6 (the harness runs with IPv6 on): NS for the host, RS, echo to the host (whole,
+    # fragmented, atomic), a TCP SYN, a long extension-header chain, a lone fragment.
+    def ip6(nh, payload, src=GUEST_IP6, dst=HOST_IP6, hop=64):
+        return struct.pack("!IHBB", 0x60000000, len(payload), nh, hop) + src + dst + payload
+
+    def csum6(src, dst, nh, seg, at):
+        pseudo = src + dst + struct.pack("!IxxxB", len(seg), nh)
+        c = csum(pseudo + seg)
+        return seg[:at] + struct.pack("!H", c) + seg[at + 2:]
+
+    def ns6(target=HOST_IP6):
+        sn = b"\xff\x02" + b"\0" * 9 + b"\x01\xff" + target[13:]
+        body = struct.pack("!BBHI", 135, 0, 0, 0) + target + b"\x01\x01" + GUEST_MAC
+        return eth(b"\x33\x33\xff" + target[13:], 0x86DD,
+                   ip6(58, csum6(GUEST_IP6, sn, 58, body, 2), dst=sn, hop=255))
+
+    def rs6():
+        ll = b"\xfe\x80" + b"\0" * 6 + GUEST_IP6[8:]
+        allr = b"\xff\x02" + b"\0" * 13 + b"\x02"
+        body = struct.pack("!BBHI", 133, 0, 0, 0) + b"\x01\x01" + GUEST_MAC
+        return eth(b"\x33\x33\0\0\0\x02", 0x86DD, ip6(58, csum6(ll, allr, 58, body, 2), src=ll, dst=allr, hop=255))
+
+    echo6_body = struct.pack("!BBHHH", 128, 0, 0, 0x6006, 1) + bytes(i & 0xFF for i in range(1000))
+    echo6_body = csum6(GUEST_IP6, HOST_IP6, 58, echo6_body, 2)
+    echo6 = eth(GW_MAC6, 0x86DD, ip6(58, echo6_body))
+
+    def frag6_of(body, nh, off, more, ident=0x66):
+        fh = struct.pack("!BBHI", nh, 0, off | (1 if more else 0), ident)
+        return eth(GW_MAC6, 0x86DD, ip6(44, fh + body))
+
+    syn6 = struct.pack("!HHIIBBHHH", 40000, 22, 1000, 0, (5 + 1) << 4, 0x02, 64240, 0, 0) + b"\x02\x04\x05\xa0"
+    syn6 = eth(GW_MAC6, 0x86DD, ip6(6, csum6(GUEST_IP6, HOST_IP6, 6, syn6, 16)))
+    chain = b""
+    for i in range(12):
+        chain += bytes([60 if i < 11 else 58, 0, 1, 4, 0, 0, 0, 0])
+    frames.update({
+        "v6_ns_echo": framed(ns6(), echo6, iterate_after=True),
+        "v6_rs": framed(rs6()),
+        "v6_fragmented_echo": framed(ns6(), frag6_of(echo6_body[504:], 58, 504, False),
+                                     frag6_of(echo6_body[:504], 58, 0, True), fix=0x8000),
+        "v6_atomic_echo": framed(ns6(), frag6_of(echo6_body, 58, 0, False), fix=0x8000),
+        "v6_syn": framed(ns6(), syn6),
+        "v6_long_chain": framed(eth(GW_MAC6, 0x86DD, ip6(60, chain + echo6_body[:64])), fix=0x8000),
+        "v6_lone_fragment": framed(frag6_of(b"x" * 64, 17, 800, False), fix=0x8000),
+    })
     for name, data in frames.items():
         write("frame_path", name, data)
     # libslirp 4.7.0 crashed on this one (finding L1): a last fragment with no train.
@@ -288,6 +337,31 @@ def main():
         "max_offset": limits + rec(frag(0x1FFF * 8, b"x" * 8, False)),
         "icmp_pair_and_passthrough": limits + rec(first, arp_request(), last, icmp_echo()),
     }
+    # IPv6 (RFC 8200): a UDP datagram of 3000 bytes in fragments of 1448, and the cases
+    # the IPv4 seeds cover, plus atomic fragments and a header before the fragment header.
+    def frag6(off, data, more, ident=0x9000, before=b"", before_type=60):
+        fh = struct.pack("!BBHI", 17, 0, off | (1 if more else 0), ident)
+        nxt = before_type if before else 44
+        if before:
+            before = bytes([44]) + before[1:]
+        pl = len(before) + len(fh) + len(data)
+        ip6 = struct.pack("!IHBB", 0x60000000, pl, nxt, 64) + GUEST_IP6 + HOST_IP6
+        return eth(GW_MAC6, 0x86DD, ip6 + before + fh + data)
+
+    seg6 = struct.pack("!HHHH", 5000, 9, 8 + 3000, 0) + bytes(i & 0xFF for i in range(3000))
+    pieces6 = [(0, seg6[:1448]), (1448, seg6[1448:2896]), (2896, seg6[2896:])]
+    fr6 = [frag6(o, d, o + len(d) < len(seg6)) for o, d in pieces6]
+    dest_opts = bytes([0, 0, 1, 4, 0, 0, 0, 0])
+    reasm.update({
+        "v6_in_order": limits + rec(*fr6),
+        "v6_reversed": limits + rec(*reversed(fr6)),
+        "v6_lone_last": limits + rec(fr6[2]),
+        "v6_duplicate_overlap": limits + rec(fr6[0], fr6[0], frag6(8, seg6[8:1456], True), fr6[1]),
+        "v6_atomic": limits + rec(frag6(0, seg6[:64], False), frag6(0, seg6[:64], False, before=dest_opts)),
+        "v6_dest_opts_first": limits + rec(frag6(0, seg6[:1448], True, before=dest_opts), fr6[1], fr6[2]),
+        "v6_max_offset": limits + rec(frag6(0xFFF8, b"x" * 8, False)),
+        "v6_mixed_with_v4": limits + rec(fr[0], fr6[0], fr[1], fr6[1], fr[2], fr6[2]),
+    })
     for name, data in reasm.items():
         write("reasm", name, data)
     return 0

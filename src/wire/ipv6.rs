@@ -2,7 +2,7 @@
 //! bounded walk over the extension headers to the upper layer.
 
 use super::checksum::{ones_add, sum_words};
-use super::{array, be16, be32, need, protocol, Layer, WireError};
+use super::{array, be16, be32, need, protocol, set_be16, Layer, WireError};
 
 /// The fixed IPv6 header.
 pub const HEADER_LEN: usize = 40;
@@ -14,10 +14,11 @@ pub const FRAGMENT_HEADER_LEN: usize = 8;
 pub const MAX_EXTENSION_HEADERS: usize = 8;
 
 /// The next-header field of the packet at the start of `bytes` and everything after its fixed
-/// header to the end of `bytes`, checking only what libslirp's `ip6_input` checks before it
-/// dispatches on that field: the 40 bytes and version 6. It never compares the payload length
-/// with the bytes (its checksums cover what is there), so neither does this. For readers that
-/// must see what libslirp acts on; everything else uses [`Ipv6Header::parse`].
+/// header to the end of `bytes`, checking the 40 bytes and version 6. libslirp's `ip6_input`
+/// also drops a payload length beyond the bytes (4.3.1 on; the Ethernet padding counts as
+/// bytes) or beyond its MTU; this does not, so a reader that must never miss what libslirp
+/// acts on (the flow budget) errs on the side of more. Everything else uses
+/// [`Ipv6Header::parse`].
 #[inline]
 pub fn dispatch(bytes: &[u8]) -> Result<(u8, &[u8]), WireError> {
     need(Layer::Ipv6, bytes, HEADER_LEN)?;
@@ -128,6 +129,24 @@ impl<'a> Ipv6Header<'a> {
         }
     }
 
+    /// The fixed header and the extension headers before `extension` (a step of this packet's
+    /// walk): what RFC 8200 calls the unfragmentable part when `extension` is the fragment
+    /// header.
+    #[inline]
+    pub fn headers_before(&self, extension: &Ipv6Extension<'_>) -> &'a [u8] {
+        let end = (HEADER_LEN + extension.offset).min(self.bytes.len());
+        &self.bytes[..end]
+    }
+
+    /// The bytes after `extension` (a step of this packet's walk) to the end of the payload:
+    /// a fragment's data when `extension` is its fragment header.
+    #[inline]
+    pub fn after(&self, extension: &Ipv6Extension<'_>) -> &'a [u8] {
+        let payload = self.payload();
+        let start = (extension.offset + extension.bytes.len()).min(payload.len());
+        &payload[start..]
+    }
+
     /// Walks every extension header: the upper layer, and the fragment header if one was on
     /// the way.
     pub fn upper_layer(&self) -> Result<UpperLayer<'a>, WireError> {
@@ -145,6 +164,45 @@ impl<'a> Ipv6Header<'a> {
             payload: walk.rest,
             fragment,
         })
+    }
+}
+
+/// The fields of an IPv6 packet's headers that reassembly writes, over a buffer that holds
+/// at least the fixed header (checked by [`Ipv6HeaderMut::new`]; its payload length is not
+/// compared with the buffer: the writer sets it).
+#[derive(Debug)]
+pub struct Ipv6HeaderMut<'a> {
+    bytes: &'a mut [u8],
+}
+
+impl<'a> Ipv6HeaderMut<'a> {
+    #[inline]
+    pub fn new(bytes: &'a mut [u8]) -> Result<Self, WireError> {
+        let (_, _) = dispatch(bytes)?;
+        Ok(Ipv6HeaderMut { bytes })
+    }
+
+    #[inline]
+    pub fn set_payload_len(&mut self, len: u16) {
+        set_be16(self.bytes, 4, len);
+    }
+
+    /// Writes the next-header field of the header that starts at `extension_offset` in the
+    /// IPv6 payload (an [`Ipv6Extension::offset`]), or of the fixed header when `None`.
+    /// `Truncated` when that header is not within the buffer.
+    #[inline]
+    pub fn set_next_header_of(
+        &mut self,
+        extension_offset: Option<usize>,
+        value: u8,
+    ) -> Result<(), WireError> {
+        let at = match extension_offset {
+            None => 6,
+            Some(offset) => HEADER_LEN + offset,
+        };
+        need(Layer::Ipv6Extension, self.bytes, at + 1)?;
+        self.bytes[at] = value;
+        Ok(())
     }
 }
 
@@ -458,6 +516,9 @@ mod tests {
         assert_eq!(offsets, [0, 8, 24, 48, 56, 68]);
         assert_eq!(walked[4].bytes.len(), 12);
         assert_eq!(walked[5].next_header(), protocol::TCP);
+        // What precedes and follows the fragment header (the fourth step).
+        assert_eq!(h.headers_before(&walked[3]), &bytes[..HEADER_LEN + 48]);
+        assert_eq!(h.after(&walked[3]), &bytes[HEADER_LEN + 56..]);
         let upper = h.upper_layer().unwrap();
         assert_eq!(upper.protocol, protocol::TCP);
         assert_eq!(upper.offset, 76);
@@ -559,6 +620,40 @@ mod tests {
             .unwrap_err();
         assert_eq!(err, WireError::HopByHopNotFirst { offset: 8 });
         assert!(err.to_string().contains("offset 8"));
+    }
+
+    #[test]
+    fn the_mutable_view_writes_payload_length_and_next_headers() {
+        let chain = [
+            (protocol::IPV6_DESTINATION, options_header(16)),
+            (protocol::IPV6_FRAGMENT, fragment_header(0, true, 9)),
+        ];
+        let mut bytes = packet(&chain, protocol::UDP, b"datagram");
+        let original = bytes.clone();
+        let mut view = Ipv6HeaderMut::new(&mut bytes).unwrap();
+        view.set_payload_len(1234);
+        view.set_next_header_of(None, protocol::HOP_BY_HOP).unwrap();
+        view.set_next_header_of(Some(0), protocol::UDP).unwrap();
+        view.set_next_header_of(Some(16), protocol::TCP).unwrap();
+        assert_eq!(
+            view.set_next_header_of(Some(original.len() - HEADER_LEN), 0),
+            Err(WireError::Truncated {
+                layer: Layer::Ipv6Extension,
+                needed: original.len() + 1,
+                got: original.len()
+            })
+        );
+        let changed: Vec<usize> = (0..bytes.len())
+            .filter(|&i| bytes[i] != original[i])
+            .collect();
+        assert_eq!(changed, [4, 5, 6, 40, 56]);
+        assert_eq!((bytes[4], bytes[5], bytes[6]), (0x04, 0xd2, 0));
+        assert_eq!((bytes[40], bytes[56]), (protocol::UDP, protocol::TCP));
+        // Too short for the fixed header, or not version 6: no view.
+        assert!(Ipv6HeaderMut::new(&mut original.clone()[..39]).is_err());
+        let mut v4 = original.clone();
+        v4[0] = 0x45;
+        assert!(Ipv6HeaderMut::new(&mut v4).is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! Network rule: the only traffic is inside the socketpair or to 127.0.0.0/8 on the host.
 #![allow(dead_code)]
 
+pub mod ipv6;
 pub mod process;
 pub mod skip;
 
