@@ -9,6 +9,7 @@
 
 use crate::api::ApiServer;
 use crate::coalesce::Coalescer;
+use crate::echo6::Echo6Filter;
 use crate::flow_budget::FlowBudget;
 use crate::frames::{FrameLimit, FrameRx, FrameTx, RxStatus};
 use crate::poller::{Own, Poller, PollerKind, Readiness, Slot};
@@ -36,6 +37,8 @@ pub struct Host<'fd> {
     pub counters: LoopCounters,
     /// libslirp's sockets against the descriptor limit; listeners that cannot accept.
     pub budget: FlowBudget,
+    /// Guest ICMPv6 echo requests an older libslirp would log and drop (`None`: off).
+    pub echo6: Option<Echo6Filter>,
 }
 
 impl<'fd> Host<'fd> {
@@ -63,6 +66,7 @@ impl<'fd> Host<'fd> {
             resetting: false,
             counters: LoopCounters::default(),
             budget,
+            echo6: None,
         })
     }
 
@@ -266,7 +270,12 @@ fn ms_until(deadline_ms: i64, now_ms: i64) -> u32 {
 /// A guest frame into libslirp, unless it would open a flow beyond the descriptor budget;
 /// the TX ring learns how much work its queued answers have waited for.
 fn input(stack: &mut Stack<Host<'_>>, frame: &[u8]) {
-    if !stack.host().budget.admit(frame) {
+    let host = stack.host();
+    if !host.budget.admit(frame) {
+        return;
+    }
+    if host.echo6.as_ref().is_some_and(|f| f.drops(frame)) {
+        host.budget.counters.echo6_unserved += 1;
         return;
     }
     stack.input(frame);

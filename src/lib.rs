@@ -18,6 +18,8 @@ pub mod config;
 #[deny(unsafe_code)]
 pub mod diag;
 #[deny(unsafe_code)]
+pub mod echo6;
+#[deny(unsafe_code)]
 pub mod error;
 #[deny(unsafe_code)]
 pub mod event_loop;

@@ -10,6 +10,7 @@ use slirp_helper::coalesce::Coalescer;
 use slirp_helper::config::{
     self, BhyveConfig, ConfigError, HostFwdRule, Network, Settings, ValueError,
 };
+use slirp_helper::echo6::Echo6Filter;
 use slirp_helper::error::{HelperError, SocketError, SocketProblem};
 use slirp_helper::event_loop::{self, Exit, Host};
 use slirp_helper::frames::{FrameLimit, FrameRx, DEFAULT_BATCH};
@@ -378,9 +379,8 @@ fn run(options: Options) -> Result<(), HelperError> {
 
     let path = libslirp_path(options.libslirp.as_deref());
     let api = SlirpApi::load(&path)?;
-    network
-        .check_libslirp(api.version_number())
-        .map_err(ConfigError::from)?;
+    let loaded = api.version_number();
+    network.check_libslirp(loaded).map_err(ConfigError::from)?;
 
     let limit = FrameLimit::from_mtui(config.mtui);
     let kind = poller_kind(&options, &config)?;
@@ -399,6 +399,7 @@ fn run(options: Options) -> Result<(), HelperError> {
     let capture = capture(&options, &config, limit)?;
     let mut host = Host::new(kind, sock.as_fd(), limit, batch).map_err(HelperError::Poller)?;
     host.tx.capture = capture;
+    host.echo6 = Echo6Filter::new(&network, loaded);
     let restricted = options.restrict || !config.open;
     let mut stack = Stack::new(
         api,

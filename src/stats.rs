@@ -101,14 +101,19 @@ pub struct BudgetCounters {
     /// Times a listener was found readable with no descriptor free and its read interest
     /// was masked for a while (its `accept()` would fail with EMFILE and spin the loop).
     pub accept_backoffs: u64,
+    /// Dropped: guest ICMPv6 echo requests to outside addresses, which libslirp before 4.8
+    /// drops with a CRITICAL log line each (`crate::echo6`).
+    pub echo6_unserved: u64,
 }
 
-/// ` flow_budget=… slirp_sockets=… flows_refused=… accept_backoffs=…`, each with a leading
+/// ` flow_budget=… slirp_sockets=… flows_refused=… accept_backoffs=… echo6_unserved=…`, each
+/// with a leading
 /// space, to append to [`line`].
 pub(crate) fn budget_fields(budget: usize, held: usize, c: &BudgetCounters) -> String {
     format!(
-        " flow_budget={budget} slirp_sockets={held} flows_refused={} accept_backoffs={}",
-        c.flows_refused, c.accept_backoffs
+        " flow_budget={budget} slirp_sockets={held} flows_refused={} accept_backoffs={} \
+         echo6_unserved={}",
+        c.flows_refused, c.accept_backoffs, c.echo6_unserved
     )
 }
 
@@ -248,10 +253,12 @@ mod tests {
         let c = BudgetCounters {
             flows_refused: 7,
             accept_backoffs: 2,
+            echo6_unserved: 3,
         };
         assert_eq!(
             budget_fields(3072, 12, &c),
-            " flow_budget=3072 slirp_sockets=12 flows_refused=7 accept_backoffs=2"
+            " flow_budget=3072 slirp_sockets=12 flows_refused=7 accept_backoffs=2 \
+             echo6_unserved=3"
         );
     }
 

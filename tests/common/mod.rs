@@ -554,6 +554,18 @@ impl Bhyve {
         let _ = self.wait_exit(Duration::from_secs(5));
     }
 
+    /// libslirp's (major, minor), from the helper's start-up line "… with libslirp 4.7.0 (…)".
+    pub fn libslirp_version(&self) -> (u32, u32) {
+        let stderr = self.stderr();
+        let version = stderr
+            .split(" with libslirp ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no start-up line in stderr:\n{stderr}"));
+        let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+    }
+
     pub fn stderr(&self) -> String {
         self.stderr.text()
     }
