@@ -183,7 +183,30 @@ fn frontend_shows_the_helpers_exit_counters_only_with_verbose() {
         show(&quiet)
     );
 
-    let verbose = run(FRONTEND, &["-v", "--helper", helper, "--", "true"]);
+    // With a capture file and the control socket, the line has their fields too.
+    let dir = std::env::temp_dir().join(format!("fe-messages-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pcap = dir.join("c.pcap");
+    let api = dir.join("api.sock");
+    let verbose = run(
+        FRONTEND,
+        &[
+            "-v",
+            "--helper",
+            helper,
+            "--helper-arg",
+            "--pcap",
+            "--helper-arg",
+            pcap.to_str().unwrap(),
+            "--helper-arg",
+            "--api",
+            "--helper-arg",
+            api.to_str().unwrap(),
+            "--",
+            "true",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(verbose.status.code(), Some(0), "{}", show(&verbose));
     let err = String::from_utf8_lossy(&verbose.stderr);
     let exit_line = err
@@ -198,7 +221,8 @@ fn frontend_shows_the_helpers_exit_counters_only_with_verbose() {
 }
 
 /// README.md's "Counters" table has one row per field of the helper's real counters line
-/// (`epoll`, the Linux default, prints every field), and no row for a field it lacks.
+/// (`epoll`, the Linux default, with `pcap` and `api` set, prints every field), and no row for
+/// a field it lacks.
 fn readme_documents_exactly(line: &str) {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
         .expect("README.md");
