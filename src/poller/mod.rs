@@ -200,6 +200,18 @@ impl Poller {
         }
     }
 
+    /// Submit a request the loop never makes to the io_uring engine's ring and return its
+    /// result (negative errno), `None` when this poller is not io_uring. For the sandbox tests:
+    /// the ring must refuse everything but polls.
+    #[cfg(target_os = "linux")]
+    #[doc(hidden)]
+    pub fn submit_foreign(&mut self, op: uring::ForeignOp) -> Option<io::Result<i32>> {
+        match &mut self.backend {
+            Backend::Uring(b) => Some(b.kernel_mut().submit_foreign(op)),
+            _ => None,
+        }
+    }
+
     /// Bookkeeping counters of a persistent backend.
     pub fn interest_counters(&self) -> Option<interest::InterestCounters> {
         match &self.backend {

@@ -47,6 +47,23 @@ const PARITY: u64 = 1 << 31;
 /// User data of POLL_REMOVE requests: their completions say nothing we act on.
 const REMOVE_DATA: u64 = u64::MAX - 2;
 
+/// User data of a test's foreign request (`UringQueue::submit_foreign`).
+const FOREIGN_DATA: u64 = u64::MAX - 3;
+
+/// A request the loop never makes, for tests that the ring refuses it: what a hijacked loop
+/// would try with the ring if seccomp were its only guard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForeignOp {
+    /// Open `/etc/passwd` for reading.
+    OpenAt,
+    /// A new IPv4 TCP socket.
+    Socket,
+    /// Connect `fd` to 127.0.0.1:9.
+    Connect(RawFd),
+    /// Accept on `fd`.
+    Accept(RawFd),
+}
+
 /// The opcodes the ring may run, and nothing else.
 pub(crate) const OPCODES: [u8; 2] = [opcode::PollAdd::CODE, opcode::PollRemove::CODE];
 
@@ -404,6 +421,53 @@ impl UringQueue {
         }
         self.woken.clear();
         self.woken_tokens.clear();
+    }
+}
+
+impl UringQueue {
+    /// Submit `op` and wait for its completion: its result (`-EACCES` when the ring's
+    /// restrictions refuse it). Test use only; other completions reaped meanwhile are
+    /// dropped (their polls are re-armed by the next wait).
+    pub(crate) fn submit_foreign(&mut self, op: ForeignOp) -> io::Result<i32> {
+        let path = c"/etc/passwd";
+        // SAFETY: an all-zero sockaddr_in is a valid value; the fields are set below.
+        let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_port = 9u16.to_be();
+        addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        let entry = match op {
+            ForeignOp::OpenAt => {
+                opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), path.as_ptr()).build()
+            }
+            ForeignOp::Socket => opcode::Socket::new(libc::AF_INET, libc::SOCK_STREAM, 0).build(),
+            ForeignOp::Connect(fd) => opcode::Connect::new(
+                types::Fd(fd),
+                (&raw const addr).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+            .build(),
+            ForeignOp::Accept(fd) => {
+                opcode::Accept::new(types::Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
+                    .build()
+            }
+        }
+        .user_data(FOREIGN_DATA);
+        self.push(entry)?;
+        // `path` and `addr` live until the completion is seen: a ring that ran the request
+        // would read them.
+        loop {
+            self.ring.submit_and_wait(1)?;
+            loop {
+                let next = self.ring.completion().next();
+                let Some(cqe) = next else { break };
+                if cqe.user_data() == FOREIGN_DATA {
+                    return Ok(cqe.result());
+                }
+                self.complete(cqe.user_data(), cqe.result(), &mut |_| {});
+            }
+            self.woken.clear();
+            self.woken_tokens.clear();
+        }
     }
 }
 
