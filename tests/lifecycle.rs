@@ -785,6 +785,7 @@ fn exit_with_parent_ends_the_helper_when_its_parent_is_killed() {
 /// A kernel that refuses io_uring (ENOSYS, EPERM from kernel.io_uring_disabled, a container's
 /// seccomp; forced here through the engine's test variable, which fails ring creation as
 /// ENOSYS would): the helper says so in one line and serves on epoll.
+#[cfg(target_os = "linux")]
 #[test]
 fn io_uring_refused_falls_back_to_epoll() {
     let mut bhyve = Bhyve::spawn(Spawn {
