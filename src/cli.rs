@@ -473,7 +473,7 @@ mod tests {
             parse(args(&["-S", "3", "--poller", "kqueue"]))
                 .unwrap_err()
                 .to_string(),
-            "--poller: 'kqueue' is not available here (use poll or epoll)"
+            "--poller: 'kqueue' is not available here (use poll, epoll or io_uring)"
         );
         use std::os::unix::ffi::OsStrExt;
         let raw = std::ffi::OsStr::from_bytes(b"a\xff").to_owned();

@@ -305,7 +305,7 @@ fn usage_errors_name_the_option_and_the_valid_values() {
     #[cfg(target_os = "linux")]
     assert_usage_line(
         &["-S", "0", "--poller", "kqueue"],
-        "--poller: 'kqueue' is not available here (use poll or epoll)",
+        "--poller: 'kqueue' is not available here (use poll, epoll or io_uring)",
     );
 }
 
@@ -338,7 +338,7 @@ fn a_bhyve_key_says_the_same_mistake_as_its_option() {
     assert_config_line(
         ConfigBuilder::bhyve().string("poller", "kqueue").encode(),
         1,
-        "configuration: poller: 'kqueue' is not available here (use poll or epoll)",
+        "configuration: poller: 'kqueue' is not available here (use poll, epoll or io_uring)",
     );
     // `open` is the same kind of value; only its exit status is bhyve's own.
     assert_config_line(

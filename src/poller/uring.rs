@@ -502,6 +502,10 @@ impl KernelQueue for UringQueue {
         self.rearm(report)?;
         let result = if timeout_ms < 0 {
             self.ring.submit_and_wait(1)
+        } else if timeout_ms == 0 {
+            // No wait: a zero timeout would still arm a kernel timer (measured: 17 µs an
+            // iteration against epoll's 0.2 µs). The enter runs the completions' task work.
+            self.ring.submit_and_wait(0)
         } else {
             let ms = i64::from(timeout_ms);
             let ts = types::Timespec::new()
