@@ -8,9 +8,11 @@
 //! one-shot and a fired one is re-armed in the next enter; arming checks the level at once,
 //! so a socket still ready completes in that same enter, as poll(2) would report it again.
 //! That costs one SQE per ready fd, what a multishot poll would need too (a re-check per
-//! fired fd), without the "terminated multishot" states. A changed interest is a POLL_REMOVE
-//! and a POLL_ADD in the same enter (the `io-uring` crate has no builder for the in-place
-//! update flags).
+//! fired fd), without the "terminated multishot" states. A changed interest of an armed poll
+//! is one POLL_REMOVE with the update flags (new events and a new arm parity, in place; the
+//! `io-uring` crate has no builder for them, so `poll_update` sets the three fields of the
+//! kernel's SQE ABI itself); should the poll have completed meanwhile, the update fails and
+//! the fd is re-armed with the new events by the next enter.
 //!
 //! Completions are not answers. A poll woken by a socket reports the wake-up's mask, not a
 //! fresh poll (a TCP socket's "data arrived" wake-up says IN and PRI whether or not urgent
@@ -46,6 +48,14 @@ const CQ_ENTRIES: u32 = 4096;
 const PARITY: u64 = 1 << 31;
 /// User data of POLL_REMOVE requests: their completions say nothing we act on.
 const REMOVE_DATA: u64 = u64::MAX - 2;
+
+/// POLL_REMOVE's update flags (`IORING_POLL_UPDATE_EVENTS`, `IORING_POLL_UPDATE_USER_DATA`
+/// of `<linux/io_uring.h>`), in the SQE's `len`.
+const POLL_UPDATE_EVENTS: u32 = 1 << 1;
+const POLL_UPDATE_USER_DATA: u32 = 1 << 2;
+
+/// User data of POLL_REMOVE update requests: this in the high half, the fd in the low one.
+const UPDATE_HIGH: u64 = 0xffff_fffe << 32;
 
 /// User data of a test's foreign request (`UringQueue::submit_foreign`).
 const FOREIGN_DATA: u64 = u64::MAX - 3;
@@ -131,11 +141,16 @@ enum Target {
     Frontend,
     Slirp(RawFd),
     Remove,
+    /// An in-place update of the fd's poll.
+    Update(RawFd),
 }
 
 fn target(user_data: u64) -> Target {
     if user_data == REMOVE_DATA {
         return Target::Remove;
+    }
+    if user_data & !0xffff_ffff == UPDATE_HIGH {
+        return Target::Update((user_data & 0x7fff_ffff) as RawFd);
     }
     let base = user_data & !PARITY;
     if base == WAKEUP_TOKEN & !PARITY {
@@ -239,6 +254,30 @@ impl UringQueue {
         self.push(entry)
     }
 
+    /// Change the events of `fd`'s armed poll in place, under a new arm parity.
+    fn update_poll(&mut self, fd: RawFd, watch: &mut Watch) -> io::Result<()> {
+        let old = watch.user_data();
+        watch.parity = !watch.parity;
+        let mut entry = opcode::PollRemove::new(old)
+            .build()
+            .user_data(UPDATE_HIGH | u64::from(fd as u32));
+        let sqe = (&raw mut entry).cast::<u8>();
+        // SAFETY: `squeue::Entry` is `repr(C)` over the kernel's 64-byte `io_uring_sqe`, whose
+        // layout is the kernel ABI: `off` at byte 8 (here the new user data), `len` at 24
+        // (the update flags), `poll32_events` at 28. Unaligned writes of plain integers inside
+        // the entry, which this function owns.
+        unsafe {
+            sqe.add(8).cast::<u64>().write_unaligned(watch.user_data());
+            sqe.add(24)
+                .cast::<u32>()
+                .write_unaligned(POLL_UPDATE_EVENTS | POLL_UPDATE_USER_DATA);
+            sqe.add(28)
+                .cast::<u32>()
+                .write_unaligned(to_poll(watch.events));
+        }
+        self.push(entry)
+    }
+
     fn arm_own(&mut self, which: Target) -> io::Result<()> {
         let (fd, mut watch) = match which {
             Target::Wakeup => self.wakeup,
@@ -275,15 +314,22 @@ impl UringQueue {
                         continue;
                     }
                     let mut watch = *self.watch(fd);
-                    // An earlier registration of the number (an earlier file, or the old
-                    // events): removed in the same enter, before the new poll.
-                    let mut result = self.remove_poll(&mut watch);
-                    watch.token = token;
-                    watch.events = events;
-                    watch.live = true;
-                    if result.is_ok() {
-                        result = self.add_poll(fd, &mut watch);
-                    }
+                    let modify = matches!(change, Change::Modify { .. });
+                    let result = if modify && watch.live && watch.armed && watch.token == token {
+                        watch.events = events;
+                        self.update_poll(fd, &mut watch)
+                    } else {
+                        // An earlier registration of the number (an earlier file) or a poll
+                        // that fired: removed in the same enter, before the new poll.
+                        let mut result = self.remove_poll(&mut watch);
+                        watch.token = token;
+                        watch.events = events;
+                        watch.live = true;
+                        if result.is_ok() {
+                            result = self.add_poll(fd, &mut watch);
+                        }
+                        result
+                    };
                     *self.watch(fd) = watch;
                     (fd, result)
                 }
@@ -357,6 +403,20 @@ impl UringQueue {
         let which = target(user_data);
         let watch = match which {
             Target::Remove => return,
+            Target::Update(fd) => {
+                // The poll completed before the update reached it (ENOENT, EALREADY): its
+                // completion, under the old parity, was taken as woken; re-arm with the new
+                // events in the next enter.
+                if result < 0 {
+                    if let Some(watch) = self.watches.get_mut(fd as usize) {
+                        if watch.live && watch.armed {
+                            watch.armed = false;
+                            self.fired.push(fd);
+                        }
+                    }
+                }
+                return;
+            }
             Target::Wakeup => &mut self.wakeup.1,
             Target::Frontend => &mut self.frontend.1,
             Target::Slirp(fd) => {
@@ -366,9 +426,24 @@ impl UringQueue {
                 &mut self.watches[fd as usize]
             }
         };
-        // A removed poll (ECANCELED), or a late completion of an earlier arm: the current
-        // arm, if any, checks the level itself.
-        if !watch.armed || watch.user_data() != user_data || result == -libc::ECANCELED {
+        if result == -libc::ECANCELED || !watch.armed {
+            return;
+        }
+        if watch.user_data() != user_data {
+            // The previous arm of a live registration completed before its update reached it:
+            // the fd may be ready, so poll(2) is asked (answers stay exact either way). Any
+            // other earlier arm: ignored; the current arm checks the level itself.
+            if let Target::Slirp(fd) = which {
+                if watch.live && user_data == watch.user_data() ^ PARITY && result >= 0 {
+                    let (token, asked) = (watch.token, watch.events);
+                    self.woken.push(libc::pollfd {
+                        fd,
+                        events: to_poll(asked) as libc::c_short,
+                        revents: 0,
+                    });
+                    self.woken_tokens.push((token, from_poll(result as u32)));
+                }
+            }
             return;
         }
         watch.armed = false;
