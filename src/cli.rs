@@ -40,9 +40,9 @@ QEMU's -netdev socket,fd=N works the same over a SOCK_DGRAM socketpair.
                       $SLIRP_HELPER_LIBSLIRP)
   --batch <n>         frames per socket syscall, 1..=256 (1: the C helper's
                       one frame per syscall)
-  --poller <name>     readiness backend: epoll (Linux default), kqueue
-                      (FreeBSD default) or poll
-                      (the C helper's loop)
+  --poller <name>     readiness backend: epoll (Linux default), io_uring
+                      (Linux; epoll if the kernel refuses a ring), kqueue
+                      (FreeBSD default) or poll (the C helper's loop)
   --coalesce on|off   merge consecutive guest TCP segments read together
                       into one packet before libslirp (default: on when
                       the batch is above 1)
@@ -272,7 +272,7 @@ pub fn parse_pcap_max(setting: &'static str, text: &str) -> Result<u64, ValueErr
 
 /// The pollers this system has, the C helper's loop first.
 pub(crate) const POLLERS: &[&str] = if cfg!(target_os = "linux") {
-    &["poll", "epoll"]
+    &["poll", "epoll", "io_uring"]
 } else if cfg!(any(target_os = "freebsd", target_os = "macos")) {
     &["poll", "kqueue"]
 } else {
@@ -553,7 +553,7 @@ mod tests {
             parse(args(&["-S", "3", "--poller", "kqueue"]))
                 .unwrap_err()
                 .to_string(),
-            "--poller: 'kqueue' is not available here (use poll or epoll)"
+            "--poller: 'kqueue' is not available here (use poll, epoll or io_uring)"
         );
         use std::os::unix::ffi::OsStrExt;
         let raw = std::ffi::OsStr::from_bytes(b"a\xff").to_owned();

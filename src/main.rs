@@ -445,7 +445,9 @@ fn run(options: Options) -> Result<(), HelperError> {
         );
     }
     exit_with_parent()?;
-    sandbox::confine(restricted, api_server.is_some())?;
+    // The kind in use after any fallback: seccomp lets io_uring_enter through only for a ring.
+    let uring = stack.host().poller.kind() == PollerKind::IoUring;
+    sandbox::confine(restricted, api_server.is_some(), uring)?;
 
     let mut rx = FrameRx::new(sock.as_fd(), limit, batch);
     let mut reasm = Reassembler::new(ReasmLimits::default());

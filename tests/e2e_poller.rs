@@ -57,6 +57,13 @@ fn poller_args(kind: &str) -> Vec<&'static str> {
     match kind {
         "poll" => vec!["--open", "--helper-arg", "--poller", "--helper-arg", "poll"],
         "epoll" => vec!["--open"],
+        "io_uring" => vec![
+            "--open",
+            "--helper-arg",
+            "--poller",
+            "--helper-arg",
+            "io_uring",
+        ],
         other => panic!("unknown poller {other}"),
     }
 }
@@ -189,7 +196,7 @@ fn storm(kind: &str) {
         POST_STORM_WINDOW.as_secs_f64(),
         IDLE_WINDOW.as_secs_f64(),
     );
-    if kind == "epoll" {
+    if kind != "poll" {
         summary.push_str(&format!(
             "; poll_adds={} poll_modifies={} poll_deletes={} poll_recoveries={} poll_stale={}",
             stat(&stats_end, "poll_adds"),
@@ -247,7 +254,7 @@ fn storm(kind: &str) {
         "helper descriptors did not return to the start value within {FD_RETURN_LIMIT:?}: \
          {summary}"
     );
-    if kind == "epoll" {
+    if kind != "poll" {
         // With every libslirp socket closed, every registration made must have been removed;
         // an add the kernel refused, or a number reused under a stale registration (EEXIST),
         // leaves adds ahead of deletes.
@@ -327,6 +334,22 @@ fn idle_helper_sleeps_epoll() {
         return;
     }
     idle("epoll");
+}
+
+#[test]
+fn storm_of_short_flows_io_uring() {
+    if !root_or_skip("storm_of_short_flows_io_uring") {
+        return;
+    }
+    storm("io_uring");
+}
+
+#[test]
+fn idle_helper_sleeps_io_uring() {
+    if !root_or_skip("idle_helper_sleeps_io_uring") {
+        return;
+    }
+    idle("io_uring");
 }
 
 #[test]

@@ -312,7 +312,7 @@ fn usage_errors_name_the_option_and_the_valid_values() {
     #[cfg(target_os = "linux")]
     assert_usage_line(
         &["-S", "0", "--poller", "kqueue"],
-        "--poller: 'kqueue' is not available here (use poll or epoll)",
+        "--poller: 'kqueue' is not available here (use poll, epoll or io_uring)",
     );
 }
 
@@ -345,7 +345,7 @@ fn a_bhyve_key_says_the_same_mistake_as_its_option() {
     assert_config_line(
         ConfigBuilder::bhyve().string("poller", "kqueue").encode(),
         1,
-        "configuration: poller: 'kqueue' is not available here (use poll or epoll)",
+        "configuration: poller: 'kqueue' is not available here (use poll, epoll or io_uring)",
     );
     // `open` is the same kind of value; only its exit status is bhyve's own.
     assert_config_line(
@@ -645,6 +645,8 @@ fn poller_and_batch_config_keys_select_the_loop_design() {
         ("poll", "64"),
         ("epoll", "1"),
         ("epoll", "8"),
+        ("io_uring", "1"),
+        ("io_uring", "8"),
     ] {
         let mut bhyve = Bhyve::start(
             &ConfigBuilder::bhyve()
@@ -785,4 +787,34 @@ fn exit_with_parent_ends_the_helper_when_its_parent_is_killed() {
         drop(ours);
         let _ = std::fs::remove_file(&log);
     }
+}
+
+/// A kernel that refuses io_uring (ENOSYS, EPERM from kernel.io_uring_disabled, a container's
+/// seccomp; forced here through the engine's test variable, which fails ring creation as
+/// ENOSYS would): the helper says so in one line and serves on epoll.
+#[cfg(target_os = "linux")]
+#[test]
+fn io_uring_refused_falls_back_to_epoll() {
+    let mut bhyve = Bhyve::spawn(Spawn {
+        config: Some(ConfigBuilder::bhyve().string("poller", "io_uring").encode()),
+        env: vec![(
+            slirp_helper::poller::uring::FORCE_FAILURE_ENV.into(),
+            "1".into(),
+        )],
+        ..Spawn::default()
+    });
+    assert!(
+        bhyve.raw_ping(HOST_IP, 1000, STEP),
+        "no ping reply after the fallback; stderr:\n{}",
+        bhyve.stderr()
+    );
+    assert!(bhyve.stats_now(STEP).is_some(), "{}", bhyve.stderr());
+    let stderr = bhyve.stderr();
+    assert_eq!(
+        stderr.matches("io_uring unavailable").count(),
+        1,
+        "one fallback line: {stderr}"
+    );
+    assert!(stderr.contains("using epoll"), "{stderr}");
+    assert!(stderr.contains("poller=epoll"), "{stderr}");
 }

@@ -207,7 +207,13 @@ fn round(
 #[test]
 fn steady_state_allocates_nothing_per_frame() {
     let capture_file = std::env::temp_dir().join(format!("no-alloc-{}.pcap", std::process::id()));
-    for (kind, batch, capture) in [PollerKind::Poll, PollerKind::platform_default()]
+    // The io_uring engine is Linux's second persistent backend.
+    let kinds = if cfg!(target_os = "linux") {
+        vec![PollerKind::Poll, PollerKind::Epoll, PollerKind::IoUring]
+    } else {
+        vec![PollerKind::Poll, PollerKind::platform_default()]
+    };
+    for (kind, batch, capture) in kinds
         .into_iter()
         .flat_map(|kind| [1, 64].map(|batch| (kind, batch)))
         .flat_map(|(kind, batch)| [false, true].map(|capture| (kind, batch, capture)))

@@ -2,7 +2,7 @@
 //! number reuse, dups, readiness changes and event-mask changes, they answer `get_revents`
 //! exactly as the poll(2) backend (the C helper's loop) does, every iteration.
 //!
-//! Three backends run in lockstep: poll(2), epoll, and the kqueue backend's own code over the
+//! Four backends run in lockstep: poll(2), epoll, io_uring, and the kqueue backend's own code over the
 //! model of FreeBSD's kqueue (`src/poller/kqueue_model.rs`). One difference is kqueue's and
 //! is allowed: a socket asked for HUP but not OUT has only its EVFILT_READ knote enabled, and
 //! EV_EOF on it cannot tell a half close from a full one, so kqueue never says HUP there
@@ -279,8 +279,8 @@ impl Scenario {
     }
 }
 
-/// `iterations` iterations of up to `max_steps` fd lifecycle steps each, through poll, epoll
-/// and the kqueue backend over the model.
+/// `iterations` iterations of up to `max_steps` fd lifecycle steps each, through poll, epoll,
+/// the kqueue backend over the model and io_uring.
 fn run(seed: u64, iterations: usize, max_steps: usize) {
     let (wake_r, _wake_w) = nix::unistd::pipe().unwrap();
     let (front, _front_peer) = UnixStream::pair().unwrap();
@@ -289,7 +289,13 @@ fn run(seed: u64, iterations: usize, max_steps: usize) {
         Poller::new(PollerKind::Poll, wake, front).unwrap(),
         Poller::new(PollerKind::Epoll, wake, front).unwrap(),
         Poller::kqueue_over_model(wake, front),
+        Poller::new(PollerKind::IoUring, wake, front).unwrap(),
     ];
+    // A kernel without io_uring makes the last one epoll (the fallback): then this run does
+    // not test the engine, and says so.
+    if fell_back_to_epoll(&pollers[3]) {
+        return;
+    }
     let mut s = Scenario {
         rng: Rng(seed),
         socks: BTreeMap::new(),
@@ -311,6 +317,17 @@ fn run(seed: u64, iterations: usize, max_steps: usize) {
             p.kind().name()
         );
     }
+}
+
+fn fell_back_to_epoll(p: &Poller) -> bool {
+    let fell_back = p.kind() != PollerKind::IoUring;
+    if fell_back {
+        common::skip::skip(
+            "poller_equivalence",
+            "io_uring is not available: the engine fell back to epoll",
+        );
+    }
+    fell_back
 }
 
 #[test]

@@ -86,3 +86,14 @@ fn persistent_poller_skips_the_socket_walk_and_guests_notice_nothing() {
 fn poll_backend_never_skips_the_socket_walk() {
     assert_eq!(pings_beside_an_idle_connection("poll").unwrap_or(0), 0);
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn io_uring_skips_the_socket_walk_and_guests_notice_nothing() {
+    let skipped = pings_beside_an_idle_connection(PollerKind::IoUring.name())
+        .expect("poll_walks_skipped in the stats line");
+    assert!(
+        skipped >= PINGS,
+        "only {skipped} walks skipped for {PINGS} pings"
+    );
+}

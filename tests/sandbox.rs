@@ -4,8 +4,11 @@
 
 #![cfg(target_os = "linux")]
 
+use slirp_helper::poller::uring::ForeignOp;
+use slirp_helper::poller::{Poller, PollerKind};
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::net::TcpListener;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::net::UnixStream;
 use std::process::Command;
@@ -21,9 +24,38 @@ fn outcome<T>(r: std::io::Result<T>) -> String {
         Err(e) => match e.raw_os_error() {
             Some(libc::EPERM) => "EPERM".into(),
             Some(libc::EACCES) => "EACCES".into(),
+            Some(libc::EBADF) => "EBADF".into(),
             _ => format!("{e}"),
         },
     }
+}
+
+/// A ring request's result: "ok" or the errno name.
+fn ring_outcome(result: i32) -> String {
+    if result >= 0 {
+        // Whatever it made must not outlive the probe.
+        // SAFETY: a descriptor the ring just returned to this process; closed once.
+        unsafe { libc::close(result) };
+        return "ok".into();
+    }
+    outcome::<()>(Err(std::io::Error::from_raw_os_error(-result)))
+}
+
+/// A raw io_uring system call on no ring: EBADF when seccomp lets it through, EPERM when not.
+fn uring_call(nr: libc::c_long) -> String {
+    // SAFETY: every io_uring call with fd -1 / zero entries and null pointers fails before it
+    // reads memory (EBADF / EINVAL / EFAULT) or is refused by the filter.
+    let rc = unsafe {
+        match nr {
+            libc::SYS_io_uring_setup => libc::syscall(nr, 0, std::ptr::null_mut::<u8>()),
+            _ => libc::syscall(nr, -1, 0, 0, 0, std::ptr::null_mut::<u8>(), 0),
+        }
+    };
+    outcome(if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    })
 }
 
 fn probe(name: &str, pair: &mut (UnixStream, UnixStream)) -> String {
@@ -61,6 +93,9 @@ fn probe(name: &str, pair: &mut (UnixStream, UnixStream)) -> String {
                 Ok(buf)
             })())
         }
+        "uring-setup" => uring_call(libc::SYS_io_uring_setup),
+        "uring-register" => uring_call(libc::SYS_io_uring_register),
+        "uring-enter" => uring_call(libc::SYS_io_uring_enter),
         // What the stats line reports as `sandbox_refused`.
         "refused" => slirp_helper::sandbox::refused().to_string(),
         other => panic!("unknown probe {other}"),
@@ -84,12 +119,41 @@ fn role_entry() {
         assert_eq!(unsafe { libc::dup2(null.as_raw_fd(), 2) }, 2);
         slirp_helper::diag::init();
     }
-    slirp_helper::sandbox::confine(mode.starts_with("restricted"), mode.ends_with("+api"))
-        .expect("entering the sandbox");
-    let results: Vec<String> = probes
-        .split(',')
-        .map(|p| format!("{p}={}", probe(p, &mut pair)))
-        .collect();
+    // `+uring`: an io_uring poller (its restricted ring) made before entry, as the helper's.
+    let uring = mode.ends_with("+uring");
+    let (wake, _wake_w) = nix::unistd::pipe().unwrap();
+    let mut poller = uring.then(|| {
+        let poller = Poller::new(PollerKind::IoUring, wake.as_fd(), pair.0.as_fd()).unwrap();
+        assert_eq!(poller.kind(), PollerKind::IoUring, "io_uring fell back");
+        poller
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    slirp_helper::sandbox::confine(
+        mode.starts_with("restricted"),
+        mode.ends_with("+api"),
+        uring,
+    )
+    .expect("entering the sandbox");
+    let mut results: Vec<String> = Vec::new();
+    if let Some(poller) = poller.as_mut() {
+        let fd = pair.1.as_raw_fd();
+        for (name, op) in [
+            ("ring_openat", ForeignOp::OpenAt),
+            ("ring_socket", ForeignOp::Socket),
+            ("ring_connect", ForeignOp::Connect(fd)),
+            ("ring_accept", ForeignOp::Accept(listener.as_raw_fd())),
+        ] {
+            let result = poller.submit_foreign(op).unwrap().unwrap();
+            results.push(format!("{name}={}", ring_outcome(result)));
+        }
+        poller.begin_fill();
+        results.push(format!("ring_wait={}", outcome(poller.wait(0))));
+    }
+    results.extend(
+        probes
+            .split(',')
+            .map(|p| format!("{p}={}", probe(p, &mut pair))),
+    );
     println!("RESULTS {}", results.join(" "));
     std::process::exit(0);
 }
@@ -220,4 +284,28 @@ fn refusals_reach_syslog_when_stderr_is_dev_null() {
     // <daemon (3) * 8 + warning (4)>, tag and pid, the refusal.
     assert!(line.starts_with("<28>bhyve-slirp-helper["), "{line}");
     assert!(line.contains("]: sandbox: refused system call"), "{line}");
+}
+
+/// With the io_uring engine, seccomp lets `io_uring_enter` through and nothing else of
+/// io_uring; the ring itself, restricted to polls before entry, refuses what seccomp would
+/// refuse as a system call (it never sees a ring's requests): open, socket, connect, accept.
+#[test]
+fn io_uring_ring_refuses_all_but_polls_after_the_sandbox() {
+    let (results, stderr) = run(
+        "restricted+uring",
+        "uring-setup,uring-register,uring-enter,passwd,existing-fds",
+    );
+    assert_eq!(
+        results,
+        "ring_openat=EACCES ring_socket=EACCES ring_connect=EACCES ring_accept=EACCES \
+         ring_wait=ok uring-setup=EPERM uring-register=EPERM uring-enter=EBADF passwd=EPERM \
+         existing-fds=ok",
+        "{stderr}"
+    );
+    // Without the engine, not even io_uring_enter.
+    let (results, stderr) = run("restricted", "uring-setup,uring-register,uring-enter");
+    assert_eq!(
+        results, "uring-setup=EPERM uring-register=EPERM uring-enter=EPERM",
+        "{stderr}"
+    );
 }

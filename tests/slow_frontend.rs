@@ -17,10 +17,23 @@ const STALL: Duration = Duration::from_secs(10);
 
 #[test]
 fn a_stalled_frontend_never_blocks_the_helper() {
+    stalled_frontend(None);
+}
+
+/// The io_uring engine watches the frontend for writability through its ring: the same.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_stalled_frontend_never_blocks_the_helper_io_uring() {
+    stalled_frontend(Some("io_uring"));
+}
+
+fn stalled_frontend(poller: Option<&str>) {
     let hport = free_tcp_port();
-    let cfg = ConfigBuilder::bhyve()
-        .hostfwd(&format!("tcp:127.0.0.1:{hport}-:{GPORT}"))
-        .encode();
+    let mut cfg = ConfigBuilder::bhyve().hostfwd(&format!("tcp:127.0.0.1:{hport}-:{GPORT}"));
+    if let Some(poller) = poller {
+        cfg = cfg.string("poller", poller);
+    }
+    let cfg = cfg.encode();
     let mut guest = Guest::new(Bhyve::start(&cfg));
     guest.set_static();
     assert!(
@@ -48,6 +61,10 @@ fn a_stalled_frontend_never_blocks_the_helper() {
     let mut got = guest.tcp_exchange(listen, &[], 1 << 20, STEP);
     assert!(got.len() >= 1 << 20);
     let before = guest.bhyve.stats_now(STEP).expect("stats");
+    if let Some(poller) = poller {
+        let stderr = guest.bhyve.stderr();
+        assert!(stderr.contains(&format!("poller={poller}")), "{stderr}");
+    }
     let stalled_at = Instant::now();
     let rss_before = status_kib(pid, "VmRSS:");
     let mut peak = rss_before;

@@ -28,6 +28,8 @@ mod persistent;
 mod poll;
 #[deny(unsafe_code)]
 mod readiness;
+#[cfg(target_os = "linux")]
+pub mod uring;
 
 pub use readiness::{Readiness, Slot};
 
@@ -47,6 +49,9 @@ pub enum PollerKind {
     Epoll,
     /// Persistent kqueue knotes, the diff submitted in the waiting `kevent()` (FreeBSD, macOS).
     Kqueue,
+    /// Persistent io_uring polls, the diff submitted in the waiting `io_uring_enter` (Linux);
+    /// epoll when the kernel refuses a ring.
+    IoUring,
 }
 
 impl PollerKind {
@@ -66,6 +71,7 @@ impl PollerKind {
         match name {
             "poll" => Some(PollerKind::Poll),
             "epoll" if cfg!(target_os = "linux") => Some(PollerKind::Epoll),
+            "io_uring" if cfg!(target_os = "linux") => Some(PollerKind::IoUring),
             "kqueue" if cfg!(any(target_os = "freebsd", target_os = "macos")) => {
                 Some(PollerKind::Kqueue)
             }
@@ -78,6 +84,7 @@ impl PollerKind {
             PollerKind::Poll => "poll",
             PollerKind::Epoll => "epoll",
             PollerKind::Kqueue => "kqueue",
+            PollerKind::IoUring => "io_uring",
         }
     }
 }
@@ -98,6 +105,8 @@ enum Backend {
     Poll(poll::PollBackend),
     #[cfg(target_os = "linux")]
     Epoll(PersistentBackend<epoll::EpollQueue>),
+    #[cfg(target_os = "linux")]
+    Uring(PersistentBackend<uring::UringQueue>),
     #[cfg(any(target_os = "freebsd", target_os = "macos"))]
     Kqueue(PersistentBackend<kqueue::KqueueQueue<kqueue::sys::KqueueFd>>),
     /// The kqueue backend's code over the model of FreeBSD's kqueue (tests on Linux).
@@ -116,6 +125,8 @@ macro_rules! dispatch {
             Backend::Poll($b) => $call,
             #[cfg(target_os = "linux")]
             Backend::Epoll($b) => $call,
+            #[cfg(target_os = "linux")]
+            Backend::Uring($b) => $call,
             #[cfg(any(target_os = "freebsd", target_os = "macos"))]
             Backend::Kqueue($b) => $call,
             #[cfg(all(target_os = "linux", feature = "kqueue-model"))]
@@ -141,6 +152,18 @@ impl Poller {
             PollerKind::Epoll => Backend::Epoll(PersistentBackend::new(epoll::EpollQueue::new(
                 wakeup, frontend,
             )?)),
+            #[cfg(target_os = "linux")]
+            PollerKind::IoUring => match uring::UringQueue::new(wakeup, frontend) {
+                Ok(queue) => Backend::Uring(PersistentBackend::new(queue)),
+                // Missing (ENOSYS), disabled (EPERM from kernel.io_uring_disabled) or
+                // filtered (a container's seccomp): the helper never fails to start for it.
+                Err(e) => {
+                    crate::diag::warn(&format!("io_uring unavailable ({e}): using epoll"));
+                    Backend::Epoll(PersistentBackend::new(epoll::EpollQueue::new(
+                        wakeup, frontend,
+                    )?))
+                }
+            },
             #[cfg(any(target_os = "freebsd", target_os = "macos"))]
             PollerKind::Kqueue => Backend::Kqueue(PersistentBackend::new(
                 kqueue::KqueueQueue::new(kqueue::sys::KqueueFd::new()?, wakeup, frontend),
@@ -168,10 +191,24 @@ impl Poller {
             Backend::Poll(_) => PollerKind::Poll,
             #[cfg(target_os = "linux")]
             Backend::Epoll(_) => PollerKind::Epoll,
+            #[cfg(target_os = "linux")]
+            Backend::Uring(_) => PollerKind::IoUring,
             #[cfg(any(target_os = "freebsd", target_os = "macos"))]
             Backend::Kqueue(_) => PollerKind::Kqueue,
             #[cfg(all(target_os = "linux", feature = "kqueue-model"))]
             Backend::KqueueModel(_) => PollerKind::Kqueue,
+        }
+    }
+
+    /// Submit a request the loop never makes to the io_uring engine's ring and return its
+    /// result (negative errno), `None` when this poller is not io_uring. For the sandbox tests:
+    /// the ring must refuse everything but polls.
+    #[cfg(target_os = "linux")]
+    #[doc(hidden)]
+    pub fn submit_foreign(&mut self, op: uring::ForeignOp) -> Option<io::Result<i32>> {
+        match &mut self.backend {
+            Backend::Uring(b) => Some(b.kernel_mut().submit_foreign(op)),
+            _ => None,
         }
     }
 
@@ -181,6 +218,8 @@ impl Poller {
             Backend::Poll(_) => None,
             #[cfg(target_os = "linux")]
             Backend::Epoll(b) => Some(b.table().counters),
+            #[cfg(target_os = "linux")]
+            Backend::Uring(b) => Some(b.table().counters),
             #[cfg(any(target_os = "freebsd", target_os = "macos"))]
             Backend::Kqueue(b) => Some(b.table().counters),
             #[cfg(all(target_os = "linux", feature = "kqueue-model"))]
@@ -219,6 +258,8 @@ impl Poller {
             Backend::Poll(_) => true,
             #[cfg(target_os = "linux")]
             Backend::Epoll(b) => b.table().any_ready(),
+            #[cfg(target_os = "linux")]
+            Backend::Uring(b) => b.table().any_ready(),
             #[cfg(any(target_os = "freebsd", target_os = "macos"))]
             Backend::Kqueue(b) => b.table().any_ready(),
             #[cfg(all(target_os = "linux", feature = "kqueue-model"))]

@@ -89,6 +89,12 @@ impl<K: KernelQueue> PersistentBackend<K> {
         }
     }
 
+    /// The kernel queue itself (backend-specific test hooks).
+    #[cfg(target_os = "linux")]
+    pub fn kernel_mut(&mut self) -> &mut K {
+        &mut self.kernel
+    }
+
     pub fn table(&self) -> &InterestTable {
         &self.table
     }

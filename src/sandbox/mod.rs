@@ -112,8 +112,9 @@ pub fn refused() -> u32 {
 #[cfg(target_os = "linux")]
 const OPEN_MODE_READS: &[&str] = &["/etc/resolv.conf"];
 
-/// Enter the platform's sandbox (see the module comment); `api`: the control socket is on.
-pub fn confine(restricted: bool, api: bool) -> Result<(), SandboxError> {
+/// Enter the platform's sandbox (see the module comment); `api`: the control socket is on;
+/// `uring`: the loop waits in `io_uring_enter` (the io_uring engine is in use, Linux).
+pub fn confine(restricted: bool, api: bool, uring: bool) -> Result<(), SandboxError> {
     #[cfg(target_os = "freebsd")]
     if restricted {
         // SAFETY: cap_enter takes no arguments; afterwards only descriptor-relative calls work,
@@ -143,12 +144,12 @@ pub fn confine(restricted: bool, api: bool) -> Result<(), SandboxError> {
         } else {
             seccomp::Mode::Open
         };
-        seccomp::enter(mode, api).map_err(confine("seccomp"))?;
+        seccomp::enter(mode, api, uring).map_err(confine("seccomp"))?;
     }
     // Capsicum has no room for binding by address: `api` changes nothing there (the control
     // socket refuses `add_hostfwd` in restricted mode instead).
     #[cfg(not(target_os = "linux"))]
-    let _ = api;
+    let _ = (api, uring);
     #[cfg(not(any(target_os = "freebsd", target_os = "linux")))]
     let _ = restricted;
     Ok(())

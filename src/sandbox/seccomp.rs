@@ -109,6 +109,13 @@ fn api_extra() -> Vec<libc::c_long> {
     vec![libc::SYS_bind, libc::SYS_listen]
 }
 
+/// The io_uring engine's one call (`uring`: the engine is in use): waiting and submitting.
+/// Never `io_uring_setup` nor `io_uring_register`: no new ring, and the ring's restrictions
+/// cannot be changed (the kernel also refuses register operations once restricted).
+fn uring_extra() -> Vec<libc::c_long> {
+    vec![libc::SYS_io_uring_enter]
+}
+
 /// Calls open mode adds (outbound connections, the DNS proxy's resolv.conf).
 fn open_extra() -> Vec<libc::c_long> {
     let mut calls = vec![
@@ -164,7 +171,7 @@ fn allow_when(program: &mut Vec<libc::sock_filter>, nr: libc::c_long, arg: u32, 
 
 /// The BPF program for `mode`; `api`: the control socket may add forwards (see
 /// [`api_extra`]), which also needs IPv4/IPv6 sockets in restricted mode.
-pub fn program(mode: Mode, api: bool) -> Vec<libc::sock_filter> {
+pub fn program(mode: Mode, api: bool, uring: bool) -> Vec<libc::sock_filter> {
     let mut p = vec![
         load(ARCH),
         jump_eq(AUDIT_ARCH, 1, 0),
@@ -186,6 +193,9 @@ pub fn program(mode: Mode, api: bool) -> Vec<libc::sock_filter> {
     let mut allowed = common();
     if mode == Mode::Open {
         allowed.extend(open_extra());
+    }
+    if uring {
+        allowed.extend(uring_extra());
     }
     if api {
         allowed.extend(api_extra());
@@ -273,7 +283,7 @@ extern "C" fn on_sigsys(_: libc::c_int, info: *mut libc::siginfo_t, context: *mu
 
 /// `no_new_privs` and the filter for `mode` (widened for the control socket when `api`).
 /// Irreversible for the process.
-pub(crate) fn enter(mode: Mode, api: bool) -> io::Result<()> {
+pub(crate) fn enter(mode: Mode, api: bool, uring: bool) -> io::Result<()> {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     let action = SigAction::new(
         SigHandler::SigAction(on_sigsys),
@@ -283,7 +293,7 @@ pub(crate) fn enter(mode: Mode, api: bool) -> io::Result<()> {
     // SAFETY: the handler is async-signal-safe (see on_sigsys).
     unsafe { sigaction(Signal::SIGSYS, &action) }.map_err(io::Error::from)?;
     crate::sys::set_no_new_privs()?;
-    let mut filter = program(mode, api);
+    let mut filter = program(mode, api, uring);
     let prog = libc::sock_fprog {
         len: filter.len() as libc::c_ushort,
         filter: filter.as_mut_ptr(),
@@ -315,21 +325,24 @@ mod tests {
             (Mode::Restricted, true),
             (Mode::Open, true),
         ] {
-            let p = program(mode, api);
-            assert!(p.len() < 256, "classic BPF jumps are 8-bit");
-            for (i, ins) in p.iter().enumerate() {
-                if ins.code & 0x07 == libc::BPF_JMP as u16 {
-                    assert!(
-                        i + 1 + (ins.jt as usize) < p.len() && i + 1 + (ins.jf as usize) < p.len(),
-                        "{mode:?} at {i}"
-                    );
+            for uring in [false, true] {
+                let p = program(mode, api, uring);
+                assert!(p.len() < 256, "classic BPF jumps are 8-bit");
+                for (i, ins) in p.iter().enumerate() {
+                    if ins.code & 0x07 == libc::BPF_JMP as u16 {
+                        assert!(
+                            i + 1 + (ins.jt as usize) < p.len()
+                                && i + 1 + (ins.jf as usize) < p.len(),
+                            "{mode:?} at {i}"
+                        );
+                    }
                 }
+                let last = p.last().unwrap();
+                assert_eq!(
+                    (last.code, last.k),
+                    ((libc::BPF_RET | libc::BPF_K) as u16, RET_TRAP)
+                );
             }
-            let last = p.last().unwrap();
-            assert_eq!(
-                (last.code, last.k),
-                ((libc::BPF_RET | libc::BPF_K) as u16, RET_TRAP)
-            );
         }
     }
 }
