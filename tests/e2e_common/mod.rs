@@ -274,7 +274,16 @@ pub fn host_listener(
     limit: Duration,
     serve: impl Fn(TcpStream) + Send + Sync + Clone + 'static,
 ) -> (u16, std::thread::JoinHandle<usize>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    host_listener_on("127.0.0.1:0", limit, serve)
+}
+
+/// `host_listener` on `bind` (`"[::1]:0"` for the IPv6 tests).
+pub fn host_listener_on(
+    bind: &str,
+    limit: Duration,
+    serve: impl Fn(TcpStream) + Send + Sync + Clone + 'static,
+) -> (u16, std::thread::JoinHandle<usize>) {
+    let l = TcpListener::bind(bind).unwrap();
     let port = l.local_addr().unwrap().port();
     l.set_nonblocking(true).unwrap();
     let t = std::thread::spawn(move || {
