@@ -442,6 +442,16 @@ fn guest_role(words: &[&str]) -> io::Result<()> {
             println!("UDP_ECHOED={echoed}");
             Ok(())
         }
+        // Send COUNT small UDP datagrams to ADDR (either family), nothing awaited.
+        ["udp-send", a, count] => {
+            let a = addr(a)?;
+            let u = UdpSocket::bind(if a.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" })?;
+            for _ in 0..count.parse::<usize>().map_err(io::Error::other)? {
+                u.send_to(b"restricted?", a)?;
+            }
+            println!("UDP_SENT={count}");
+            Ok(())
+        }
         // Sleep (bounded) so that the test can kill things around it.
         ["sleep", secs] => {
             std::thread::sleep(Duration::from_secs(secs.parse().map_err(io::Error::other)?));
