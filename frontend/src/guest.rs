@@ -65,7 +65,7 @@ const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
 # Written by slirp-frontend. Never writes resolv.conf; a default route only when asked.
 case "$1" in
 deconfig)
-  ip addr flush dev "$interface"
+  ip -4 addr flush dev "$interface"
   ;;
 bound|renew)
   ip addr replace "$ip/${mask:-24}" dev "$interface" || exit 1
