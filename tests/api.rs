@@ -1049,11 +1049,21 @@ fn ipv6_forwards_are_added_listed_and_removed() {
     assert_ne!(port, 0, "{added}");
     // libslirp accepts on the forward (then closes: the guest has no IPv6 stack here).
     std::net::TcpStream::connect(("::1", port)).expect("the IPv6 forward accepts");
-    // An empty guest address is the address the guest uses (libslirp learns it).
+    // An empty guest address is the address the guest uses (libslirp learns it), for TCP;
+    // refused for UDP, on which libslirp 4.7 crashes, as for the hostfwd key.
+    let tcp = api.request(
+        r#"{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"::1","host_port":0,"guest_port":22}}"#,
+    );
+    assert!(tcp["return"]["id"].as_u64().is_some(), "{tcp}");
     let udp = api.request(
         r#"{"execute":"add_hostfwd","arguments":{"proto":"udp","host_addr":"::1","host_port":0,"guest_port":53}}"#,
     );
-    assert!(udp["return"]["id"].as_u64().is_some(), "{udp}");
+    assert!(
+        udp["error"]["desc"]
+            .as_str()
+            .is_some_and(|d| d.contains("a UDP rule needs the guest's IPv6 address")),
+        "{udp}"
+    );
     let listed = api.request(r#"{"execute":"list_hostfwd"}"#);
     let entries = listed["return"]["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 3, "{listed}");
@@ -1069,7 +1079,7 @@ fn ipv6_forwards_are_added_listed_and_removed() {
     );
     assert_eq!(
         mixed["error"]["desc"],
-        "bad request: add_hostfwd: bad arguments: host_addr and guest_addr are of different families",
+        "bad request: add_hostfwd: bad arguments: host and guest addresses are of different families (write both as IPv4 or both in brackets)",
         "{mixed}"
     );
     let id = added["return"]["id"].as_u64().unwrap();

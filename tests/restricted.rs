@@ -6,8 +6,18 @@
 //! Probes to addresses outside the slirp network run with the helper in a private, empty
 //! network namespace (root only), so that nothing could leave the machine even if the
 //! helper were wrong.
+//!
+//! IPv6 (`ipv6` on, still restricted): a kernel guest through slirp-frontend tries TCP and
+//! UDP to the host's [::1] through fec0::2 and fec0::3 and to 2001:db8::1 (documentation
+//! prefix); nothing arrives, TCP is reset by libslirp itself (no attempt was made), echo is
+//! answered for libslirp's own addresses only. IPv6 forwards in restricted mode:
+//! tests/e2e_ipv6.rs (`ipv6_tcp_forward_*` run without `--open`).
+// e2e_common (the kernel-guest harness) and common (the frame-level one) both load
+// common/process.rs and common/skip.rs by path; the two copies are never mixed.
+#![allow(clippy::duplicate_mod)]
 
 mod common;
+mod e2e_common;
 
 use common::skip::skip;
 use common::*;
@@ -177,5 +187,69 @@ fn the_restrict_option_wins_over_open() {
         udp_received(&sock, Duration::from_secs(1)),
         0,
         "UDP reached the host despite --restrict"
+    );
+}
+
+#[test]
+fn guest_role() {
+    e2e_common::guest_role_entry();
+}
+
+#[test]
+fn restricted_ipv6_reaches_nothing_and_echo_is_libslirps_own() {
+    let name = "restricted_ipv6_reaches_nothing_and_echo_is_libslirps_own";
+    if !e2e_common::root_or_skip(name) {
+        return;
+    }
+    let listener = TcpListener::bind("[::1]:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let tport = listener.local_addr().unwrap().port();
+    let sock = UdpSocket::bind("[::1]:0").unwrap();
+    let uport = sock.local_addr().unwrap().port();
+    // Each role is this test binary again; a route to 2001:db8::/32 via libslirp's router
+    // (only that prefix: still no default route) lets the guest try an outside address.
+    let role = |r: &str| {
+        format!(
+            "{}='{r}' \"$0\" guest_role --exact --nocapture -q",
+            e2e_common::ROLE_ENV
+        )
+    };
+    let script = [
+        "ip -6 route add 2001:db8::/32 via fe80::2 dev tap0".to_string(),
+        role(&format!("refused [fec0::2]:{tport}")),
+        role(&format!("refused [fec0::3]:{tport}")),
+        role("refused [2001:db8::1]:80"),
+        role(&format!("udp-send [fec0::2]:{uport} 5")),
+        role(&format!("udp-send [fec0::3]:{uport} 5")),
+        role("udp-send [2001:db8::1]:9 5"),
+        "busybox ping -c 1 -W 2 fec0::2 >/dev/null && echo PING_HOST=ok".into(),
+        "busybox ping -c 1 -W 2 2001:db8::1 >/dev/null || echo PING_ELSEWHERE=none".into(),
+        "busybox ping -c 1 -W 2 fec0::2 >/dev/null && echo PING_AFTER=ok".into(),
+    ]
+    .join("; ");
+    let me = std::env::current_exe().unwrap();
+    let mut cmd = e2e_common::frontend(&["--ipv6", "--", "sh", "-c", &script]);
+    cmd.arg(me);
+    let out = e2e_common::run(cmd, Duration::from_secs(90));
+    let report = e2e_common::text(&out);
+    assert!(out.status.success(), "{report}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.matches("CONNECT=refused").count(),
+        3,
+        "every TCP attempt is reset by libslirp\n{report}"
+    );
+    assert_eq!(stdout.matches("UDP_SENT=5").count(), 3, "{report}");
+    for key in ["PING_HOST=ok", "PING_ELSEWHERE=none", "PING_AFTER=ok"] {
+        assert!(stdout.contains(key), "{key}\n{report}");
+    }
+    assert!(
+        listener.accept().is_err(),
+        "a restricted guest reached the host's [::1] listener"
+    );
+    assert_eq!(
+        udp_received(&sock, Duration::from_secs(1)),
+        0,
+        "restricted IPv6 UDP reached the host"
     );
 }

@@ -98,6 +98,11 @@ fn probe(name: &str, pair: &mut (UnixStream, UnixStream)) -> String {
         "uring-enter" => uring_call(libc::SYS_io_uring_enter),
         // What the stats line reports as `sandbox_refused`.
         "refused" => slirp_helper::sandbox::refused().to_string(),
+        "segv" => {
+            // SAFETY: deliberately not: a read of an unmapped address, to fault.
+            let byte = unsafe { std::ptr::read_volatile(0x40 as *const u8) };
+            format!("read {byte}")
+        }
         other => panic!("unknown probe {other}"),
     }
 }
@@ -204,6 +209,41 @@ fn restricted_mode_forbids_exec_files_and_new_sockets() {
     assert!(stderr.contains("sandbox: refused system call"), "{stderr}");
     #[cfg(target_arch = "x86_64")]
     assert!(stderr.contains("refused system call 59 "), "{stderr}");
+}
+
+/// A fault inside the sandbox ends the process with SIGSEGV. Rust's SIGSEGV handler resets
+/// the signal to its default with rt_sigaction and returns so that the fault repeats; with
+/// rt_sigaction refused it returned into the same fault forever, at 100 % CPU.
+#[test]
+fn a_fault_after_entry_ends_the_process_instead_of_spinning() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "role_entry",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
+        .env(ROLE, "restricted:segv")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the faulting process was still running after 10 s (spinning)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.signal(), Some(libc::SIGSEGV), "{status:?}");
 }
 
 #[test]

@@ -1,16 +1,18 @@
 //! Configuring the guest side of the namespace: links, addresses, DHCP, routes.
 //!
-//! Owns: the udhcpc script and the lease it reports. Must never: add a default route unless
-//! asked (the namespace reaches only 10.0.2.0/24 otherwise, so open mode cannot leak), or
-//! write a resolver configuration (no DNS through 10.0.2.3).
+//! Owns: the udhcpc script and the lease it reports; the tap's IPv6 settings and the SLAAC
+//! address. Must never: add a default route unless asked (the namespace reaches only
+//! 10.0.2.0/24, and with IPv6 the on-link prefix, otherwise, so open mode cannot leak), or
+//! write a resolver configuration (no DNS through 10.0.2.3 or fec0::3).
 
 use super::netns::Netns;
+use super::os;
 use super::supervise::{Supervisor, Waited};
 use std::io::{self, Read};
 use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The address the helper's DHCP server hands out first, used statically by default.
 pub const GUEST_ADDR: &str = "10.0.2.15";
@@ -18,6 +20,12 @@ pub const GUEST_ADDR: &str = "10.0.2.15";
 pub const HOST_ADDR: &str = "10.0.2.2";
 /// How long DHCP may take in all (udhcpc itself retries 5 times, 1 s apart).
 const DHCP_LIMIT: Duration = Duration::from_secs(15);
+/// libslirp's IPv6 router address (its default `host6`), as the guest reaches it.
+pub const HOST_ADDR6: &str = "fec0::2";
+/// How long SLAAC may take: duplicate address detection of the link-local address (1 s),
+/// the router solicitation and libslirp's answer, then DAD of the new address (1 s). A lost
+/// first solicitation costs another 4 s (the kernel's rtr_solicit_interval).
+const SLAAC_LIMIT: Duration = Duration::from_secs(12);
 
 /// What udhcpc was given, as its script saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -69,7 +77,7 @@ const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
 # Written by slirp-frontend. Never writes resolv.conf; a default route only when asked.
 case "$1" in
 deconfig)
-  ip addr flush dev "$interface"
+  ip -4 addr flush dev "$interface"
   ;;
 bound|renew)
   ip addr replace "$ip/${mask:-24}" dev "$interface" || exit 1
@@ -86,6 +94,93 @@ exit 0
 pub fn links_up(ns: &Netns, tap: &str, mtu: u32) -> io::Result<()> {
     ns.ip(&["link", "set", "dev", "lo", "up"])?;
     ns.ip(&["link", "set", "dev", tap, "mtu", &mtu.to_string(), "up"])
+}
+
+/// IPv6 on the tap, configured by router advertisements (SLAAC), before the link comes up so
+/// that its first router solicitation already counts. `accept_ra=2` takes RAs even if the
+/// namespace forwards; the default router an RA offers is taken only with `default_route`
+/// (otherwise the guest reaches only the on-link prefix, as with IPv4).
+pub fn enable_ipv6(ns: &Netns, tap: &str, default_route: bool) -> io::Result<()> {
+    let settings = [
+        ("disable_ipv6", "0"),
+        ("accept_ra", "2"),
+        ("autoconf", "1"),
+        ("accept_ra_defrtr", if default_route { "1" } else { "0" }),
+    ];
+    set_sysctls(ns, tap, &settings)
+}
+
+/// Write `net.ipv6.conf.TAP.KEY` for each pair from a thread inside the namespace (a
+/// thread's /proc/sys/net is its own namespace's); no `sysctl` program needed.
+fn set_sysctls(ns: &Netns, tap: &str, settings: &[(&'static str, &'static str)]) -> io::Result<()> {
+    let ns_file = ns
+        .open()
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", ns.path().display())))?;
+    let dir = PathBuf::from("/proc/sys/net/ipv6/conf").join(tap);
+    let settings = settings.to_vec();
+    let nsname = ns.name().to_string();
+    std::thread::Builder::new()
+        .name("netns-sysctl".into())
+        .spawn(move || {
+            os::enter_netns(&ns_file)
+                .map_err(|e| io::Error::new(e.kind(), format!("setns({nsname}): {e}")))?;
+            for (key, value) in settings {
+                let path = dir.join(key);
+                std::fs::write(&path, value).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("writing {value} to {}: {e}", path.display()),
+                    )
+                })?;
+            }
+            Ok(())
+        })?
+        .join()
+        .map_err(|_| io::Error::other("the sysctl thread panicked"))?
+}
+
+/// Wait (bounded) until the tap has an IPv6 address from SLAAC that passed duplicate
+/// address detection, and return it.
+pub fn wait_slaac(ns: &Netns, tap: &str, sup: &Supervisor) -> Result<String, SlaacError> {
+    let deadline = Instant::now() + SLAAC_LIMIT;
+    loop {
+        let out = ns
+            .ip_output(&["-6", "-o", "addr", "show", "dev", tap])
+            .map_err(|e| SlaacError::Failed(e.to_string()))?;
+        if let Some(addr) = slaac_address(&out) {
+            return Ok(addr);
+        }
+        if let Some(sig) = sup.pending() {
+            return Err(SlaacError::Signal(sig));
+        }
+        if Instant::now() >= deadline {
+            return Err(SlaacError::Failed(format!(
+                "no IPv6 address from a router advertisement within {SLAAC_LIMIT:?} ({})",
+                out.trim().replace('\n', "; ")
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The first usable autoconfigured address in `ip -6 -o addr` output: not link-local, not
+/// still tentative, not failed DAD.
+pub fn slaac_address(out: &str) -> Option<String> {
+    out.lines()
+        .filter(|l| l.contains(" dynamic") && !l.contains("scope link"))
+        .filter(|l| !l.contains("tentative") && !l.contains("dadfailed"))
+        .find_map(|l| {
+            let rest = &l[l.find("inet6 ")? + 6..];
+            let cidr = rest.split_whitespace().next()?;
+            Some(cidr.split('/').next()?.to_string())
+        })
+}
+
+/// SLAAC did not produce an address.
+#[derive(Debug)]
+pub enum SlaacError {
+    Failed(String),
+    Signal(nix::sys::signal::Signal),
 }
 
 /// 10.0.2.15/24 on the tap.
@@ -196,6 +291,17 @@ pub enum DhcpError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slaac_address_skips_link_local_and_tentative() {
+        let out = "2: tap0    inet6 fec0::1:2ff:fe03:405/64 scope site tentative dynamic mngtmpaddr \\       valid_lft 86400sec preferred_lft 14400sec
+2: tap0    inet6 fe80::1:2ff:fe03:405/64 scope link \\       valid_lft forever preferred_lft forever
+";
+        assert_eq!(slaac_address(out), None);
+        let done = out.replace("tentative ", "");
+        assert_eq!(slaac_address(&done), Some("fec0::1:2ff:fe03:405".into()));
+        assert_eq!(slaac_address(""), None);
+    }
 
     #[test]
     fn lease_lines_parse_with_and_without_router() {

@@ -1,12 +1,14 @@
 //! The default job (no command): bring the guest up by DHCP in open mode (still no default
 //! route), ping the helper, reach a host service on 127.0.0.1 through 10.0.2.2, forward a
-//! host port into the guest, run a short iperf3 both ways, and print a summary.
+//! host port into the guest, run a short iperf3 both ways, and print a summary. With
+//! `--ipv6` the same over IPv6: the SLAAC address, ping fec0::2, a host service on [::1]
+//! through fec0::2, a forward from [::1] into the guest (guest address `[]`), iperf3 -6.
 //!
 //! Owns: the host-side listener and the iperf3 servers it starts (stopped by pid). Every
 //! client runs under `timeout`, every loop is bounded in count and time, all traffic stays
 //! on 127.0.0.0/8 or inside the namespace.
 
-use super::guest::HOST_ADDR;
+use super::guest::{HOST_ADDR, HOST_ADDR6};
 use super::options::Options;
 use super::session::{exit_code, Backend, Failure, Session};
 use super::supervise::{stop_child, Supervisor};
@@ -19,6 +21,8 @@ use std::time::{Duration, Instant};
 
 /// The guest-side port the hostfwd rule targets.
 const GUEST_PORT: u16 = 8080;
+/// The guest-side port of the IPv6 rule.
+const GUEST_PORT6: u16 = 8081;
 const STEP_LIMIT: Duration = Duration::from_secs(20);
 const IPERF_SECS: &str = "3";
 
@@ -34,6 +38,11 @@ fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// The same on [::1].
+fn free_port6() -> io::Result<u16> {
+    Ok(TcpListener::bind("[::1]:0")?.local_addr()?.port())
+}
+
 pub fn run(mut opts: Options, sup: Supervisor) -> u8 {
     let hport = match free_port() {
         Ok(p) => p,
@@ -43,14 +52,30 @@ pub fn run(mut opts: Options, sup: Supervisor) -> u8 {
     // guest still reaches nothing beyond 10.0.2.0/24.
     opts.open = true;
     opts.dhcp = true;
-    let rule = format!("tcp:127.0.0.1:{hport}-:{GUEST_PORT}");
+    let hport6 = match free_port6() {
+        Ok(p) => p,
+        Err(e) => return super::report(Err(Failure::setup("choosing a port on [::1]", e)), None),
+    };
+    let mut rule = format!("tcp:127.0.0.1:{hport}-:{GUEST_PORT}");
+    if opts.ipv6 {
+        // `[]`: libslirp connects to the address the guest's NDP showed it.
+        rule.push_str(&format!(";tcp:[::1]:{hport6}-[]:{GUEST_PORT6}"));
+    }
     opts.hostfwd = Some(match opts.hostfwd.take() {
         Some(user) => format!("{user};{rule}"),
         None => rule,
     });
-    let listener = match HostService::start() {
+    let listener = match HostService::start("127.0.0.1:0") {
         Ok(l) => l,
         Err(e) => return super::report(Err(Failure::setup("host service", e)), None),
+    };
+    let listener6 = if opts.ipv6 {
+        match HostService::start("[::1]:0") {
+            Ok(l) => Some(l),
+            Err(e) => return super::report(Err(Failure::setup("host service on [::1]", e)), None),
+        }
+    } else {
+        None
     };
     let session = match Session::start(&opts, sup, Backend::Helper) {
         Ok(s) => s,
@@ -65,27 +90,56 @@ pub fn run(mut opts: Options, sup: Supervisor) -> u8 {
         });
         steps.push(Step {
             name: "ping 10.0.2.2",
-            result: ping(&session)?,
+            result: ping(&session, HOST_ADDR)?,
         });
         steps.push(Step {
             name: "host service via 10.0.2.2",
-            result: host_service(&session, listener.port)?,
+            result: host_service(&session, HOST_ADDR, listener.port)?,
         });
         steps.push(Step {
             name: "hostfwd into the guest",
-            result: hostfwd(&session, hport)?,
+            result: hostfwd(&session, "127.0.0.1", hport, GUEST_PORT)?,
         });
         steps.push(Step {
             name: "iperf3 guest->host",
-            result: iperf(&session, false)?,
+            result: iperf(&session, false, false)?,
         });
         steps.push(Step {
             name: "iperf3 host->guest",
-            result: iperf(&session, true)?,
+            result: iperf(&session, true, false)?,
         });
+        if let Some(l6) = &listener6 {
+            steps.push(Step {
+                name: "SLAAC address",
+                result: session.slaac.clone().ok_or_else(|| "none".to_string()),
+            });
+            steps.push(Step {
+                name: "ping fec0::2",
+                result: ping(&session, HOST_ADDR6)?,
+            });
+            steps.push(Step {
+                name: "host service via fec0::2",
+                result: host_service(&session, HOST_ADDR6, l6.port)?,
+            });
+            steps.push(Step {
+                name: "IPv6 hostfwd into the guest",
+                result: hostfwd(&session, "::1", hport6, GUEST_PORT6)?,
+            });
+            steps.push(Step {
+                name: "iperf3 -6 guest->host",
+                result: iperf(&session, false, true)?,
+            });
+            steps.push(Step {
+                name: "iperf3 -6 host->guest",
+                result: iperf(&session, true, true)?,
+            });
+        }
         Ok(())
     })();
     listener.stop();
+    if let Some(l6) = listener6 {
+        l6.stop();
+    }
     let teardown = session.finish();
     println!(
         "slirp-frontend default job (mtu {}, open mode, no default route):",
@@ -141,12 +195,8 @@ fn guest_output(s: &Session, what: &str, args: &[&str]) -> Result<Result<String,
     }
 }
 
-fn ping(s: &Session) -> Result<Result<String, String>, Failure> {
-    let out = guest_output(
-        s,
-        "ping",
-        &["busybox", "ping", "-c", "3", "-W", "2", HOST_ADDR],
-    )?;
+fn ping(s: &Session, addr: &str) -> Result<Result<String, String>, Failure> {
+    let out = guest_output(s, "ping", &["busybox", "ping", "-c", "3", "-W", "2", addr])?;
     Ok(out.map(|o| {
         o.lines()
             .find(|l| l.contains("packets transmitted"))
@@ -156,20 +206,32 @@ fn ping(s: &Session) -> Result<Result<String, String>, Failure> {
     }))
 }
 
-fn host_service(s: &Session, port: u16) -> Result<Result<String, String>, Failure> {
-    let script = format!("printf hello-from-guest | busybox nc {HOST_ADDR} {port}");
+fn host_service(s: &Session, via: &str, port: u16) -> Result<Result<String, String>, Failure> {
+    let script = format!("printf hello-from-guest | busybox nc {via} {port}");
     let out = guest_output(s, "nc to the host", &["sh", "-c", &script])?;
     Ok(out.and_then(|o| {
         if o.trim() == "echo:hello-from-guest" {
-            Ok(format!("127.0.0.1:{port} answered {:?}", o.trim()))
+            let host = if via == HOST_ADDR {
+                "127.0.0.1"
+            } else {
+                "[::1]"
+            };
+            Ok(format!("{host}:{port} answered {:?}", o.trim()))
         } else {
             Err(format!("unexpected answer {o:?}"))
         }
     }))
 }
 
-fn hostfwd(s: &Session, hport: u16) -> Result<Result<String, String>, Failure> {
-    let script = format!("echo hello-from-guest-listener | busybox nc -l -p {GUEST_PORT}");
+/// A connection to `host_ip:hport` (a hostfwd rule) reaches a listener on the guest's
+/// `guest_port` (busybox nc listens on both families).
+fn hostfwd(
+    s: &Session,
+    host_ip: &str,
+    hport: u16,
+    guest_port: u16,
+) -> Result<Result<String, String>, Failure> {
+    let script = format!("echo hello-from-guest-listener | busybox nc -l -p {guest_port}");
     let mut cmd = s.command("timeout");
     cmd.args(["15", "sh", "-c", &script])
         .stdin(Stdio::null())
@@ -184,7 +246,7 @@ fn hostfwd(s: &Session, hport: u16) -> Result<Result<String, String>, Failure> {
     let mut last = String::from("no attempt");
     let mut answer = None;
     while Instant::now() < deadline && answer.is_none() {
-        match exchange(("127.0.0.1", hport), b"hello-from-host\n") {
+        match exchange((host_ip, hport), b"hello-from-host\n") {
             Ok(reply) if reply.trim() == "hello-from-guest-listener" => answer = Some(reply),
             Ok(reply) => last = format!("answer {reply:?}"),
             Err(e) => last = e.to_string(),
@@ -205,10 +267,10 @@ fn hostfwd(s: &Session, hport: u16) -> Result<Result<String, String>, Failure> {
     status?;
     Ok(match answer {
         Some(_) if heard.trim() == "hello-from-host" => Ok(format!(
-            "127.0.0.1:{hport} -> guest :{GUEST_PORT}, both directions"
+            "{host_ip} port {hport} -> guest :{guest_port}, both directions"
         )),
         Some(_) => Err(format!("the guest heard {heard:?}")),
-        None => Err(format!("127.0.0.1:{hport}: {last}")),
+        None => Err(format!("{host_ip} port {hport}: {last}")),
     })
 }
 
@@ -225,9 +287,16 @@ fn exchange(addr: (&str, u16), msg: &[u8]) -> io::Result<String> {
     Ok(reply)
 }
 
-/// iperf3 server on the host's 127.0.0.1 (one test, then it exits), client in the guest.
-fn iperf(s: &Session, reverse: bool) -> Result<Result<String, String>, Failure> {
-    let port = free_port().map_err(|e| Failure::setup("choosing a port", e))?;
+/// iperf3 server on the host's 127.0.0.1 (or [::1] with `v6`; one test, then it exits),
+/// client in the guest.
+fn iperf(s: &Session, reverse: bool, v6: bool) -> Result<Result<String, String>, Failure> {
+    let port = if v6 { free_port6() } else { free_port() }
+        .map_err(|e| Failure::setup("choosing a port", e))?;
+    let (bind, via) = if v6 {
+        ("::1", HOST_ADDR6)
+    } else {
+        ("127.0.0.1", HOST_ADDR)
+    };
     let mut server = Command::new("timeout")
         .args([
             "25",
@@ -235,7 +304,7 @@ fn iperf(s: &Session, reverse: bool) -> Result<Result<String, String>, Failure> 
             "-s",
             "-1",
             "-B",
-            "127.0.0.1",
+            bind,
             "-p",
             &port.to_string(),
         ])
@@ -244,8 +313,8 @@ fn iperf(s: &Session, reverse: bool) -> Result<Result<String, String>, Failure> 
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| Failure::setup("starting iperf3 -s", e))?;
-    let listening = wait_listening(port, Duration::from_secs(5));
-    let mut args = vec!["iperf3", "-c", HOST_ADDR, "-p"];
+    let listening = wait_listening(port, v6, Duration::from_secs(5));
+    let mut args = vec!["iperf3", "-c", via, "-p"];
     let port_s = port.to_string();
     args.extend([port_s.as_str(), "-t", IPERF_SECS, "-J"]);
     if reverse {
@@ -254,7 +323,9 @@ fn iperf(s: &Session, reverse: bool) -> Result<Result<String, String>, Failure> 
     let result = if listening {
         guest_output(s, "iperf3 -c", &args)
     } else {
-        Ok(Err(format!("iperf3 -s did not listen on 127.0.0.1:{port}")))
+        Ok(Err(format!(
+            "iperf3 -s did not listen on {bind} port {port}"
+        )))
     };
     stop_child(&mut server);
     Ok(result?.and_then(|json| {
@@ -264,12 +335,26 @@ fn iperf(s: &Session, reverse: bool) -> Result<Result<String, String>, Failure> 
     }))
 }
 
-/// Whether 127.0.0.1:port is in LISTEN state (from /proc/net/tcp), polled up to `limit`.
-fn wait_listening(port: u16, limit: Duration) -> bool {
-    let needle = format!("0100007F:{port:04X} 00000000:0000 0A");
+/// Whether 127.0.0.1:port (or [::1]:port) is in LISTEN state (from /proc/net/tcp or tcp6),
+/// polled up to `limit`.
+fn wait_listening(port: u16, v6: bool, limit: Duration) -> bool {
+    let (table, needle) = if v6 {
+        (
+            "/proc/net/tcp6",
+            format!(
+                "00000000000000000000000001000000:{port:04X} {:032}:0000 0A",
+                0
+            ),
+        )
+    } else {
+        (
+            "/proc/net/tcp",
+            format!("0100007F:{port:04X} 00000000:0000 0A"),
+        )
+    };
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
-        if std::fs::read_to_string("/proc/net/tcp").is_ok_and(|t| t.contains(&needle)) {
+        if std::fs::read_to_string(table).is_ok_and(|t| t.contains(&needle)) {
             return true;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -291,7 +376,7 @@ pub fn received_bps(json: &str) -> Option<f64> {
     num.parse().ok()
 }
 
-/// A tiny service on 127.0.0.1:ephemeral: reads a request to EOF (at most 64 KiB), answers
+/// A tiny service on `bind` (127.0.0.1:0 or [::1]:0): reads a request to EOF (at most 64 KiB), answers
 /// `echo:` + request, closes. One thread per connection; all bounded by timeouts.
 struct HostService {
     port: u16,
@@ -300,8 +385,8 @@ struct HostService {
 }
 
 impl HostService {
-    fn start() -> io::Result<HostService> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
+    fn start(bind: &str) -> io::Result<HostService> {
+        let listener = TcpListener::bind(bind)?;
         listener.set_nonblocking(true)?;
         let port = listener.local_addr()?.port();
         let stop = Arc::new(AtomicBool::new(false));

@@ -86,6 +86,25 @@ impl Netns {
         run_ip(["-n", self.name.as_str()].iter().chain(args))
     }
 
+    /// `ip -n NAME ARGS`, returning what it printed.
+    pub fn ip_output(&self, args: &[&str]) -> io::Result<String> {
+        let mut cmd = Command::new("ip");
+        cmd.args(["-n", self.name.as_str()]).args(args);
+        let shown = format!("{cmd:?}").replace('"', "");
+        let out = cmd
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| io::Error::new(e.kind(), format!("running {shown}: {e}")))?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "{shown} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// A command that runs `program` inside the namespace (`ip netns exec`, which also
     /// mounts the namespace's /sys and /etc/netns/NAME files).
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {

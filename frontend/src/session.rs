@@ -5,7 +5,7 @@
 //! period), delete the namespace if it was created here, remove the work directory.
 //! Must never: leave a helper or a created namespace behind on any exit path it controls.
 
-use super::guest::{self, DhcpError, Lease};
+use super::guest::{self, DhcpError, Lease, SlaacError};
 use super::helper::{self, Helper, HelperConfig};
 use super::netns::Netns;
 use super::options::Options;
@@ -77,6 +77,8 @@ pub struct Session {
     pub tap: String,
     pub sup: Supervisor,
     pub lease: Option<Lease>,
+    /// The guest's IPv6 address from SLAAC (with `--ipv6`).
+    pub slaac: Option<String>,
     workdir: Option<PathBuf>,
     verbose: bool,
 }
@@ -103,6 +105,7 @@ impl Session {
             tap: opts.tap.clone(),
             sup,
             lease: None,
+            slaac: None,
             workdir: None,
             verbose: opts.verbose,
         };
@@ -122,6 +125,10 @@ impl Session {
         ));
         let tap = tap::create_in(&s.netns, &opts.tap)
             .map_err(|e| Failure::setup(&format!("creating tap {}", opts.tap), e))?;
+        if opts.ipv6 {
+            guest::enable_ipv6(&s.netns, &opts.tap, opts.default_route)
+                .map_err(|e| Failure::setup("IPv6 on the tap", e))?;
+        }
         guest::links_up(&s.netns, &opts.tap, opts.mtu).map_err(|e| Failure::setup("links", e))?;
 
         let sock = match backend {
@@ -147,6 +154,14 @@ impl Session {
                 guest::default_route(&s.netns, &opts.tap)
                     .map_err(|e| Failure::setup("default route", e))?;
             }
+        }
+        if opts.ipv6 {
+            let addr = guest::wait_slaac(&s.netns, &opts.tap, &s.sup).map_err(|e| match e {
+                SlaacError::Failed(msg) => Failure::Setup(format!("SLAAC: {msg}")),
+                SlaacError::Signal(sig) => Failure::Signal(sig),
+            })?;
+            eprintln!("slirp-frontend: SLAAC address: {addr}");
+            s.slaac = Some(addr);
         }
         Ok(())
     }

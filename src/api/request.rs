@@ -197,11 +197,6 @@ fn add_hostfwd(arguments: &Map<String, Value>) -> Result<HostFwdRule, RequestErr
         _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
     };
     let (host_addr, guest_addr) = (host.unwrap_or(unspecified), guest.unwrap_or(unspecified));
-    if host_addr.is_ipv4() != guest_addr.is_ipv4() {
-        return Err(bad(
-            "add_hostfwd: bad arguments: host_addr and guest_addr are of different families",
-        ));
-    }
     let port = |name| -> Result<u16, RequestError> {
         integer(arguments, "add_hostfwd", name, u64::from(u16::MAX))?
             .map(|p| p as u16)
@@ -214,13 +209,17 @@ fn add_hostfwd(arguments: &Map<String, Value>) -> Result<HostFwdRule, RequestErr
             "add_hostfwd: bad arguments.guest_port: 0 is no port a guest service listens on",
         ));
     }
-    Ok(HostFwdRule {
+    let rule = HostFwdRule {
         proto,
         host_addr,
         host_port,
         guest_addr,
         guest_port,
-    })
+    };
+    // The same rules as the hostfwd key's, in the same words.
+    rule.check()
+        .map_err(|problem| bad(format!("add_hostfwd: bad arguments: {problem}")))?;
+    Ok(rule)
 }
 
 #[cfg(test)]
@@ -328,7 +327,7 @@ mod tests {
             ),
             (
                 r#"{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"::1","host_port":1,"guest_addr":"10.0.2.15","guest_port":1}}"#,
-                "bad request: add_hostfwd: bad arguments: host_addr and guest_addr are of different families",
+                "bad request: add_hostfwd: bad arguments: host and guest addresses are of different families (write both as IPv4 or both in brackets)",
             ),
             (
                 r#"{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_port":1,"guest_addr":1,"guest_port":1}}"#,

@@ -36,6 +36,18 @@ pub struct HostFwdRule {
 }
 
 impl HostFwdRule {
+    /// What every rule must satisfy, however it came (the `hostfwd` key or the control
+    /// socket's `add_hostfwd`): one family, and no UDP rule to an empty IPv6 guest address.
+    pub fn check(&self) -> Result<(), RuleProblem> {
+        if self.host_addr.is_ipv4() != self.guest_addr.is_ipv4() {
+            return Err(RuleProblem::MixedFamilies);
+        }
+        if self.proto == Proto::Udp && self.guest_addr == IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
+            return Err(RuleProblem::Udp6EmptyGuest);
+        }
+        Ok(())
+    }
+
     /// The rule with an empty IPv4 guest address replaced by `dhcp_start`, as libslirp does.
     pub fn with_guest_default(mut self, dhcp_start: Ipv4Addr) -> HostFwdRule {
         if self.guest_addr == IpAddr::V4(Ipv4Addr::UNSPECIFIED) {
@@ -116,6 +128,10 @@ pub enum RuleProblem {
     MixedFamilies,
     /// A port that is not plain decimal 0..=65535.
     Port { side: Side, port: String },
+    /// A UDP rule with an empty IPv6 guest address: libslirp 4.7.0 dereferences a null mbuf
+    /// (`sorecvfrom` -> `icmp6_send_error(so->so_m, ...)`, socket.c) when a host datagram
+    /// arrives before the guest's NDP gave it an address, and the helper would crash.
+    Udp6EmptyGuest,
 }
 
 impl fmt::Display for RuleProblem {
@@ -145,6 +161,10 @@ impl fmt::Display for RuleProblem {
             RuleProblem::MixedFamilies => f.write_str(
                 "host and guest addresses are of different families (write both as IPv4 or \
                  both in brackets)",
+            ),
+            RuleProblem::Udp6EmptyGuest => f.write_str(
+                "a UDP rule needs the guest's IPv6 address (libslirp crashes on a datagram for \
+                 an empty one that arrives before the guest's first NDP message)",
             ),
             RuleProblem::Port { side, port } => write!(
                 f,
@@ -202,16 +222,15 @@ fn parse_rule(rule: &str) -> Result<HostFwdRule, RuleProblem> {
     let (host, guest) = rest.split_once('-').ok_or(RuleProblem::NoGuestPart)?;
     let (host_addr, host_port) = parse_endpoint(host, Side::Host)?;
     let (guest_addr, guest_port) = parse_endpoint(guest, Side::Guest)?;
-    if host_addr.is_ipv4() != guest_addr.is_ipv4() {
-        return Err(RuleProblem::MixedFamilies);
-    }
-    Ok(HostFwdRule {
+    let rule = HostFwdRule {
         proto,
         host_addr,
         host_port,
         guest_addr,
         guest_port,
-    })
+    };
+    rule.check()?;
+    Ok(rule)
 }
 
 /// `addr:port` or `[addr6]:port`; an empty address is the unspecified one of its family
@@ -296,10 +315,10 @@ mod tests {
         assert_eq!((r.host_port, r.guest_port), (8080, 80));
         assert_eq!(r.to_string(), "tcp:[::1]:8080-[fec0::5054:ff:fe12:3456]:80");
         // Empty brackets: every host interface, and the guest's own address.
-        let r = parse_rules("udp:[]:5353-[]:53").unwrap()[0];
+        let r = parse_rules("tcp:[]:5353-[]:53").unwrap()[0];
         assert_eq!(r.host_addr, IpAddr::V6(Ipv6Addr::UNSPECIFIED));
         assert_eq!(r.guest_addr, IpAddr::V6(Ipv6Addr::UNSPECIFIED));
-        assert_eq!(r.to_string(), "udp:[::]:5353-[::]:53");
+        assert_eq!(r.to_string(), "tcp:[::]:5353-[::]:53");
         // IPv4 rules beside IPv6 ones, unchanged.
         let rules = parse_rules("tcp::2222-:22;tcp:[::]:2222-[]:22").unwrap();
         assert_eq!(rules[0], rule(Proto::Tcp, [0; 4], 2222, [0; 4], 22));
@@ -354,6 +373,16 @@ mod tests {
 
     fn reason(value: &str) -> HostFwdError {
         parse_rules(value).expect_err(value)
+    }
+
+    #[test]
+    fn udp_rules_need_the_guests_ipv6_address() {
+        let e = parse_rules("udp:[::1]:5353-[]:53").unwrap_err();
+        assert_eq!(e.reason, RuleProblem::Udp6EmptyGuest);
+        assert!(e.to_string().contains("guest's IPv6 address"), "{e}");
+        assert!(parse_rules("udp:[::1]:5353-[fec0::15]:53").is_ok());
+        assert!(parse_rules("tcp:[::1]:8080-[]:80").is_ok());
+        assert!(parse_rules("udp:127.0.0.1:5353-:53").is_ok());
     }
 
     #[test]

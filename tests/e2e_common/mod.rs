@@ -274,7 +274,16 @@ pub fn host_listener(
     limit: Duration,
     serve: impl Fn(TcpStream) + Send + Sync + Clone + 'static,
 ) -> (u16, std::thread::JoinHandle<usize>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    host_listener_on("127.0.0.1:0", limit, serve)
+}
+
+/// `host_listener` on `bind` (`"[::1]:0"` for the IPv6 tests).
+pub fn host_listener_on(
+    bind: &str,
+    limit: Duration,
+    serve: impl Fn(TcpStream) + Send + Sync + Clone + 'static,
+) -> (u16, std::thread::JoinHandle<usize>) {
+    let l = TcpListener::bind(bind).unwrap();
     let port = l.local_addr().unwrap().port();
     l.set_nonblocking(true).unwrap();
     let t = std::thread::spawn(move || {
@@ -431,6 +440,16 @@ fn guest_role(words: &[&str]) -> io::Result<()> {
                 }
             }
             println!("UDP_ECHOED={echoed}");
+            Ok(())
+        }
+        // Send COUNT small UDP datagrams to ADDR (either family), nothing awaited.
+        ["udp-send", a, count] => {
+            let a = addr(a)?;
+            let u = UdpSocket::bind(if a.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" })?;
+            for _ in 0..count.parse::<usize>().map_err(io::Error::other)? {
+                u.send_to(b"restricted?", a)?;
+            }
+            println!("UDP_SENT={count}");
             Ok(())
         }
         // Sleep (bounded) so that the test can kill things around it.
