@@ -257,7 +257,7 @@ impl KeventSyscall for KqueueModel {
 mod tests {
     use super::*;
     use std::io::Write;
-    use std::os::fd::AsRawFd;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::os::unix::net::UnixStream;
 
     fn add(fd: RawFd, filter: Filter, flags: u16, udata: u64) -> Kev {
@@ -273,8 +273,18 @@ mod tests {
 
     #[test]
     fn knote_bookkeeping_follows_kern_event() {
-        let (a, mut b) = UnixStream::pair().unwrap();
-        let fd = a.as_raw_fd();
+        // The watched socket sits on a high number of this test's own: tests run in parallel
+        // threads of one process, and the lowest free number, which the close-and-reuse steps
+        // below need to control, is anybody's.
+        const FD: RawFd = 777;
+        let (low, mut b) = UnixStream::pair().unwrap();
+        // SAFETY: dup2 reads no memory; FD is a number no other test uses, and `a` below owns
+        // what dup2 put there.
+        assert_eq!(unsafe { libc::dup2(low.as_raw_fd(), FD) }, FD);
+        drop(low);
+        // SAFETY: FD was just opened by dup2 above and nothing else owns it.
+        let a = unsafe { OwnedFd::from_raw_fd(FD) };
+        let fd = FD;
         let mut kq = KqueueModel::new();
         // Writable at once; READ disabled; nothing to read anyway.
         let got = kevent(
@@ -330,8 +340,12 @@ mod tests {
         drop(a);
         let got = kevent(&mut kq, &[Kev::change(fd, Filter::Read, ev::DELETE, 0)]);
         assert_eq!((got[0].flags, got[0].data), (ev::ERROR, libc::EBADF as i64));
-        let (e, _f) = UnixStream::pair().unwrap();
-        assert_eq!(e.as_raw_fd(), fd, "the lowest free number comes back");
+        // The number reused by another file (as the lowest free one would be).
+        let (other, _f) = UnixStream::pair().unwrap();
+        // SAFETY: as above: FD is closed now and this test's own.
+        assert_eq!(unsafe { libc::dup2(other.as_raw_fd(), FD) }, FD);
+        // SAFETY: dup2 just opened FD; `_e` owns it and closes it at the end.
+        let _e = unsafe { OwnedFd::from_raw_fd(FD) };
         let got = kevent(&mut kq, &[Kev::change(fd, Filter::Read, ev::DELETE, 0)]);
         assert_eq!(
             (got[0].flags, got[0].data),
