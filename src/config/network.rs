@@ -493,54 +493,63 @@ fn split_prefix(text: &str, range: &std::ops::RangeInclusive<u8>) -> Option<(Str
     range.contains(&len).then(|| (addr.to_owned(), len))
 }
 
-fn parse_net(setting: &'static str, text: &str) -> Result<Ipv4Net, NetworkError> {
-    let bad = || {
-        ValueError::new(
-            setting,
-            text,
-            Expected::Ipv4Network {
-                min: *NET_PREFIX.start(),
-                max: *NET_PREFIX.end(),
-            },
-        )
-    };
-    let (addr, len) = split_prefix(text, &NET_PREFIX).ok_or_else(bad)?;
-    let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
-    let net = Ipv4Net { addr, len };
-    let base = Ipv4Addr::from(u32::from(addr) & u32::from(net.mask()));
+/// `addr/len` with `len` in `range` and no bits set after it: `net` builds the network from
+/// an address and a length, `base` gives a network's address with its host bits cleared.
+fn parse_prefix<A, N>(
+    setting: &'static str,
+    text: &str,
+    range: &std::ops::RangeInclusive<u8>,
+    expected: Expected,
+    net: impl Fn(A, u8) -> N,
+    base: impl Fn(&N) -> A,
+) -> Result<N, NetworkError>
+where
+    A: std::str::FromStr + PartialEq + Copy,
+    N: fmt::Display,
+{
+    let bad = || ValueError::new(setting, text, expected);
+    let (addr, len) = split_prefix(text, range).ok_or_else(bad)?;
+    let addr: A = addr.parse().map_err(|_| bad())?;
+    let parsed = net(addr, len);
+    let base = base(&parsed);
     if base != addr {
         return Err(NetworkError::HostBits {
             setting,
             value: text.to_owned(),
-            network: Ipv4Net { addr: base, len }.to_string(),
+            network: net(base, len).to_string(),
         });
     }
-    Ok(net)
+    Ok(parsed)
+}
+
+fn parse_net(setting: &'static str, text: &str) -> Result<Ipv4Net, NetworkError> {
+    let expected = Expected::Ipv4Network {
+        min: *NET_PREFIX.start(),
+        max: *NET_PREFIX.end(),
+    };
+    parse_prefix(
+        setting,
+        text,
+        &NET_PREFIX,
+        expected,
+        |addr, len| Ipv4Net { addr, len },
+        |n| Ipv4Addr::from(u32::from(n.addr) & u32::from(n.mask())),
+    )
 }
 
 fn parse_net6(setting: &'static str, text: &str) -> Result<Ipv6Net, NetworkError> {
-    let bad = || {
-        ValueError::new(
-            setting,
-            text,
-            Expected::Ipv6Network {
-                min: *NET6_PREFIX.start(),
-                max: *NET6_PREFIX.end(),
-            },
-        )
+    let expected = Expected::Ipv6Network {
+        min: *NET6_PREFIX.start(),
+        max: *NET6_PREFIX.end(),
     };
-    let (addr, len) = split_prefix(text, &NET6_PREFIX).ok_or_else(bad)?;
-    let addr: Ipv6Addr = addr.parse().map_err(|_| bad())?;
-    let net = Ipv6Net { addr, len };
-    let base = Ipv6Addr::from(u128::from(addr) & net.mask());
-    if base != addr {
-        return Err(NetworkError::HostBits {
-            setting,
-            value: text.to_owned(),
-            network: Ipv6Net { addr: base, len }.to_string(),
-        });
-    }
-    Ok(net)
+    parse_prefix(
+        setting,
+        text,
+        &NET6_PREFIX,
+        expected,
+        |addr, len| Ipv6Net { addr, len },
+        |n| Ipv6Addr::from(u128::from(n.addr) & n.mask()),
+    )
 }
 
 /// A DNS name: dot-separated labels of 1..=63 letters, digits and `-`, not starting or ending
