@@ -94,14 +94,14 @@ configuration, or libslirp, 4 on a bad boolean for 'open'.
 pub const LIBSLIRP_ENV: &str = "SLIRP_HELPER_LIBSLIRP";
 
 /// What libvirt may use (`qemuSlirpFeature` in libvirt's `src/qemu/qemu_slirp.c`): only what
-/// really works here. The IPv6 work adds `"ipv6"` to this list once libvirt's `--net6` and a
-/// guest's IPv6 work end to end. Never `tftp`, `dbus-address`, `dbus-p2p` or `migrate`: the
+/// really works here: `ipv6` because libvirt's `--net6=ADDR/LEN` turns IPv6 on with that
+/// prefix (tests/qemu.rs boots a guest that way). Never `tftp`, `dbus-address`, `dbus-p2p` or `migrate`: the
 /// helper has none of them, and libvirt would then pass `--dbus-*` options it refuses.
 pub const CAPABILITIES: &[&str] = if cfg!(any(target_os = "linux", target_os = "freebsd")) {
-    &["ipv4", "restrict", "exit-with-parent"]
+    &["ipv4", "ipv6", "restrict", "exit-with-parent"]
 } else {
     // No parent-death signal elsewhere (`sys::exit_with_parent`).
-    &["ipv4", "restrict"]
+    &["ipv4", "ipv6", "restrict"]
 };
 
 /// `--print-capabilities`: `{"features":[…]}` and a newline, the document libvirt parses.
@@ -696,6 +696,8 @@ mod tests {
         for never in ["dbus-address", "dbus-p2p", "migrate", "tftp"] {
             assert!(!text.contains(never), "{text}");
         }
-        assert!(CAPABILITIES.contains(&"ipv4") && CAPABILITIES.contains(&"restrict"));
+        for name in ["ipv4", "ipv6", "restrict"] {
+            assert!(CAPABILITIES.contains(&name), "{name}");
+        }
     }
 }

@@ -211,6 +211,22 @@ fn lease_and_ping_in(guest: &mut Guest, prefix: &str) {
     assert!(ping.contains("2 packets received"), "{ping}");
 }
 
+/// The guest's SLAAC address in the /64 `prefix` (`fd00:5::`) from libslirp's router
+/// advertisements: EUI-64 of its MAC, within about 10 s; then it pings the host's `prefix`2.
+fn slaac_and_ping(guest: &mut Guest, prefix: &str) {
+    let want = format!("{prefix}5054:ff:fe12:3456/64");
+    let addr = guest.must(
+        &format!(
+            "i=0; while [ $i -lt 40 ] && ! ip -6 addr show dev eth0 | grep -q '{want}'; do \
+             sleep 0.25; i=$((i+1)); done; ip -6 addr show dev eth0"
+        ),
+        COMMAND,
+    );
+    assert!(addr.contains(&want), "no SLAAC address {want}: {addr}");
+    let ping = guest.must(&format!("ping -6 -c 2 -W 5 {prefix}2"), COMMAND);
+    assert!(ping.contains("2 packets received"), "{ping}");
+}
+
 /// Have the guest listen on `GUEST_PORT` (one connection, into `file`), and wait until the
 /// kernel shows the socket listening.
 fn guest_listen(guest: &mut Guest, file: &str) {
@@ -744,12 +760,18 @@ fn libvirt_starts_the_helper_for_a_qemu_guest() {
     let syslog = common::SyslogStandIn::new();
     let pidfile = helper_log("libvirt").with_extension("pid");
     let _ = std::fs::remove_file(&pidfile);
-    // As qemuSlirpStart writes a guest `<ip address='10.0.5.15' prefix='24'/>`: the network
-    // key as an option.
+    // As qemuSlirpStart writes a guest `<ip address='10.0.5.15' prefix='24'/>` and, when
+    // `ipv6` is offered, `<ip family='ipv6' address='fd00:5::15' prefix='64'/>`: the guest's
+    // address and prefix length, whose host bits the helper clears as QEMU's `net=` does.
+    let ipv6 = features.iter().any(|f| f == "ipv6");
+    assert!(ipv6, "{features:?}");
     let mut args = vec![
         format!("--fd={}", helper_end.as_raw_fd()),
-        "--net=10.0.5.0/24".to_string(),
+        "--net=10.0.5.15/24".to_string(),
     ];
+    if ipv6 {
+        args.push("--net6=fd00:5::15/64".into());
+    }
     if features.iter().any(|f| f == "exit-with-parent") {
         args.push("--exit-with-parent".into());
     }
@@ -806,6 +828,9 @@ fn libvirt_starts_the_helper_for_a_qemu_guest() {
     );
     lease_and_ping_in(&mut guest, "10.0.5");
     assert_reaches_host_via(&mut guest, "10.0.5.2");
+    if ipv6 {
+        slaac_and_ping(&mut guest, "fd00:5::");
+    }
     // The daemonizing parent exited long ago: the helper is still serving.
     assert!(!common::process::gone_within(helper, Duration::ZERO));
     assert!(guest.poweroff(COMMAND).is_some(), "QEMU did not power off");

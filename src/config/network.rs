@@ -64,7 +64,7 @@ impl fmt::Display for LibslirpVersion {
     }
 }
 
-/// An IPv4 network, `addr/len` with no host bits set.
+/// An IPv4 network, `addr/len` with no host bits set (parsing clears them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ipv4Net {
     pub addr: Ipv4Addr,
@@ -93,7 +93,7 @@ impl fmt::Display for Ipv4Net {
     }
 }
 
-/// An IPv6 prefix, `addr/len` with no host bits set.
+/// An IPv6 prefix, `addr/len` with no host bits set (parsing clears them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ipv6Net {
     pub addr: Ipv6Addr,
@@ -191,12 +191,6 @@ pub const DEFAULT_NET6: Ipv6Net = Ipv6Net {
 pub enum NetworkError {
     /// A value that does not parse as its setting's kind.
     Value(ValueError),
-    /// `net`/`net6` with bits set below the prefix length.
-    HostBits {
-        setting: &'static str,
-        value: String,
-        network: String,
-    },
     /// An address outside its network (`default` when the user did not set it).
     Outside {
         setting: &'static str,
@@ -230,15 +224,6 @@ impl fmt::Display for NetworkError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             NetworkError::Value(e) => e.fmt(f),
-            NetworkError::HostBits {
-                setting,
-                value,
-                network,
-            } => write!(
-                f,
-                "{setting}: '{}' has bits set after the prefix length (the network is {network})",
-                value.escape_debug()
-            ),
             NetworkError::Outside {
                 setting,
                 addr,
@@ -493,8 +478,10 @@ fn split_prefix(text: &str, range: &std::ops::RangeInclusive<u8>) -> Option<(Str
     range.contains(&len).then(|| (addr.to_owned(), len))
 }
 
-/// `addr/len` with `len` in `range` and no bits set after it: `net` builds the network from
-/// an address and a length, `base` gives a network's address with its host bits cleared.
+/// `addr/len` with `len` in `range`. Bits after the prefix length are cleared, as QEMU's own
+/// `net=`/`ipv6-net=` do: libvirt writes a domain's `<ip address='10.0.2.15' prefix='24'/>`
+/// as `--net=10.0.2.15/24`. `net` builds the network from an address and a length, `base`
+/// gives a network's address with its host bits cleared.
 fn parse_prefix<A, N>(
     setting: &'static str,
     text: &str,
@@ -510,16 +497,7 @@ where
     let bad = || ValueError::new(setting, text, expected);
     let (addr, len) = split_prefix(text, range).ok_or_else(bad)?;
     let addr: A = addr.parse().map_err(|_| bad())?;
-    let parsed = net(addr, len);
-    let base = base(&parsed);
-    if base != addr {
-        return Err(NetworkError::HostBits {
-            setting,
-            value: text.to_owned(),
-            network: net(base, len).to_string(),
-        });
-    }
-    Ok(parsed)
+    Ok(net(base(&net(addr, len)), len))
 }
 
 fn parse_net(setting: &'static str, text: &str) -> Result<Ipv4Net, NetworkError> {
@@ -641,6 +619,19 @@ mod tests {
         assert_eq!(n.dns, Ipv4Addr::new(172, 31, 255, 254));
     }
 
+    /// libvirt passes a domain's `<ip address='10.0.5.15' prefix='24'/>` as
+    /// `--net=10.0.5.15/24`; QEMU's `net=` clears the host bits, and so do we.
+    #[test]
+    fn host_bits_are_cleared_as_qemu_does() {
+        let n = network(&[("net", "10.0.5.15/24")]).unwrap();
+        assert_eq!(n.net.to_string(), "10.0.5.0/24");
+        assert_eq!(n.host, Ipv4Addr::new(10, 0, 5, 2));
+        let n = network(&[("net6", "fd00::5054:ff:fe12:3456/64")]).unwrap();
+        let v6 = n.ipv6.expect("net6 turns ipv6 on");
+        assert_eq!(v6.net6.to_string(), "fd00::/64");
+        assert_eq!(v6.host6, "fd00::2".parse::<Ipv6Addr>().unwrap());
+    }
+
     #[test]
     fn bad_values_name_the_key_and_the_value() {
         for (pairs, want) in [
@@ -655,10 +646,6 @@ mod tests {
             (
                 &[("net", "10.0.2.0/+24")],
                 "net: '10.0.2.0/+24' is not an IPv4 network ADDR/LEN with LEN from 8 to 30",
-            ),
-            (
-                &[("net", "10.0.2.5/24")],
-                "net: '10.0.2.5/24' has bits set after the prefix length (the network is 10.0.2.0/24)",
             ),
             (
                 &[("host", "10.0.3.2")],
@@ -696,10 +683,6 @@ mod tests {
             (
                 &[("ipv6", "off"), ("net6", "fec0::/64")],
                 "net6: set while ipv6 is off",
-            ),
-            (
-                &[("ipv6", "on"), ("net6", "fec0::1/64")],
-                "net6: 'fec0::1/64' has bits set after the prefix length (the network is fec0::/64)",
             ),
             (
                 &[("ipv6", "on"), ("net6", "fec0::/127")],
