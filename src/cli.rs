@@ -3,6 +3,7 @@
 //! (`src/qemu/qemu_slirp.c`): `--print-capabilities`, then `--fd=N` with the configuration
 //! on the command line instead of an nvlist.
 
+use crate::config::hostfwd::{self, HostFwdError, HostFwdRule};
 use crate::config::settings::{self, Overrides};
 use crate::config::value::{self, Expected, ValueError};
 use crate::poller::PollerKind;
@@ -34,6 +35,12 @@ QEMU's -netdev socket,fd=N works the same over a SOCK_DGRAM socketpair.
                       inherited descriptors are kept (libvirt's pidfile lock)
   --restrict          restricted mode, whatever the open key says: no
                       outbound connections, DHCP offers no router or DNS
+  --hostfwd <rules>   port forwards, the hostfwd key's grammar
+                      (tcp:127.0.0.1:8080-:80;udp:...); repeatable; they
+                      replace the key's rules
+  --mtu <n>           the guest's MTU, 68..=65520, as bhyve's mtui (QEMU's
+                      host_mtu); without it and the key, frames up to 2048
+                      bytes
   --print-capabilities
                       print what this helper supports, as JSON for libvirt
   --libslirp <path>   libslirp to load (default libslirp.so.0, or
@@ -173,6 +180,11 @@ pub struct Options {
     pub pcap_max: Option<u64>,
     /// The control socket's path (`--api`); `None`: the `api` key, else no control socket.
     pub api: Option<std::path::PathBuf>,
+    /// `--hostfwd` rules, every occurrence's in order; `None`: the `hostfwd` key's. The
+    /// `--fd` path has no nvlist, so this is how a launcher gives it forwards.
+    pub hostfwd: Option<Vec<HostFwdRule>>,
+    /// `--mtu`: the guest's MTU; `None`: bhyve's `mtui`, else frames up to 2048 bytes.
+    pub mtu: Option<u32>,
 }
 
 /// A command line that cannot be run: one line, then [`USAGE`]; exit 1.
@@ -192,6 +204,8 @@ pub enum UsageError {
     RequestWithSocket,
     /// An option's value that it does not take.
     Value(ValueError),
+    /// A `--hostfwd` rule that does not parse.
+    HostFwd(HostFwdError),
 }
 
 impl fmt::Display for UsageError {
@@ -212,6 +226,8 @@ impl fmt::Display for UsageError {
                 "a request after --api <path> sends it to a running helper; it takes no -S",
             ),
             UsageError::Value(e) => e.fmt(f),
+            // The key's message, `hostfwd: rule N …`, under the option's name.
+            UsageError::HostFwd(e) => write!(f, "--{e}"),
         }
     }
 }
@@ -220,6 +236,7 @@ impl std::error::Error for UsageError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             UsageError::Value(e) => Some(e),
+            UsageError::HostFwd(e) => Some(e),
             _ => None,
         }
     }
@@ -293,6 +310,12 @@ pub fn parse_api_path(setting: &'static str, text: &str) -> Result<std::path::Pa
     Ok(std::path::PathBuf::from(text))
 }
 
+/// The guest's MTU (`--mtu`), in the range bhyve's `mtui` takes.
+fn parse_mtu(setting: &'static str, text: &str) -> Result<u32, ValueError> {
+    let range = crate::config::MTU_RANGE;
+    value::parse_number(setting, text, *range.start(), *range.end()).map(|n| n as u32)
+}
+
 /// Parse the arguments after the program name.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageError> {
     let mut socket = None;
@@ -305,6 +328,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
     let mut pcap = None;
     let mut pcap_max = None;
     let mut api = None;
+    let mut hostfwd: Option<Vec<HostFwdRule>> = None;
+    let mut mtu = None;
     let mut api_request = None;
     let mut version = false;
     let mut capabilities = false;
@@ -350,6 +375,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             "--coalesce" => coalesce = Some(parse_switch("--coalesce", &value("--coalesce")?)?),
             "--exit-with-parent" => exit_with_parent = true,
             "--restrict" => restrict = true,
+            "--hostfwd" => {
+                let rules =
+                    hostfwd::parse_rules(&value("--hostfwd")?).map_err(UsageError::HostFwd)?;
+                hostfwd.get_or_insert_with(Vec::new).extend(rules);
+            }
+            "--mtu" => mtu = Some(parse_mtu("--mtu", &value("--mtu")?)?),
             "--pcap" => pcap = Some(parse_pcap_path("--pcap", &value("--pcap")?)?),
             "--pcap-max" => {
                 pcap_max = Some(parse_pcap_max("--pcap-max", &value("--pcap-max")?)?);
@@ -395,6 +426,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
         pcap,
         pcap_max,
         api,
+        hostfwd,
+        mtu,
     }))
 }
 
@@ -454,6 +487,8 @@ mod tests {
             pcap: None,
             pcap_max: None,
             api: None,
+            hostfwd: None,
+            mtu: None,
         });
         assert_eq!(parse(args(&["-S", "3"])), Ok(expect.clone()));
         assert_eq!(parse(args(&["-S3"])), Ok(expect));
@@ -592,6 +627,41 @@ mod tests {
                 parse(args(&["-S", "3", "--pcap-max", bad])).is_err(),
                 "{bad}"
             );
+        }
+    }
+
+    /// The `--fd` path's forwards and MTU: `--hostfwd` takes the key's grammar and repeats,
+    /// `--mtu` the `mtui` range; a mistake names the option.
+    #[test]
+    fn hostfwd_and_mtu_options() {
+        match parse(args(&[
+            "--fd=7",
+            "--hostfwd=tcp:127.0.0.1:8080-:80;udp::5353-:53",
+            "--hostfwd",
+            "tcp:[::1]:8022-[]:22",
+            "--mtu=65520",
+        ])) {
+            Ok(Command::Run(o)) => {
+                let rules = o.hostfwd.expect("rules");
+                assert_eq!(rules.len(), 3);
+                assert_eq!(rules[0].host_port, 8080);
+                assert_eq!(rules[2].guest_port, 22);
+                assert_eq!(o.mtu, Some(65520));
+            }
+            other => panic!("{other:?}"),
+        }
+        for (bad, want) in [
+            (
+                &["-S", "3", "--mtu", "65521"][..],
+                "--mtu: '65521' is not a number from 68 to 65520",
+            ),
+            (
+                &["-S", "3", "--hostfwd", "tcp:127.0.0.1:80"],
+                "--hostfwd: rule 1 'tcp:127.0.0.1:80': ",
+            ),
+        ] {
+            let e = parse(args(bad)).unwrap_err().to_string();
+            assert!(e.starts_with(want), "{bad:?}: {e}");
         }
     }
 

@@ -187,7 +187,7 @@ fn libslirp_path(option: Option<&str>) -> String {
 /// path nothing is read: the configuration is the keys' defaults (10.0.2.0/24, no forwards,
 /// frames up to 2048 bytes) in open mode, as QEMU's own user network and libvirt expect (libvirt
 /// never passes `--restrict`; a helper restricted by default would give its guests no
-/// network beyond the host); `--poller`,
+/// network beyond the host); `--hostfwd`, `--mtu`, `--poller`,
 /// `--batch` and `--coalesce` apply as on every path, and the network keys come as options
 /// (`--net=A/P`, as libvirt passes it), applied over these defaults in `run`.
 fn read_config(socket: Socket, sock: BorrowedFd<'_>) -> Result<Option<BhyveConfig>, HelperError> {
@@ -362,10 +362,17 @@ fn run(options: Options) -> Result<(), HelperError> {
         diag::warn(&format!("cannot raise the descriptor limit: {e}"));
     }
 
-    let Some(config) = read_config(options.socket, sock.as_fd())? else {
+    let Some(mut config) = read_config(options.socket, sock.as_fd())? else {
         diag::info("terminated by signal while waiting for the configuration");
         return Ok(());
     };
+    // The options win over bhyve's keys, as for every setting.
+    if let Some(rules) = &options.hostfwd {
+        config.hostfwd = rules.clone();
+    }
+    if let Some(mtu) = options.mtu {
+        config.mtui = Some(mtu);
+    }
     if let Some(vmname) = &config.vmname {
         sys::set_process_title(vmname);
     }

@@ -474,6 +474,51 @@ fn qemu_is_killed_and_the_helper_follows() {
     exit_with_parent("qemu_is_killed_and_the_helper_follows", true);
 }
 
+/// A launcher that starts the helper for QEMU without an nvlist (`--fd`) gives it the rest of
+/// the configuration as options: `--mtu` (QEMU's `host_mtu`) and `--hostfwd` (repeated, the
+/// key's grammar). The guest's largest one-frame ping at 9000 goes both ways and a forward
+/// carries 1 MiB into the guest, SHA-256 checked.
+#[test]
+fn qemu_launcher_gives_mtu_and_forwards_as_options() {
+    let Some(kit) = kit_or_skip("qemu_launcher_gives_mtu_and_forwards_as_options") else {
+        return;
+    };
+    const MTU: u32 = 9000;
+    let (qemu_end, helper_end) = dgram_pair();
+    let fwd = free_tcp_port();
+    let unused = free_tcp_port();
+    let log = helper_log("launcher");
+    let _helper = Helper::start(
+        &[
+            format!("--fd={}", helper_end.as_raw_fd()),
+            format!("--mtu={MTU}"),
+            format!("--hostfwd=tcp:127.0.0.1:{unused}-:9"),
+            "--hostfwd".into(),
+            format!("tcp:127.0.0.1:{fwd}-:{GUEST_PORT}"),
+        ],
+        helper_end,
+        &log,
+    );
+    let mut guest = Guest::boot(
+        kit,
+        "launcher",
+        Nic::Socket {
+            fd: qemu_end,
+            host_mtu: Some(MTU),
+        },
+    );
+    lease_and_ping(&mut guest);
+    let size = MTU - 28;
+    let ping = guest.must(&format!("ping -c 2 -W 5 -s {size} 10.0.2.2"), COMMAND);
+    assert!(
+        ping.contains("2 packets received") && ping.contains(&format!("{} bytes from", size + 8)),
+        "{ping}"
+    );
+    guest_listen(&mut guest, "/tmp/in");
+    send_through_forward(&mut guest, fwd, &payload(1 << 20, 9), "/tmp/in");
+    assert!(guest.poweroff(COMMAND).is_some(), "QEMU did not power off");
+}
+
 /// Frames up to the MTU QEMU gives the guest (`host_mtu`), with `mtui` the same: the largest
 /// ping that fits one frame goes both ways, and host → guest TCP arrives in frames far above
 /// 1514 bytes (the MSS follows the MTU; the C helper's stays at 1460).

@@ -16,7 +16,7 @@ use super::value::{self, Expected, ValueError};
 
 /// Smallest and largest guest MTU the helper accepts (`mtui`); libslirp's own bound is
 /// 68..=65521, and the frame must still fit a 64 KiB record with its Ethernet header.
-pub(crate) const MTU_RANGE: std::ops::RangeInclusive<u64> = 68..=65520;
+pub const MTU_RANGE: std::ops::RangeInclusive<u64> = 68..=65520;
 
 /// What the helper takes from bhyve's config.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

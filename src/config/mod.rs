@@ -12,7 +12,7 @@ pub mod recv;
 pub mod settings;
 pub mod value;
 
-pub use bhyve::{BhyveConfig, ConfigError};
+pub use bhyve::{BhyveConfig, ConfigError, MTU_RANGE};
 pub use hostfwd::{parse_rules, HostFwdError, HostFwdRule, Proto};
 pub use network::{LibslirpVersion, Network, NetworkError};
 pub use nvlist::{decode, encode, ByteOrder, DecodeError, Nvlist, Value};
