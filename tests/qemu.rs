@@ -227,6 +227,19 @@ fn slaac_and_ping(guest: &mut Guest, prefix: &str) {
     assert!(ping.contains("2 packets received"), "{ping}");
 }
 
+/// The guest's link has `mtu`, and its largest ping that fits one frame (IPv4 header 20 +
+/// ICMP header 8: one `mtu`-byte packet, no fragments) goes to 10.0.2.2 and back.
+fn ping_one_frame(guest: &mut Guest, mtu: u32) {
+    let link = guest.must("ip link show eth0", COMMAND);
+    assert!(link.contains(&format!("mtu {mtu}")), "{link}");
+    let size = mtu - 28;
+    let ping = guest.must(&format!("ping -c 2 -W 5 -s {size} 10.0.2.2"), COMMAND);
+    assert!(
+        ping.contains("2 packets received") && ping.contains(&format!("{} bytes from", size + 8)),
+        "{ping}"
+    );
+}
+
 /// Have the guest listen on `GUEST_PORT` (one connection, into `file`), and wait until the
 /// kernel shows the socket listening.
 fn guest_listen(guest: &mut Guest, file: &str) {
@@ -508,12 +521,7 @@ fn qemu_launcher_gives_mtu_and_forwards_as_options() {
         },
     );
     lease_and_ping(&mut guest);
-    let size = MTU - 28;
-    let ping = guest.must(&format!("ping -c 2 -W 5 -s {size} 10.0.2.2"), COMMAND);
-    assert!(
-        ping.contains("2 packets received") && ping.contains(&format!("{} bytes from", size + 8)),
-        "{ping}"
-    );
+    ping_one_frame(&mut guest, MTU);
     guest_listen(&mut guest, "/tmp/in");
     send_through_forward(&mut guest, fwd, &payload(1 << 20, 9), "/tmp/in");
     assert!(guest.poweroff(COMMAND).is_some(), "QEMU did not power off");
@@ -552,16 +560,8 @@ fn qemu_guest_mtu_65520_large_pings_and_mss() {
             host_mtu: Some(MTU),
         },
     );
-    let link = guest.must("ip link show eth0", COMMAND);
-    assert!(link.contains(&format!("mtu {MTU}")), "{link}");
     lease_and_ping(&mut guest);
-    // IPv4 header 20 + ICMP header 8: one 65520-byte packet, no fragments.
-    let size = MTU - 28;
-    let ping = guest.must(&format!("ping -c 2 -W 5 -s {size} 10.0.2.2"), COMMAND);
-    assert!(
-        ping.contains("2 packets received") && ping.contains(&format!("{} bytes from", size + 8)),
-        "{ping}"
-    );
+    ping_one_frame(&mut guest, MTU);
     let stats =
         "cat /sys/class/net/eth0/statistics/rx_bytes /sys/class/net/eth0/statistics/rx_packets";
     let before = counters(&guest.must(stats, COMMAND));
