@@ -56,48 +56,9 @@ fn v6_role(words: &[&str]) -> io::Result<()> {
             Ok(())
         }
         // Accept one TCP connection on [::]:PORT, answer `guest:` + what it sent.
-        ["v6-tcp-serve", port] => {
-            let l = TcpListener::bind(format!("[::]:{port}"))?;
-            l.set_nonblocking(true)?;
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok((mut c, peer)) = l.accept() {
-                    c.set_nonblocking(false)?;
-                    c.set_read_timeout(Some(Duration::from_secs(5)))?;
-                    let mut req = Vec::new();
-                    (&mut c).take(4096).read_to_end(&mut req)?;
-                    c.write_all(b"guest:")?;
-                    c.write_all(&req)?;
-                    c.shutdown(Shutdown::Write)?;
-                    println!("PEER={}", peer.ip());
-                    return Ok(());
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err(io::Error::other("no connection"))
-        }
+        ["v6-tcp-serve", port] => tcp_serve_once(Ipv6Addr::UNSPECIFIED, port),
         // Echo UDP datagrams on [::]:PORT (prefixed `guest:`) until `quit` or 20 s.
-        ["v6-udp-serve", port] => {
-            let port: u16 = port.parse().map_err(io::Error::other)?;
-            let u = UdpSocket::bind(("::", port))?;
-            u.set_read_timeout(Some(Duration::from_millis(200)))?;
-            let deadline = Instant::now() + Duration::from_secs(20);
-            let mut buf = [0u8; 2048];
-            let mut echoed = 0;
-            while Instant::now() < deadline {
-                if let Ok((n, from)) = u.recv_from(&mut buf) {
-                    if &buf[..n] == b"quit" {
-                        break;
-                    }
-                    let mut reply = b"guest:".to_vec();
-                    reply.extend_from_slice(&buf[..n]);
-                    u.send_to(&reply, from)?;
-                    echoed += 1;
-                }
-            }
-            println!("UDP_ECHOED={echoed}");
-            Ok(())
-        }
+        ["v6-udp-serve", port] => udp_echo(Ipv6Addr::UNSPECIFIED, port),
         // Stateless DHCPv6 (RFC 8415 Information-Request asking for DNS servers) to
         // ff02::1:2 on the tap; prints `DHCPV6_DNS=addr,...` from the reply (none: empty).
         ["v6-dhcpv6-info", tap] => {

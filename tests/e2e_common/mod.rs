@@ -9,7 +9,7 @@
 
 use sha2::{Digest, Sha256};
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -399,49 +399,9 @@ fn guest_role(words: &[&str]) -> io::Result<()> {
             Ok(())
         }
         // Accept one TCP connection on `port`, answer `guest:` + what it sent (to EOF).
-        ["tcp-serve", port] => {
-            let l = TcpListener::bind(("0.0.0.0", port.parse().map_err(io::Error::other)?))?;
-            l.set_nonblocking(true)?;
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                match l.accept() {
-                    Ok((mut c, peer)) => {
-                        c.set_nonblocking(false)?;
-                        c.set_read_timeout(Some(Duration::from_secs(5)))?;
-                        let mut req = Vec::new();
-                        (&mut c).take(4096).read_to_end(&mut req)?;
-                        c.write_all(b"guest:")?;
-                        c.write_all(&req)?;
-                        c.shutdown(Shutdown::Write)?;
-                        println!("PEER={}", peer.ip());
-                        return Ok(());
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
-            Err(io::Error::other("no connection"))
-        }
+        ["tcp-serve", port] => tcp_serve_once(Ipv4Addr::UNSPECIFIED, port),
         // Echo UDP datagrams (prefixed `guest:`) until `quit` or 20 s.
-        ["udp-serve", port] => {
-            let u = UdpSocket::bind(("0.0.0.0", port.parse().map_err(io::Error::other)?))?;
-            u.set_read_timeout(Some(Duration::from_millis(200)))?;
-            let deadline = Instant::now() + Duration::from_secs(20);
-            let mut buf = [0u8; 2048];
-            let mut echoed = 0;
-            while Instant::now() < deadline {
-                if let Ok((n, from)) = u.recv_from(&mut buf) {
-                    if &buf[..n] == b"quit" {
-                        break;
-                    }
-                    let mut reply = b"guest:".to_vec();
-                    reply.extend_from_slice(&buf[..n]);
-                    u.send_to(&reply, from)?;
-                    echoed += 1;
-                }
-            }
-            println!("UDP_ECHOED={echoed}");
-            Ok(())
-        }
+        ["udp-serve", port] => udp_echo(Ipv4Addr::UNSPECIFIED, port),
         // Send COUNT small UDP datagrams to ADDR (either family), nothing awaited.
         ["udp-send", a, count] => {
             let a = addr(a)?;
@@ -459,4 +419,52 @@ fn guest_role(words: &[&str]) -> io::Result<()> {
         }
         other => Err(io::Error::other(format!("unknown role {other:?}"))),
     }
+}
+
+/// Guest role: accept one TCP connection on `ip`, `port`, answer `guest:` + what it sent (to
+/// EOF), print the peer's address; give up after 20 s.
+pub fn tcp_serve_once(ip: impl Into<IpAddr>, port: &str) -> io::Result<()> {
+    let l = TcpListener::bind((ip.into(), port.parse().map_err(io::Error::other)?))?;
+    l.set_nonblocking(true)?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        match l.accept() {
+            Ok((mut c, peer)) => {
+                c.set_nonblocking(false)?;
+                c.set_read_timeout(Some(Duration::from_secs(5)))?;
+                let mut req = Vec::new();
+                (&mut c).take(4096).read_to_end(&mut req)?;
+                c.write_all(b"guest:")?;
+                c.write_all(&req)?;
+                c.shutdown(Shutdown::Write)?;
+                println!("PEER={}", peer.ip());
+                return Ok(());
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    Err(io::Error::other("no connection"))
+}
+
+/// Guest role: echo UDP datagrams on `ip`, `port` (prefixed `guest:`) until `quit` or 20 s,
+/// then print how many.
+pub fn udp_echo(ip: impl Into<IpAddr>, port: &str) -> io::Result<()> {
+    let u = UdpSocket::bind((ip.into(), port.parse().map_err(io::Error::other)?))?;
+    u.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 2048];
+    let mut echoed = 0;
+    while Instant::now() < deadline {
+        if let Ok((n, from)) = u.recv_from(&mut buf) {
+            if &buf[..n] == b"quit" {
+                break;
+            }
+            let mut reply = b"guest:".to_vec();
+            reply.extend_from_slice(&buf[..n]);
+            u.send_to(&reply, from)?;
+            echoed += 1;
+        }
+    }
+    println!("UDP_ECHOED={echoed}");
+    Ok(())
 }
