@@ -7,7 +7,7 @@ mod e2e_common;
 use e2e_common::*;
 use serde_json::{json, Value};
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -210,20 +210,11 @@ fn forwards_added_used_and_removed_while_a_kernel_guest_runs() {
     assert!(refused.is_err(), "port {tcp_port} still accepts");
 
     // UDP through its forward, then removed: the port is free again.
-    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-    u.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    let mut buf = [0u8; 64];
-    let mut reply = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline && reply.is_empty() {
-        let _ = u.send_to(b"ping", ("127.0.0.1", udp_port));
-        if let Ok(n) = u.recv(&mut buf) {
-            reply = buf[..n].to_vec();
-        }
-    }
+    let reply = udp_ping_until_reply(
+        (Ipv4Addr::LOCALHOST, udp_port).into(),
+        Duration::from_secs(20),
+    );
     assert_eq!(reply, b"guest:ping");
-    let _ = u.send_to(b"quit", ("127.0.0.1", udp_port));
     assert_eq!(
         api.request(json!({"execute": "remove_hostfwd", "arguments": {"id": udp_id}})),
         json!({"return": {}})

@@ -4,7 +4,7 @@
 mod e2e_common;
 use e2e_common::*;
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, Shutdown, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -68,20 +68,7 @@ fn hostfwd_udp_reaches_the_guest() {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let child = child.spawn().unwrap();
-    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-    u.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut reply = Vec::new();
-    let mut buf = [0u8; 256];
-    while Instant::now() < deadline {
-        let _ = u.send_to(b"ping", ("127.0.0.1", hport));
-        if let Ok(n) = u.recv(&mut buf) {
-            reply = buf[..n].to_vec();
-            break;
-        }
-    }
-    let _ = u.send_to(b"quit", ("127.0.0.1", hport));
+    let reply = udp_ping_until_reply((Ipv4Addr::LOCALHOST, hport).into(), Duration::from_secs(20));
     let out = wait_output(child, Duration::from_secs(30));
     assert_eq!(reply, b"guest:ping", "{}", text(&out));
     assert!(out.status.success(), "{}", text(&out));

@@ -435,20 +435,7 @@ fn udp_forward(guest: &str) {
         "v6-udp-serve 5353",
     );
     let child = spawn_piped(cmd);
-    let u = UdpSocket::bind("[::1]:0").unwrap();
-    u.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(25);
-    let mut reply = Vec::new();
-    let mut buf = [0u8; 256];
-    while Instant::now() < deadline {
-        let _ = u.send_to(b"ping", ("::1", hport));
-        if let Ok(n) = u.recv(&mut buf) {
-            reply = buf[..n].to_vec();
-            break;
-        }
-    }
-    let _ = u.send_to(b"quit", ("::1", hport));
+    let reply = udp_ping_until_reply((Ipv6Addr::LOCALHOST, hport).into(), Duration::from_secs(25));
     let out = wait_output(child, Duration::from_secs(40));
     assert_eq!(reply, b"guest:ping", "{}", text(&out));
     assert!(out.status.success(), "{}", text(&out));

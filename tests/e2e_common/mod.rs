@@ -468,3 +468,27 @@ pub fn udp_echo(ip: impl Into<IpAddr>, port: &str) -> io::Result<()> {
     println!("UDP_ECHOED={echoed}");
     Ok(())
 }
+
+/// Host side of the `udp-serve` roles: send `ping` to `to` (on loopback) every 300 ms until a
+/// reply comes or `limit` passes, then `quit` so the guest's role ends. The reply, or empty.
+pub fn udp_ping_until_reply(to: SocketAddr, limit: Duration) -> Vec<u8> {
+    let local: SocketAddr = if to.is_ipv4() {
+        (Ipv4Addr::LOCALHOST, 0).into()
+    } else {
+        (std::net::Ipv6Addr::LOCALHOST, 0).into()
+    };
+    let u = UdpSocket::bind(local).unwrap();
+    u.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 256];
+    while Instant::now() < deadline && reply.is_empty() {
+        let _ = u.send_to(b"ping", to);
+        if let Ok(n) = u.recv(&mut buf) {
+            reply = buf[..n].to_vec();
+        }
+    }
+    let _ = u.send_to(b"quit", to);
+    reply
+}
