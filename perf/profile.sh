@@ -99,7 +99,8 @@ summarise() {
 counters_line() {
   local frames sock segs merges rx inputs
   frames=$(calc 'b - a' "$1" "$2")
-  [ -n "$frames" ] || return 0
+  # slirp4netns: frames from its tap, no socket, no coalescer.
+  [ -n "$frames" ] && [ -n "$3" ] || return 0
   sock=$(calc 'b - a' "$3" "$4") segs=$(calc 'b - a' "${5:-}" "${6:-}")
   merges=$(calc 'b - a' "${7:-}" "${8:-}") rx=$(calc 'b - a' "${9:-}" "${10:-}")
   inputs=$(calc 'a - b + c' "$rx" "$segs" "$merges")

@@ -53,7 +53,8 @@ USAGE="usage: bash perf/run.sh [--quick] [--configs LIST] [--reps N] [--idle LIS
   --out DIR       where results go (default perf/results)"
 
 MODE=full
-CONFIGS=ours,ours6,cdesign,slirp4netns,slirp4netns6,veth,loopback,pump
+DEFAULT_CONFIGS=ours,ours6,cdesign,slirp4netns,slirp4netns6,veth,loopback,pump
+CONFIGS=$DEFAULT_CONFIGS
 BUILD=1
 SETUP=1
 OUT=$HERE/results

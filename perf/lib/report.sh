@@ -38,12 +38,14 @@ write_report() {
   } >"$stem.md"
   plot_all "$stem" "$WORK/medians.csv" \
     "$(plot_label "$COMMIT" "$(date +%F)" "$REPS" "$(hostname): $(cpu_model), $(nproc) CPUs")"
-  # Only a full run of committed code, written where results are committed, speaks for the
-  # project: a quick, dirty or --out run never changes a tracked file.
-  if [ "$MODE" = full ] && [ "$DIRTY" = 0 ] && [ "$OUT" = "$HERE/results" ]; then
+  # Only a full run of committed code over the whole matrix, written where results are
+  # committed, speaks for the project: a quick, dirty, --configs subset or --out run never
+  # changes a tracked file.
+  if [ "$MODE" = full ] && [ "$DIRTY" = 0 ] && [ "$OUT" = "$HERE/results" ] &&
+    [ "$CONFIGS" = "$DEFAULT_CONFIGS" ]; then
     update_readme "$stem.md"
   else
-    log "perf/README.md left alone ($MODE mode, $([ "$DIRTY" = 0 ] && echo clean || echo dirty) tree, results in $OUT)"
+    log "perf/README.md left alone ($MODE mode, $([ "$DIRTY" = 0 ] && echo clean || echo dirty) tree, configs $CONFIGS, results in $OUT)"
   fi
 }
 
