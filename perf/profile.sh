@@ -3,7 +3,7 @@
 # same tests perf/run.sh measures, one run per cell, summarised as the top symbols and the
 # split by library. Root. Writes perf/results/<date>-<host>-profile.md (or --out DIR).
 #
-# Same rules as perf/run.sh (it uses its libraries): traffic only to 127.0.0.0/8 or into
+# Same rules as perf/run.sh (it uses its libraries): traffic only to 127.0.0.0/8 and ::1 or into
 # namespaces this run created, no default route, no DNS, every client under `timeout`, only
 # processes this run started are stopped (by pid), its namespaces deleted on exit.
 set -euo pipefail
@@ -22,7 +22,8 @@ source "$HERE/lib/groups.sh"
 USAGE="usage: bash perf/profile.sh [--configs LIST] [--tests LIST] [--mtus LIST] [--idle N]
                               [--secs S] [--no-build] [--out DIR]
 
-  --configs LIST  ours,cdesign,slirp4netns (default ours,slirp4netns)
+  --configs LIST  ours,ours6,cdesign,slirp4netns,slirp4netns6 (default ours,slirp4netns;
+                  ours6 and slirp4netns6 are the two over IPv6, see perf/run.sh)
   --tests LIST    tcp_g2h,tcp_h2g,udp64,rr (default all four; udp64 and rr at MTU 1500 only)
   --mtus LIST     1500,65520 (default 1500)
   --idle N        hold N idle connections open during the tests (default 0)
@@ -92,6 +93,21 @@ summarise() {
   echo
 }
 
+# counters_line F0 F1 S0 S1 G0 G1 M0 M1 R0 R1: what the helper's SIGUSR1 counters say about the
+# recorded window (frames both ways, frontend-socket syscalls, coalescer merges, guest frames);
+# nothing for slirp4netns, which has no such counters.
+counters_line() {
+  local frames sock segs merges rx inputs
+  frames=$(calc 'b - a' "$1" "$2")
+  # slirp4netns: frames from its tap, no socket, no coalescer.
+  [ -n "$frames" ] && [ -n "$3" ] || return 0
+  sock=$(calc 'b - a' "$3" "$4") segs=$(calc 'b - a' "${5:-}" "${6:-}")
+  merges=$(calc 'b - a' "${7:-}" "${8:-}") rx=$(calc 'b - a' "${9:-}" "${10:-}")
+  inputs=$(calc 'a - b + c' "$rx" "$segs" "$merges")
+  echo "Helper counters over the recorded window: $frames frames ($rx from the guest), $(calc 'b > 0 ? a / b : ""' "$sock" "$frames") frontend-socket syscalls per frame; coalescer: $merges merged packets of $(calc 'b > 0 ? a / b : ""' "$segs" "$merges") segments on average, $inputs packets handed to libslirp, $(calc 'b > 0 ? a / b : ""' "$inputs" "$rx") per guest frame."
+  echo
+}
+
 profile_cell() {
   local config=$1 test=$2 mtu=$3 tag port srv cli data status=0
   tag=prof-$config-$test-$mtu
@@ -101,7 +117,8 @@ profile_cell() {
   start_client "$test" "${CLIENT_NS[$config]}" "${DEST[$config]}" "$port" "$tag" cli
   sleep "$WARM"
   data=$WORK/$tag
-  local rec_fwd rec_pump=""
+  local rec_fwd rec_pump="" f0 s0 g0 m0 r0 f1 s1 g1 m1 r1
+  read -r f0 s0 g0 m0 r0 < <(frames_now "$config") || true
   spawn rec_fwd "" /dev/null /dev/null timeout -k 2 "$((DURATION + 10))" \
     perf record -F 499 -g -p "${FWD_PID[$config]}" -o "$data.fwd" -- sleep "$((DURATION - 2))"
   if [ -n "${PUMP_PID[$config]:-}" ]; then
@@ -110,6 +127,7 @@ profile_cell() {
   fi
   reap "$rec_fwd" || true
   [ -z "$rec_pump" ] || reap "$rec_pump" || true
+  read -r f1 s1 g1 m1 r1 < <(frames_now "$config") || true
   reap "$cli" || status=$?
   stop_pid "$srv" 2 || true
   local -A r=()
@@ -118,6 +136,7 @@ profile_cell() {
   {
     echo "### $config, $test, MTU $mtu, $IDLE idle connections: $(calc 'a' "${r[value]:-}") ${r[unit]:-} ${r[error]:-}"
     echo
+    counters_line "$f0" "$f1" "$s0" "$s1" "$g0" "$g1" "$m0" "$m1" "$r0" "$r1"
     summarise "$data.fwd" "forwarder ($config)"
     [ -z "${PUMP_PID[$config]:-}" ] || summarise "$data.pump" "frontend (slirp-frontend, its pump thread)"
   } >>"$REPORT"

@@ -3,6 +3,9 @@
 #   ours         our helper behind slirp-frontend (bhyve's role), default backends
 #   cdesign      the same binary in the C helper's design: --poller poll --batch 1
 #   slirp4netns  the same libslirp, reading the tap itself (no default route, no DNS)
+#   ours6, slirp4netns6  the same two over IPv6 (slirp-frontend --ipv6; slirp4netns
+#                --enable-ipv6): the guest's SLAAC address to libslirp's IPv6 host address,
+#                which is the host's ::1 (bulk and RR only, next to their IPv4 rows)
 #   veth         the ceiling: iperf3 between two namespaces over a veth pair
 #   loopback     the ceiling: iperf3 over the host's lo
 #   qemu         (optional, not in the default list) perf/qemu.sh: one QEMU guest on ours,
@@ -14,8 +17,8 @@
 # changes goes to perf/results/dirty/ (ignored by git). See perf/README.md and
 # /work/shared/docs/performance.md (what is measured and why).
 #
-# Network rule: traffic only to 127.0.0.0/8 or into namespaces this run created; those get no
-# default route; no DNS (slirp4netns --disable-dns); every client runs under `timeout`; every
+# Network rule: traffic only to 127.0.0.0/8 and ::1 or into namespaces this run created; those
+# get no default route (IPv4 or IPv6); no DNS (slirp4netns --disable-dns); every client runs under `timeout`; every
 # loop is bounded; only processes this run started are stopped (by pid); its namespaces (and
 # their veths and taps) are deleted on exit.
 set -euo pipefail
@@ -38,8 +41,10 @@ USAGE="usage: bash perf/run.sh [--quick] [--configs LIST] [--reps N] [--idle LIS
 
   --quick         1 repetition of 3 s, N up to 1000 idle connections (about QUICK_MIN min;
                   full: about FULL_MIN min, --reps 5 about FULL5_MIN min; plus the build)
-  --configs LIST  comma-separated subset of: ours,cdesign,slirp4netns,veth,loopback,pump,
-                  and qemu (optional: perf/qemu.sh after the rest, not in the estimate)
+  --configs LIST  comma-separated subset of: ours,ours6,cdesign,slirp4netns,slirp4netns6,
+                  veth,loopback,pump (default: all of them), and qemu (optional:
+                  perf/qemu.sh after the rest, not in the estimate); ours6 and
+                  slirp4netns6 are ours and slirp4netns over IPv6 (bulk and RR)
   --reps N        repetitions per cell (default 3; quick 1)
   --idle LIST     comma-separated N of idle connections for the scale groups
                   (default 1000,10000; quick 1000; N = 0 is always measured)
@@ -48,7 +53,8 @@ USAGE="usage: bash perf/run.sh [--quick] [--configs LIST] [--reps N] [--idle LIS
   --out DIR       where results go (default perf/results)"
 
 MODE=full
-CONFIGS=ours,cdesign,slirp4netns,veth,loopback,pump
+DEFAULT_CONFIGS=ours,ours6,cdesign,slirp4netns,slirp4netns6,veth,loopback,pump
+CONFIGS=$DEFAULT_CONFIGS
 BUILD=1
 SETUP=1
 OUT=$HERE/results
@@ -148,8 +154,11 @@ build() {
 # to measure, count_group to estimate the time).
 matrix() {
   local helpers="ours cdesign slirp4netns" n config
-  "$1" 1500 0 "$helpers veth" "tcp_g2h tcp_h2g udp64 rr"
-  "$1" 65520 0 "$helpers veth loopback" "tcp_g2h tcp_h2g udp64 rr"
+  # The IPv6 configs are up in the same groups as the IPv4 ones, each next to its IPv4 twin,
+  # so their ratios (issue #11: IPv6 >= 0.9x IPv4) come from interleaved cells of one run.
+  local all="ours ours6 cdesign slirp4netns slirp4netns6"
+  "$1" 1500 0 "$all veth" "tcp_g2h tcp_h2g udp64 rr"
+  "$1" 65520 0 "$all veth loopback" "tcp_g2h tcp_h2g udp64 rr"
   # With N connections held, one config at a time: a forwarder still opening or timing out
   # thousands of connections (slirp4netns needs a minute for 10000) is busy, not idle, and
   # would take the CPU from the one being measured on a 2-core machine.

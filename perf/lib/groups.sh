@@ -6,11 +6,13 @@
 
 # wants CONFIG TEST MTU: whether this cell is part of the matrix. UDP and RR at MTU 1500 (the
 # frame size does not matter to 64-byte datagrams and 1-byte requests); loopback (MTU 65536)
-# only once, with the large-MTU group.
+# only once, with the large-MTU group; the IPv6 configs (ours6, slirp4netns6) bulk and RR only,
+# the cells issue #11 compares with IPv4.
 wants() {
   local config=$1 test=$2 mtu=$3
   case $config:$test in
     loopback:*) [ "$mtu" -gt 1500 ] ;;
+    ours6:udp64 | slirp4netns6:udp64) return 1 ;;
     *:udp64 | *:rr) [ "$mtu" -le 1500 ] ;;
     *) return 0 ;;
   esac

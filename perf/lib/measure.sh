@@ -6,7 +6,7 @@
 # Tests: tcp_g2h / tcp_h2g (iperf3, one stream, -R for host→guest), udp64 (iperf3 -u -l 64
 # -b 0: datagrams/s delivered), rr (slirp-loadgen: 1-byte round trips, p50/p99).
 
-CSV_COLUMNS=config,test,mtu,n_idle,rep,held,value,gbps,bytes,secs,fwd_cpu_s,fwd_cpu_s_per_gb,fwd_cpu_pct,pump_cpu_s,pump_cpu_s_per_gb,machine_cpu_s,machine_cpu_s_per_gb,machine_busy_pct,syscalls,frames,syscalls_per_frame,sock_syscalls_per_frame,tap_frames,vmhwm_kb,udp_lost_pct,rr_p50_us,rr_p99_us,tcp_retransmits,error
+CSV_COLUMNS=config,test,mtu,n_idle,rep,held,value,gbps,bytes,secs,fwd_cpu_s,fwd_cpu_s_per_gb,fwd_cpu_pct,pump_cpu_s,pump_cpu_s_per_gb,machine_cpu_s,machine_cpu_s_per_gb,machine_busy_pct,syscalls,frames,syscalls_per_frame,sock_syscalls_per_frame,tap_frames,vmhwm_kb,udp_lost_pct,rr_p50_us,rr_p99_us,tcp_retransmits,segs_per_merge,slirp_inputs_per_guest_frame,syscalls_per_slirp_input,error
 
 # measure CONFIG TEST MTU N_IDLE HELD REP
 measure() {
@@ -28,10 +28,11 @@ measure() {
   # The window starts after the ramp-up (TCP slow start, iperf3's control exchange) and ends
   # before the client does, so it sees steady state only.
   sleep "$WARM"
-  read -r f0 s0 < <(frames_now "$config") || true
+  local g0 g1 m0 m1 r0 r1
+  read -r f0 s0 g0 m0 r0 < <(frames_now "$config") || true
   tap0=$(tap_frames "$config")
   [ -n "$fwd" ] && syscalls=$(count_syscalls "$fwd" "$WINDOW" "$WORK/$tag.perf")
-  read -r f1 s1 < <(frames_now "$config") || true
+  read -r f1 s1 g1 m1 r1 < <(frames_now "$config") || true
   tap1=$(tap_frames "$config")
   reap "$cli" || status=$?
   t1_ns=$(date +%s%N)
@@ -43,10 +44,15 @@ measure() {
   local -A r=()
   parse_client "$test" "$WORK/$tag.out" r
   [ "$status" -eq 0 ] || r[error]="${r[error]:-client exit $status}"
-  local cpu pcpu mcpu frames
+  local cpu pcpu mcpu frames segs merges rx inputs
   cpu=$(calc 'b - a' "$cpu0" "$cpu1") pcpu=$(calc 'b - a' "$pcpu0" "$pcpu1")
   mcpu=$(calc 'b - a' "$mcpu0" "$mcpu1")
   frames=$(calc 'b - a' "$f0" "$f1")
+  # The coalescer over the window: guest frames in (rx), segments merged, merged packets out;
+  # what libslirp was given = rx - merged segments + merged packets.
+  segs=$(calc 'b - a' "${g0:-}" "${g1:-}") merges=$(calc 'b - a' "${m0:-}" "${m1:-}")
+  rx=$(calc 'b - a' "${r0:-}" "${r1:-}")
+  inputs=$(calc 'a - b + c' "$rx" "$segs" "$merges")
   row "$config" "$test" "$mtu" "$n_idle" "$rep" "$held" \
     value="${r[value]:-}" gbps="${r[gbps]:-}" bytes="${r[bytes]:-}" secs="${r[secs]:-}" \
     fwd_cpu_s="$cpu" fwd_cpu_s_per_gb="$(calc 'b > 0 ? a / (b / 1e9) : ""' "$cpu" "${r[bytes]:-}")" \
@@ -60,7 +66,10 @@ measure() {
     sock_syscalls_per_frame="$(calc 'b > 0 ? a / b : ""' "$(calc 'b - a' "${s0:-}" "${s1:-}")" "$frames")" \
     tap_frames="$(calc 'b - a' "$tap0" "$tap1")" vmhwm_kb="$hwm" \
     udp_lost_pct="${r[lost]:-}" rr_p50_us="${r[p50]:-}" rr_p99_us="${r[p99]:-}" \
-    tcp_retransmits="${r[retr]:-}" error="${r[error]:-}"
+    tcp_retransmits="${r[retr]:-}" segs_per_merge="$(calc 'b > 0 ? a / b : ""' "$segs" "$merges")" \
+    slirp_inputs_per_guest_frame="$(calc 'b > 0 ? a / b : ""' "$inputs" "$rx")" \
+    syscalls_per_slirp_input="$(calc 'b > 0 ? a / b : ""' "$syscalls" "$inputs")" \
+    error="${r[error]:-}"
   log "  $config $test mtu=$mtu n=$n_idle rep=$rep: $(calc 'a' "${r[value]:-}") ${r[unit]:-}" \
     "forwarder ${cpu:-–} CPU-s, $(calc 'b > 0 ? a / b : ""' "$syscalls" "$frames") syscalls/frame" \
     "${r[error]:-}"
@@ -75,7 +84,7 @@ start_server() {
   case $test in
     rr)
       spawn _srv "$ns" "$WORK/$tag.srv" "$WORK/$tag.srv" timeout -k 2 "$limit" \
-        "$BIN/slirp-loadgen" rr-server --listen "$addr:$port" --secs "$limit"
+        "$BIN/slirp-loadgen" rr-server --listen "$(host_port "$addr" "$port")" --secs "$limit"
       ;;
     *)
       spawn _srv "$ns" "$WORK/$tag.srv" "$WORK/$tag.srv" timeout -k 2 "$limit" \
@@ -94,7 +103,7 @@ start_client() {
     tcp_h2g) args=(iperf3 -c "$dest" -p "$port" -t "$DURATION" -J -R) ;;
     udp64) args=(iperf3 -c "$dest" -p "$port" -t "$DURATION" -J -u -l 64 -b 0) ;;
     # It measures --secs after its connect and 200 ms warm-up (the limit above holds the margin).
-    rr) args=("$BIN/slirp-loadgen" rr-client --connect "$dest:$port" --secs "$DURATION") ;;
+    rr) args=("$BIN/slirp-loadgen" rr-client --connect "$(host_port "$dest" "$port")" --secs "$DURATION") ;;
     *) die "unknown test $test" ;;
   esac
   spawn _cli "$ns" "$WORK/$tag.out" "$WORK/$tag.err" timeout -k 2 "$limit" "${args[@]}"

@@ -31,6 +31,8 @@ function mib(kb) { return kb == "" ? "–" : sprintf("%.1f", kb / 1024) }
 
 function name(c) {
   if (c == "ours") return "ours (defaults)"
+  if (c == "ours6") return "ours, IPv6"
+  if (c == "slirp4netns6") return "slirp4netns, IPv6"
   if (c == "cdesign") return "ours, C design (poll, batch 1)"
   if (c == "veth") return "veth (ceiling)"
   if (c == "loopback") return "loopback (ceiling)"
@@ -92,6 +94,51 @@ function section_summary(    mtu, i, n, ns) {
   }
   print ""
   section_scale_ratio()
+  section_ipv6()
+}
+
+# IPv6 against IPv4 (issue #11): each forwarder's IPv6 twin against itself over IPv4, from the
+# same groups of this run. Goal: ours over IPv6 at least 0.9x ours over IPv4 in every cell.
+function ipv6_row(label, t, m, k, d,    o4, o6, s4, s6, r, verdict) {
+  o4 = med("ours", t, m, 0, k); o6 = med("ours6", t, m, 0, k)
+  s4 = med("slirp4netns", t, m, 0, k); s6 = med("slirp4netns6", t, m, 0, k)
+  if (o6 == "" && s6 == "") return
+  verdict = "–"
+  if (o4 != "" && o6 != "" && o4 + 0 > 0) verdict = (o6 / o4 >= 0.9) ? "met" : "**missed**"
+  printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", label, spread("ours", t, m, 0, k, d),
+    spread("ours6", t, m, 0, k, d), ratio(o6, o4), spread("slirp4netns", t, m, 0, k, d),
+    spread("slirp4netns6", t, m, 0, k, d), ratio(s6, s4), verdict
+}
+function section_ipv6(    i, mtu) {
+  if (med("ours6", "tcp_g2h", 1500, 0, "value") == "" && med("slirp4netns6", "tcp_g2h", 1500, 0, "value") == "" &&
+      med("ours6", "tcp_g2h", 65520, 0, "value") == "" && med("slirp4netns6", "tcp_g2h", 65520, 0, "value") == "") return
+  print "IPv6 against IPv4 (issue #11): each forwarder over IPv6 (guest SLAAC address to libslirp's"
+  print "IPv6 host address, which is the host's ::1) against itself over IPv4, from the same groups."
+  print "Goal: ours over IPv6 at least 0.9× ours over IPv4 in every cell."
+  print ""
+  print "| measure | ours IPv4 | ours IPv6 | ours v6 / v4 | slirp4netns IPv4 | slirp4netns IPv6 | slirp4netns v6 / v4 | goal (≥ 0.9×) |"
+  print "|---|---|---|---|---|---|---|---|"
+  for (i = 1; i <= 2; i++) {
+    mtu = i == 1 ? 1500 : 65520
+    ipv6_row("TCP guest→host, MTU " mtu " (Gbit/s)", "tcp_g2h", mtu, "value", 2)
+    ipv6_row("TCP host→guest, MTU " mtu " (Gbit/s)", "tcp_h2g", mtu, "value", 2)
+  }
+  ipv6_row("TCP RR (round trips/s)", "rr", 1500, "value", 0)
+  print ""
+  print "How the coalescer fed libslirp in those cells (helper counters over the measuring window):"
+  print "guest frames merged per merged packet, and packets handed to libslirp per guest frame"
+  print "(1.00 = no merging)."
+  print ""
+  print "| cell | ours IPv4: segments/merge | ours IPv6: segments/merge | ours IPv4: inputs/frame | ours IPv6: inputs/frame |"
+  print "|---|---|---|---|---|"
+  for (i = 1; i <= 2; i++) {
+    mtu = i == 1 ? 1500 : 65520
+    printf "| g2h MTU %d | %s | %s | %s | %s |\n", mtu,
+      f(med("ours", "tcp_g2h", mtu, 0, "segs_per_merge"), 1), f(med("ours6", "tcp_g2h", mtu, 0, "segs_per_merge"), 1),
+      f(med("ours", "tcp_g2h", mtu, 0, "slirp_inputs_per_guest_frame"), 3),
+      f(med("ours6", "tcp_g2h", mtu, 0, "slirp_inputs_per_guest_frame"), 3)
+  }
+  print ""
 }
 
 # N idle connections against none, each ratio from the same forwarder measured just before the
@@ -127,7 +174,7 @@ function section_bulk(    i, j, mtu, c, cfgs, nc, m) {
   print ""
   print "| path | MTU | g2h Gbit/s | h2g Gbit/s | forwarder CPU-s/GB g2h / h2g | pump CPU-s/GB g2h / h2g | syscalls/frame g2h / h2g | peak RSS MiB | runs |"
   print "|---|---|---|---|---|---|---|---|---|"
-  nc = split("ours cdesign slirp4netns veth loopback", cfgs, " ")
+  nc = split("ours ours6 cdesign slirp4netns slirp4netns6 veth loopback", cfgs, " ")
   for (i = 1; i <= 2; i++) {
     mtu = i == 1 ? 1500 : 65520
     for (j = 1; j <= nc; j++) {
@@ -198,7 +245,7 @@ function section_small(    j, c, cfgs, nc, m) {
   print ""
   print "| path | UDP 64 B delivered/s | UDP loss % | RR/s | RR p50 µs | RR p99 µs | syscalls/frame (RR) | forwarder CPU % (RR) |"
   print "|---|---|---|---|---|---|---|---|"
-  nc = split("ours cdesign slirp4netns veth loopback", cfgs, " ")
+  nc = split("ours ours6 cdesign slirp4netns slirp4netns6 veth loopback", cfgs, " ")
   for (j = 1; j <= nc; j++) {
     c = cfgs[j]; m = c == "loopback" ? 65536 : 1500
     if (med(c, "udp64", m, 0, "value") == "" && med(c, "rr", m, 0, "value") == "") continue

@@ -38,12 +38,14 @@ write_report() {
   } >"$stem.md"
   plot_all "$stem" "$WORK/medians.csv" \
     "$(plot_label "$COMMIT" "$(date +%F)" "$REPS" "$(hostname): $(cpu_model), $(nproc) CPUs")"
-  # Only a full run of committed code, written where results are committed, speaks for the
-  # project: a quick, dirty or --out run never changes a tracked file.
-  if [ "$MODE" = full ] && [ "$DIRTY" = 0 ] && [ "$OUT" = "$HERE/results" ]; then
+  # Only a full run of committed code over the whole matrix, written where results are
+  # committed, speaks for the project: a quick, dirty, --configs subset or --out run never
+  # changes a tracked file.
+  if [ "$MODE" = full ] && [ "$DIRTY" = 0 ] && [ "$OUT" = "$HERE/results" ] &&
+    [ "$CONFIGS" = "$DEFAULT_CONFIGS" ]; then
     update_readme "$stem.md"
   else
-    log "perf/README.md left alone ($MODE mode, $([ "$DIRTY" = 0 ] && echo clean || echo dirty) tree, results in $OUT)"
+    log "perf/README.md left alone ($MODE mode, $([ "$DIRTY" = 0 ] && echo clean || echo dirty) tree, configs $CONFIGS, results in $OUT)"
   fi
 }
 
@@ -72,7 +74,9 @@ report_header() {
   \`--poller poll --batch 1\`; *slirp4netns* (\`--configure --mtu=N --disable-dns\`, default route
   deleted) reads the tap itself, one hop fewer; *veth* is iperf3 between two namespaces (MTU 1500
   with TSO/GSO/GRO off); *loopback* is the host's lo (MTU 65536). The guest reaches the host's
-  127.0.0.1 at 10.0.2.2; no namespace has a default route.
+  127.0.0.1 at 10.0.2.2; no namespace has a default route. *ours, IPv6* adds \`--ipv6\` (the
+  helper's \`ipv6=on\`), *slirp4netns, IPv6* \`--enable-ipv6\`: the guest's SLAAC address reaches
+  the host's ::1 at fec0::2 (ours) or fd00::2 (slirp4netns); their IPv6 default route is deleted.
 - Costs: forwarder = the helper process (or slirp4netns), utime+stime from /proc/PID/stat over
   the whole run per GB received; pump = the slirp-frontend process (its pump thread; not part of
   bhyve's cost); syscalls from \`perf stat -e raw_syscalls:sys_enter -p PID\`; frames from the

@@ -11,13 +11,18 @@
 #
 # Network rule: guest namespaces reach only 10.0.2.0/24 (no default route; slirp4netns's is
 # deleted), libslirp maps 10.0.2.2 to the host's 127.0.0.1 where every server listens, and the
-# veth pair joins two namespaces of this run only.
+# veth pair joins two namespaces of this run only. The IPv6 configs (ours6, slirp4netns6) reach
+# only their on-link /64 (no default route: the frontend does not take the RA's router, and
+# slirp4netns's is refused and deleted): libslirp maps its host address (fec0::2 for ours,
+# fd00::2 for slirp4netns) to the host's ::1, where their servers listen.
 
 #   TAP_SETTINGS  the guest tap's offloads, queue length and qdisc as read back (ours, cdesign,
 #                 slirp4netns), for the report's header
 declare -A CLIENT_NS SERVER_NS LISTEN DEST FWD_PID PUMP_PID FRAMES LOG TARGET_NS TAP_SETTINGS
 
 GUEST_DEST=10.0.2.2     # libslirp's host alias: the host's 127.0.0.1 in open mode
+OURS_DEST6=fec0::2      # libslirp's default IPv6 host address (ours): the host's ::1
+S4N_DEST6=fd00::2       # slirp4netns's IPv6 host address (its prefix fd00::/64): the host's ::1
 VETH_SERVER=10.0.9.1    # the veth pair's own /24, inside this run's namespaces only
 VETH_CLIENT=10.0.9.2
 
@@ -28,11 +33,13 @@ target_start() {
   local config=$1 mtu=$2
   case $config in
     ours) start_frontend "$config" "$mtu" ;;
+    ours6) start_frontend "$config" "$mtu" --ipv6 ;;
     cdesign)
       start_frontend "$config" "$mtu" --helper-arg --poller --helper-arg poll \
         --helper-arg --batch --helper-arg 1
       ;;
-    slirp4netns) start_slirp4netns "$mtu" ;;
+    slirp4netns) start_slirp4netns slirp4netns "$mtu" ;;
+    slirp4netns6) start_slirp4netns slirp4netns6 "$mtu" --enable-ipv6 ;;
     veth) start_veth "$mtu" ;;
     loopback) start_loopback ;;
     *) die "unknown config $config" ;;
@@ -43,7 +50,7 @@ target_stop() {
   local config=$1 ns
   [ -n "${PUMP_PID[$config]:-}" ] && { stop_pid "${PUMP_PID[$config]}" 10 || true; }
   # slirp4netns is its own forwarder; the helper was stopped by its frontend above.
-  [ "$config" = slirp4netns ] && { stop_pid "${FWD_PID[$config]}" 5 || true; }
+  case $config in slirp4netns*) stop_pid "${FWD_PID[$config]}" 5 || true ;; esac
   for ns in ${TARGET_NS[$config]:-}; do ns_delete "$ns"; done
   unset "CLIENT_NS[$config]" "SERVER_NS[$config]" "FWD_PID[$config]" "PUMP_PID[$config]" \
     "TARGET_NS[$config]"
@@ -66,9 +73,22 @@ start_frontend() {
   FWD_PID[$config]=$(sed -n 's/^slirp-frontend: helper pid \([0-9]*\).*/\1/p' "$log" | head -1)
   CLIENT_NS[$config]=$ns SERVER_NS[$config]="" LISTEN[$config]=127.0.0.1
   DEST[$config]=$GUEST_DEST FRAMES[$config]=helper LOG[$config]=$log
+  if is_ipv6 "$config"; then
+    # The frontend reports its SLAAC address once it is no longer tentative (guest::wait_slaac).
+    wait_until 20 grep -qs '^slirp-frontend: SLAAC address' "$log" ||
+      die "$config: no SLAAC address (see $log): $(tail -3 "$log")"
+    LISTEN[$config]=::1 DEST[$config]=$OURS_DEST6
+    no_default_route6 "$config" "$ns"
+  fi
   pin_tap "$config" "$ns"
   warm_up "$config"
 }
+
+# The IPv6 configs: their servers on ::1, their clients to libslirp's IPv6 host address.
+is_ipv6() { [[ $1 == *6 ]]; }
+
+# HOST:PORT for a server or client argument, with IPv6 addresses in brackets.
+host_port() { if [[ $1 == *:* ]]; then echo "[$1]:$2"; else echo "$1:$2"; fi; }
 
 # The frontend assigns the guest address last in its set-up, after the helper and the pump.
 frontend_ready() {
@@ -76,27 +96,52 @@ frontend_ready() {
     ip -n "$1" -4 addr show dev tap0 2>/dev/null | grep -q 'inet 10\.0\.2\.15/'
 }
 
+# A usable (not tentative) global IPv6 address on the tap, from SLAAC.
+slaac_ready() {
+  ip -n "$1" -6 -o addr show dev tap0 scope global 2>/dev/null |
+    grep -v -e tentative -e dadfailed | grep -q 'inet6 '
+}
+
+has_default_route6() { [ -n "$(ip -n "$1" -6 route show default)" ]; }
+
+# no_default_route6 CONFIG NS: the network rule for IPv6. Routers from later RAs are refused
+# first (accept_ra_defrtr 0), then any default route an earlier RA installed is deleted.
+no_default_route6() {
+  ip netns exec "$2" sh -c 'echo 0 > /proc/sys/net/ipv6/conf/tap0/accept_ra_defrtr'
+  while has_default_route6 "$2"; do ip -n "$2" -6 route del default; done
+  ! has_default_route6 "$2" || die "$1: could not delete the IPv6 default route in $2"
+}
+
 # slirp4netns on the same libslirp, reading the tap itself. Its fd limit is raised to the hard
 # limit as our helper raises its own (10000 idle connections need 10000 sockets).
+# start_slirp4netns CONFIG MTU [EXTRA_ARGS...]: slirp4netns6 passes --enable-ipv6.
 start_slirp4netns() {
-  local mtu=$1 ns pid log
-  ns=$(ns_name slirp4netns)
-  log=$WORK/slirp4netns-$mtu.log
+  local config=$1 mtu=$2 ns pid log
+  shift 2
+  ns=$(ns_name "$config")
+  log=$WORK/$config-$mtu.log
   ns_create "$ns"
   spawn pid "" "$log" "$log" prlimit --nofile="$(ulimit -Hn)" -- \
-    slirp4netns --configure --mtu="$mtu" --disable-dns --netns-type=path "/run/netns/$ns" tap0
-  FWD_PID[slirp4netns]=$pid
-  TARGET_NS[slirp4netns]=$ns
+    slirp4netns --configure --mtu="$mtu" --disable-dns "$@" --netns-type=path "/run/netns/$ns" tap0
+  FWD_PID[$config]=$pid
+  TARGET_NS[$config]=$ns
   # --configure adds a default route via 10.0.2.2; nothing runs in the namespace yet, and the
   # rule is no default route, so delete it before any client starts.
   wait_until 20 has_default_route "$ns" ||
-    die "slirp4netns did not configure $ns (see $log): $(tail -3 "$log")"
+    die "$config did not configure $ns (see $log): $(tail -3 "$log")"
   ip -n "$ns" route del default
-  ! has_default_route "$ns" || die "could not delete slirp4netns's default route in $ns"
-  CLIENT_NS[slirp4netns]=$ns SERVER_NS[slirp4netns]="" LISTEN[slirp4netns]=127.0.0.1
-  DEST[slirp4netns]=$GUEST_DEST FRAMES[slirp4netns]=tap LOG[slirp4netns]=$log PUMP_PID[slirp4netns]=""
-  pin_tap slirp4netns "$ns"
-  warm_up slirp4netns
+  ! has_default_route "$ns" || die "could not delete $config's default route in $ns"
+  CLIENT_NS[$config]=$ns SERVER_NS[$config]="" LISTEN[$config]=127.0.0.1
+  DEST[$config]=$GUEST_DEST FRAMES[$config]=tap LOG[$config]=$log PUMP_PID[$config]=""
+  if is_ipv6 "$config"; then
+    # The kernel takes libslirp's RA (SLAAC in fd00::/64, and a default router, refused here).
+    wait_until 20 slaac_ready "$ns" ||
+      die "$config: no SLAAC address on tap0 in $ns: $(ip -n "$ns" -6 -o addr show dev tap0 | tr '\n' ';')"
+    LISTEN[$config]=::1 DEST[$config]=$S4N_DEST6
+    no_default_route6 "$config" "$ns"
+  fi
+  pin_tap "$config" "$ns"
+  warm_up "$config"
 }
 
 # pin_tap CONFIG NS: the same tap settings for every forwarder, set explicitly rather than
@@ -127,7 +172,7 @@ pin_tap() {
 # One line for the report: each distinct tap setting and the configs that had it.
 tap_settings_line() {
   local config line=""
-  for config in ours cdesign slirp4netns; do
+  for config in ours ours6 cdesign slirp4netns slirp4netns6; do
     [ -n "${TAP_SETTINGS[$config]:-}" ] || continue
     line+="$config: ${TAP_SETTINGS[$config]}; "
   done
@@ -176,11 +221,14 @@ start_loopback() {
   TARGET_NS[loopback]=""
 }
 
-# Resolve libslirp's MAC (ARP) and check the path before anything is measured: libslirp
-# answers ICMP echo to 10.0.2.2 itself, so nothing leaves the host.
+# Resolve libslirp's MAC (ARP, or neighbour discovery for IPv6) and check the path before
+# anything is measured: libslirp answers ICMP echo to its host address (10.0.2.2, fec0::2,
+# fd00::2) itself, so nothing leaves the host.
 warm_up() {
-  wait_until 10 in_ns "${CLIENT_NS[$1]}" ping -c1 -W1 "$GUEST_DEST" >/dev/null ||
-    die "$1: $GUEST_DEST does not answer ping from ${CLIENT_NS[$1]}"
+  local dest=$GUEST_DEST
+  is_ipv6 "$1" && dest=${DEST[$1]}
+  wait_until 10 in_ns "${CLIENT_NS[$1]}" ping -c1 -W1 "$dest" >/dev/null ||
+    die "$1: $dest does not answer ping from ${CLIENT_NS[$1]}"
 }
 
 # Frames through the forwarder so far (both directions), as FRAMES[config] says to count them.
@@ -193,8 +241,10 @@ frames_now() {
 }
 
 # SIGUSR1 makes the helper print its counters on stderr (the frontend's log); wait for the new
-# line and print "FRAMES SOCKET_SYSCALLS": rx_frames + tx_frames, and the recv/send calls it
-# made on the frontend socket (rx_syscalls + tx_syscalls).
+# line and print "FRAMES SOCKET_SYSCALLS MERGED_SEGMENTS MERGES GUEST_FRAMES": rx_frames +
+# tx_frames, the recv/send calls it made on the frontend socket (rx_syscalls + tx_syscalls),
+# the coalescer's counters (guest segments merged, merged packets handed to libslirp) and the
+# guest frames it read (rx_frames).
 helper_frames() {
   local log=${LOG[$1]} before
   before=$(grep -c 'rx_frames=' "$log" || true)
@@ -202,7 +252,9 @@ helper_frames() {
   wait_until 3 stats_lines_above "$log" "$before" || return 0
   grep 'rx_frames=' "$log" | tail -1 | tr ' ' '\n' |
     awk -F= '$1 == "rx_frames" || $1 == "tx_frames" { f += $2 }
-             $1 == "rx_syscalls" || $1 == "tx_syscalls" { s += $2 } END { print f, s }'
+             $1 == "rx_syscalls" || $1 == "tx_syscalls" { s += $2 }
+             $1 == "coalesced_segments" { g = $2 } $1 == "coalesced_frames" { m = $2 }
+             $1 == "rx_frames" { r = $2 } END { print f, s, g, m, r }'
 }
 
 stats_lines_above() { [ "$(grep -c 'rx_frames=' "$1" || true)" -gt "$2" ]; }

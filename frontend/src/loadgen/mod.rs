@@ -11,7 +11,7 @@ mod rr;
 
 use std::ffi::OsString;
 use std::io;
-use std::net::SocketAddrV4;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -23,12 +23,14 @@ measures S seconds after its connect and warm-up.
 
 commands:
   rr-server   --listen ADDR:PORT     echo every byte back, one thread per connection
+                                     (IPv4 or IPv6: [ADDR]:PORT)
   rr-client   --connect ADDR:PORT    1-byte round trips on one TCP_NODELAY connection for
               [--warmup-ms MS]       MS milliseconds (default 200, not counted), then S
                                      seconds measured; prints 'rr transactions=.. secs=..
                                      per_sec=.. p50_us=.. p99_us=..'; exit status 1 when no
                                      round trip completed in the measured seconds
   hold-server --listen ADDR:PORT     accept connections and keep them open, never reading
+                                     (hold-server and hold: IPv4 only)
   hold N      --connect ADDR:PORT    open N idle connections (at most 256 connecting at once,
               [--connect-secs C]     for at most C seconds, default 60), print
                                      'hold requested=.. held=.. failed=.. secs=..', keep them
@@ -39,10 +41,10 @@ commands:
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     RrServer {
-        listen: SocketAddrV4,
+        listen: SocketAddr,
     },
     RrClient {
-        connect: SocketAddrV4,
+        connect: SocketAddr,
         warmup: Duration,
     },
     HoldServer {
@@ -113,9 +115,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Option<Invocati
             .ok_or_else(|| format!("{flag} needs an argument"))?;
         match flag.as_str() {
             "--listen" | "--connect" => {
-                let a: SocketAddrV4 = value
-                    .parse()
-                    .map_err(|_| format!("{flag} {value:?}: not an IPv4 ADDR:PORT"))?;
+                let a: SocketAddr = value.parse().map_err(|_| {
+                    format!("{flag} {value:?}: not an ADDR:PORT (IPv6 as [ADDR]:PORT)")
+                })?;
                 addr = Some((flag.as_str(), a));
             }
             "--secs" => secs = Some(number::<u64>(flag, value)?),
@@ -137,16 +139,22 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Option<Invocati
         Some((flag, a)) if flag == want => a,
         _ => return Err(format!("{cmd} needs {want} ADDR:PORT")),
     };
+    // The hold commands speak IPv4 only (their sockets are built by hand for the backlog and
+    // non-blocking connects); RR works over either family.
+    let v4 = |a: SocketAddr| match a {
+        SocketAddr::V4(a) => Ok(a),
+        SocketAddr::V6(_) => Err(format!("{cmd} {want} {a}: IPv4 only")),
+    };
     let command = match cmd.as_str() {
         "rr-server" => Command::RrServer { listen: addr },
         "rr-client" => Command::RrClient {
             connect: addr,
             warmup: Duration::from_millis(warmup_ms),
         },
-        "hold-server" => Command::HoldServer { listen: addr },
+        "hold-server" => Command::HoldServer { listen: v4(addr)? },
         "hold" => Command::Hold {
             n: n.unwrap_or(1),
-            connect: addr,
+            connect: v4(addr)?,
             connect_limit: Duration::from_secs(connect_secs.min(secs)),
         },
         other => unreachable!("{other:?} is checked against COMMANDS above"),
@@ -251,5 +259,33 @@ mod tests {
         let bare = p(&["bogus"]).unwrap_err();
         assert!(bare.starts_with("unknown command \"bogus\""), "{bare}");
         assert!(p(&["--help"]).unwrap().is_none());
+    }
+
+    #[test]
+    fn rr_takes_ipv6_and_hold_refuses_it() {
+        let inv = p(&["rr-client", "--connect", "[fec0::2]:5201", "--secs", "3"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            inv.command,
+            Command::RrClient {
+                connect: "[fec0::2]:5201".parse().unwrap(),
+                warmup: Duration::from_millis(200),
+            }
+        );
+        let inv = p(&["rr-server", "--listen", "[::1]:5201", "--secs", "3"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            inv.command,
+            Command::RrServer {
+                listen: "[::1]:5201".parse().unwrap()
+            }
+        );
+        // Without brackets the port cannot be told from the address.
+        assert!(p(&["rr-client", "--connect", "fec0::2:5201", "--secs", "3"]).is_err());
+        let hold = p(&["hold", "1", "--connect", "[fec0::2]:1", "--secs", "3"]).unwrap_err();
+        assert!(hold.contains("IPv4 only"), "{hold}");
+        assert!(p(&["hold-server", "--listen", "[::1]:1", "--secs", "3"]).is_err());
     }
 }
