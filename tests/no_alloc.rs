@@ -400,6 +400,12 @@ fn steady_state_allocates_nothing_per_frame() {
             input.coalescer.counters
         );
         assert_eq!(allocations, 0, "{kind:?} batch {batch} capture {capture}: {allocations} allocations for {replies} echo replies ({moved} frames in)");
+        #[cfg(target_os = "linux")]
+        if kind == PollerKind::IoUring && stack.host().poller.kind() == PollerKind::IoUring {
+            // Guest frames came through the ring's buffers, not from reads of the socket.
+            assert!(input.rx.ring.active(), "{kind:?}/{batch}: no buffer ring");
+            assert_eq!(input.rx.counters.syscalls, 0, "{kind:?}/{batch}");
+        }
         if capture {
             let host = stack.host();
             let counters = host.tx.capture.as_ref().unwrap().counters;

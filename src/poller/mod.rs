@@ -30,6 +30,8 @@ mod poll;
 mod readiness;
 #[cfg(target_os = "linux")]
 pub mod uring;
+#[cfg(target_os = "linux")]
+pub mod uring_rx;
 
 pub use readiness::{Readiness, Slot};
 
@@ -145,6 +147,19 @@ impl Poller {
         wakeup: BorrowedFd<'_>,
         frontend: BorrowedFd<'_>,
     ) -> io::Result<Poller> {
+        Poller::with_guest_frames(kind, wakeup, frontend, None)
+    }
+
+    /// As `new`; with `rx_slot`, a backend that can move guest frames itself (io_uring: a
+    /// multishot receive into a buffer ring) does, into slots of that many bytes, and hands
+    /// them over with [`Poller::take_guest_frames`]. The others ignore it.
+    pub fn with_guest_frames(
+        kind: PollerKind,
+        wakeup: BorrowedFd<'_>,
+        frontend: BorrowedFd<'_>,
+        rx_slot: Option<usize>,
+    ) -> io::Result<Poller> {
+        let _ = rx_slot;
         let (wakeup, frontend) = (wakeup.as_raw_fd(), frontend.as_raw_fd());
         let backend = match kind {
             PollerKind::Poll => Backend::Poll(poll::PollBackend::new(wakeup, frontend)),
@@ -153,7 +168,7 @@ impl Poller {
                 wakeup, frontend,
             )?)),
             #[cfg(target_os = "linux")]
-            PollerKind::IoUring => match uring::UringQueue::new(wakeup, frontend) {
+            PollerKind::IoUring => match uring::UringQueue::new(wakeup, frontend, rx_slot) {
                 Ok(queue) => Backend::Uring(PersistentBackend::new(queue)),
                 // Missing (ENOSYS), disabled (EPERM from kernel.io_uring_disabled) or
                 // filtered (a container's seccomp): the helper never fails to start for it.
@@ -209,6 +224,17 @@ impl Poller {
         match &mut self.backend {
             Backend::Uring(b) => Some(b.kernel_mut().submit_foreign(op)),
             _ => None,
+        }
+    }
+
+    /// The guest frames the backend received since the last call (io_uring with guest frames
+    /// through the ring), swapped into `into`; false when there are none (and always for the
+    /// other backends, whose frames the RX ring reads itself).
+    #[cfg(target_os = "linux")]
+    pub fn take_guest_frames(&mut self, into: &mut uring_rx::RingRecords) -> bool {
+        match &mut self.backend {
+            Backend::Uring(b) => b.kernel_mut().take_records(into),
+            _ => false,
         }
     }
 

@@ -26,17 +26,27 @@
 //! Each arm carries a parity bit (bit 31 of the user data: fds never reach it) so a late CQE
 //! of an earlier arm of the same registration is told apart from the current one.
 //!
-//! Security: the ring is created disabled, restricted to POLL_ADD and POLL_REMOVE (and no
-//! register operation at all), then enabled: a descriptor leaked into the ring can do nothing
-//! but poll, whatever seccomp lets through.
+//! Guest frames (when the loop asks for it, `UringQueue::new` with a slot size): the frontend
+//! socket is not polled for reading; one multishot RECV puts each record into a slot of a
+//! provided buffer ring (`uring_rx.rs`), and its completions go to the RX ring, which hands
+//! the frames to libslirp and the slots back. A RECV that ends (no more buffers, an empty
+//! record, an error) is re-armed by the next enter, after the slots came back. The frontend is
+//! then polled only for writability, while frames wait to go.
+//!
+//! Security: the ring is created disabled, restricted to POLL_ADD, POLL_REMOVE and (with guest
+//! frames through the ring) RECV with BUFFER_SELECT as the only SQE flag, and no register
+//! operation at all, then enabled: a descriptor
+//! leaked into the ring can do nothing but poll and receive, whatever seccomp lets through.
 
 use super::interest::Change;
 use super::persistent::{KernelEvent, KernelQueue, FRONTEND_TOKEN, WAKEUP_TOKEN};
+use super::uring_rx::{RingRecord, RingRecords, RxBuffers, FRONTEND_GROUP};
 use super::Readiness;
-use io_uring::{opcode, register::Restriction, types, IoUring};
+use io_uring::{cqueue, opcode, register::Restriction, types, IoUring};
 use std::ffi::c_int;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
 
 /// Submission queue entries: changes beyond this go in more than one enter (the first ones
 /// without waiting).
@@ -59,6 +69,8 @@ const UPDATE_HIGH: u64 = 0xffff_fffe << 32;
 
 /// User data of a test's foreign request (`UringQueue::submit_foreign`).
 const FOREIGN_DATA: u64 = u64::MAX - 3;
+/// User data of the frontend's multishot receive.
+const RECV_DATA: u64 = u64::MAX - 4;
 
 /// A request the loop never makes, for tests that the ring refuses it: what a hijacked loop
 /// would try with the ring if seccomp were its only guard.
@@ -74,8 +86,13 @@ pub enum ForeignOp {
     Accept(RawFd),
 }
 
-/// The opcodes the ring may run, and nothing else.
-pub(crate) const OPCODES: [u8; 2] = [opcode::PollAdd::CODE, opcode::PollRemove::CODE];
+/// The opcodes the ring may run, and nothing else: RECV only when guest frames come through
+/// the ring.
+pub(crate) const OPCODES: [u8; 3] = [
+    opcode::PollAdd::CODE,
+    opcode::PollRemove::CODE,
+    opcode::RecvMulti::CODE,
+];
 
 /// The environment variable that makes ring creation fail as a kernel without io_uring would
 /// (tests of the fallback; read once, at creation).
@@ -143,11 +160,16 @@ enum Target {
     Remove,
     /// An in-place update of the fd's poll.
     Update(RawFd),
+    /// The frontend's multishot receive.
+    Recv,
 }
 
 fn target(user_data: u64) -> Target {
     if user_data == REMOVE_DATA {
         return Target::Remove;
+    }
+    if user_data == RECV_DATA {
+        return Target::Recv;
     }
     if user_data & !0xffff_ffff == UPDATE_HIGH {
         return Target::Update((user_data & 0x7fff_ffff) as RawFd);
@@ -174,10 +196,25 @@ pub struct UringQueue {
     /// completion masks (kept should poll(2) fail).
     woken: Vec<libc::pollfd>,
     woken_tokens: Vec<(u64, Readiness)>,
+    /// Guest frames through the ring (declared after `ring`: dropped after it).
+    recv: Option<FrontendRecv>,
+}
+
+/// The frontend's multishot receive and what it delivered since the loop last took it.
+struct FrontendRecv {
+    buffers: Rc<RxBuffers>,
+    /// A RECV is in the kernel.
+    armed: bool,
+    /// Completions not yet taken by the RX ring (at most one per slot, plus the one that
+    /// ended the receive): never grows past its first capacity.
+    records: Vec<RingRecord>,
 }
 
 impl UringQueue {
-    pub fn new(wakeup: RawFd, frontend: RawFd) -> io::Result<UringQueue> {
+    /// A ring watching the two own descriptors; with `rx_slot`, guest frames of up to that
+    /// many bytes come through the ring too (when the kernel cannot register the buffer ring,
+    /// one log line, and the frontend is polled and read as with epoll).
+    pub fn new(wakeup: RawFd, frontend: RawFd, rx_slot: Option<usize>) -> io::Result<UringQueue> {
         if std::env::var_os(FORCE_FAILURE_ENV).is_some() {
             return Err(io::Error::from_raw_os_error(libc::ENOSYS));
         }
@@ -185,9 +222,48 @@ impl UringQueue {
             .setup_cqsize(CQ_ENTRIES)
             .setup_r_disabled()
             .build(SQ_ENTRIES)?;
-        let mut allowed = OPCODES.map(Restriction::sqe_op);
+        let buffers = match rx_slot.map(RxBuffers::new).transpose()? {
+            // SAFETY: the ring's memory stays valid as long as the ring: the queue holds the
+            // buffers (`recv`, dropped after `ring`), and the RX ring shares them by `Rc`.
+            Some(buffers) => match unsafe {
+                ring.submitter().register_buf_ring_with_flags(
+                    buffers.ring_addr(),
+                    buffers.count(),
+                    FRONTEND_GROUP,
+                    0,
+                )
+            } {
+                Ok(()) => Some(buffers),
+                Err(e) => {
+                    crate::diag::warn(&format!(
+                        "io_uring buffer ring unavailable ({e}): guest frames read with recvmmsg"
+                    ));
+                    None
+                }
+            },
+            None => None,
+        };
+        let opcodes = if buffers.is_some() {
+            &OPCODES[..]
+        } else {
+            &OPCODES[..2]
+        };
+        let mut allowed: Vec<Restriction> =
+            opcodes.iter().copied().map(Restriction::sqe_op).collect();
+        if buffers.is_some() {
+            // The RECV picks its slot from the buffer ring: the one SQE flag allowed.
+            allowed.push(Restriction::sqe_flags_allowed(
+                io_uring::squeue::Flags::BUFFER_SELECT.bits(),
+            ));
+        }
         ring.submitter().register_restrictions(&mut allowed)?;
         ring.submitter().register_enable_rings()?;
+        let records = Vec::with_capacity(buffers.as_ref().map_or(0, |b| b.count().into()) + 1);
+        let recv = buffers.map(|buffers| FrontendRecv {
+            buffers,
+            armed: false,
+            records,
+        });
         let own = |token, events| Watch {
             token,
             events,
@@ -195,29 +271,77 @@ impl UringQueue {
             armed: false,
             parity: false,
         };
+        // With the RECV, the frontend's poll is for writability alone, armed only while
+        // frames wait to go (the receive reports EOF and errors itself).
+        let frontend_watch = if recv.is_some() {
+            Watch {
+                live: false,
+                ..own(FRONTEND_TOKEN, Readiness::OUT)
+            }
+        } else {
+            own(FRONTEND_TOKEN, Readiness::IN | Readiness::RDHUP)
+        };
         let mut queue = UringQueue {
             ring,
             watches: Vec::new(),
             wakeup: (wakeup, own(WAKEUP_TOKEN, Readiness::IN)),
-            frontend: (
-                frontend,
-                own(FRONTEND_TOKEN, Readiness::IN | Readiness::RDHUP),
-            ),
+            frontend: (frontend, frontend_watch),
             fired: Vec::new(),
             woken: Vec::new(),
             woken_tokens: Vec::new(),
+            recv,
         };
         queue.arm_own(Target::Wakeup)?;
-        queue.arm_own(Target::Frontend)?;
+        if queue.frontend.1.live {
+            queue.arm_own(Target::Frontend)?;
+        }
+        queue.arm_recv()?;
         queue.ring.submit()?;
         Ok(queue)
+    }
+
+    /// Arm the frontend's multishot receive, if guest frames come through the ring and it
+    /// is not armed. Only when every slot is back (the RX ring took the records, and gives
+    /// the slots back as it reads them): a receive armed without slots would end at once.
+    fn arm_recv(&mut self) -> io::Result<()> {
+        let fd = self.frontend.0;
+        let Some(recv) = &mut self.recv else {
+            return Ok(());
+        };
+        if recv.armed || !recv.records.is_empty() {
+            return Ok(());
+        }
+        recv.armed = true;
+        let entry = opcode::RecvMulti::new(types::Fd(fd), FRONTEND_GROUP)
+            .build()
+            .user_data(RECV_DATA);
+        self.push(entry)
+    }
+
+    /// Hand the receive's completions since the last call to `into` (by swapping the two
+    /// preallocated lists: nothing is copied or allocated). False when there were none.
+    pub(crate) fn take_records(&mut self, into: &mut RingRecords) -> bool {
+        let Some(recv) = &mut self.recv else {
+            return false;
+        };
+        if into.buffers.is_none() {
+            into.buffers = Some(Rc::clone(&recv.buffers));
+            into.records = Vec::with_capacity(recv.records.capacity());
+        }
+        if recv.records.is_empty() {
+            return false;
+        }
+        into.records.clear();
+        std::mem::swap(&mut recv.records, &mut into.records);
+        true
     }
 
     /// Queue one SQE, submitting (without waiting) first when the queue is full.
     fn push(&mut self, entry: io_uring::squeue::Entry) -> io::Result<()> {
         loop {
-            // SAFETY: POLL_ADD and POLL_REMOVE reference no user memory: the kernel reads
-            // only the SQE itself, so nothing must outlive the call.
+            // SAFETY: POLL_ADD, POLL_REMOVE and the buffer-selecting RECV reference no user
+            // memory through the SQE (the RECV's slots are the registered buffer ring's, which
+            // lives as long as the ring): nothing must outlive the call.
             if unsafe { self.ring.submission().push(&entry) }.is_ok() {
                 return Ok(());
             }
@@ -368,15 +492,15 @@ impl UringQueue {
         }
         self.fired.clear();
         for which in [Target::Wakeup, Target::Frontend] {
-            let armed = match which {
-                Target::Wakeup => self.wakeup.1.armed,
-                _ => self.frontend.1.armed,
+            let watch = match which {
+                Target::Wakeup => self.wakeup.1,
+                _ => self.frontend.1,
             };
-            if !armed {
+            if watch.live && !watch.armed {
                 self.arm_own(which)?;
             }
         }
-        Ok(())
+        self.arm_recv()
     }
 
     /// Take every completion the ring holds (and the kernel's overflow list).
@@ -389,7 +513,7 @@ impl UringQueue {
                 let next = self.ring.completion().next();
                 let Some(cqe) = next else { break };
                 any = true;
-                self.complete(cqe.user_data(), cqe.result(), report);
+                self.complete(cqe.user_data(), cqe.result(), cqe.flags(), report);
             }
             // Completions the CQ had no room for wait in the kernel until the next enter.
             let pending = self.ring.submission().cq_overflow();
@@ -399,10 +523,30 @@ impl UringQueue {
         }
     }
 
-    fn complete(&mut self, user_data: u64, result: i32, report: &mut dyn FnMut(KernelEvent)) {
+    fn complete(
+        &mut self,
+        user_data: u64,
+        result: i32,
+        flags: u32,
+        report: &mut dyn FnMut(KernelEvent),
+    ) {
         let which = target(user_data);
         let watch = match which {
             Target::Remove => return,
+            Target::Recv => {
+                if let Some(recv) = &mut self.recv {
+                    if !cqueue::more(flags) {
+                        recv.armed = false;
+                    }
+                    // Out of slots: the receive ended, the data waits in the socket until the
+                    // slots are back and the next enter re-arms it. Nothing to hand over.
+                    let slot = cqueue::buffer_select(flags);
+                    if result != -libc::ENOBUFS || slot.is_some() {
+                        recv.records.push(RingRecord { slot, result });
+                    }
+                }
+                return;
+            }
             Target::Update(fd) => {
                 // The poll completed before the update reached it (ENOENT, EALREADY): its
                 // completion, under the old parity, was taken as woken; re-arm with the new
@@ -538,7 +682,7 @@ impl UringQueue {
                 if cqe.user_data() == FOREIGN_DATA {
                     return Ok(cqe.result());
                 }
-                self.complete(cqe.user_data(), cqe.result(), &mut |_| {});
+                self.complete(cqe.user_data(), cqe.result(), cqe.flags(), &mut |_| {});
             }
             self.woken.clear();
             self.woken_tokens.clear();
@@ -556,9 +700,18 @@ impl KernelQueue for UringQueue {
 
     fn watch_frontend_writable(&mut self, on: bool) -> bool {
         let (fd, mut watch) = self.frontend;
+        let mut ok = true;
+        if self.recv.is_some() {
+            // The poll is for writability alone: armed by the next enter, or removed.
+            watch.live = on;
+            if !on {
+                ok = self.remove_poll(&mut watch).is_ok();
+            }
+            self.frontend.1 = watch;
+            return ok;
+        }
         watch.events =
             Readiness::IN | Readiness::RDHUP | if on { Readiness::OUT } else { Readiness::EMPTY };
-        let mut ok = true;
         if watch.armed {
             ok = self.remove_poll(&mut watch).is_ok() && self.add_poll(fd, &mut watch).is_ok();
         }
