@@ -346,6 +346,11 @@ pub fn iterate_serving(
         Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
         Err(err) => return Err(LoopError::Io { what: "poll", err }),
     };
+    // io_uring: the frames the last iteration handed to the ring went in that enter.
+    #[cfg(target_os = "linux")]
+    if let Some(outcome) = host.poller.take_send_outcome() {
+        host.tx.ring_outcome(outcome);
+    }
 
     stack.pollfds_poll(select_error);
     let now_ms = crate::sys::monotonic_ns() / 1_000_000;
@@ -396,6 +401,9 @@ pub fn iterate_serving(
         return Ok(Some(Exit::Hangup));
     }
     let host = stack.host();
+    #[cfg(target_os = "linux")]
+    host.tx.flush_through(&mut host.poller);
+    #[cfg(not(target_os = "linux"))]
     host.tx.flush();
     host.flush_capture();
     if host.tx.peer_gone() {

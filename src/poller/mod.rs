@@ -238,6 +238,45 @@ impl Poller {
         }
     }
 
+    /// Whether frames to the guest can go through the backend now (io_uring with guest
+    /// frames through the ring, no batch in it): see [`Poller::push_frame_sends`].
+    #[cfg(target_os = "linux")]
+    pub(crate) fn sends_frames(&self) -> bool {
+        match &self.backend {
+            Backend::Uring(b) => b.kernel().sends_frames(),
+            _ => false,
+        }
+    }
+
+    /// Queue the first `count` of `frames` to go to the guest in the next wait's enter, in
+    /// order: how many were queued (0 when the backend does not send frames).
+    ///
+    /// # Safety
+    /// The frames' bytes must stay allocated and unchanged until
+    /// [`Poller::take_send_outcome`] returned this batch's outcome.
+    #[cfg(target_os = "linux")]
+    pub(crate) unsafe fn push_frame_sends<'a>(
+        &mut self,
+        frames: impl Iterator<Item = &'a [u8]>,
+        count: usize,
+    ) -> usize {
+        match &mut self.backend {
+            // SAFETY: the caller's promise, passed on.
+            Backend::Uring(b) => unsafe { b.kernel_mut().push_sends(frames, count) },
+            _ => 0,
+        }
+    }
+
+    /// How the batch `push_frame_sends` queued fared, once its enter returned (after a
+    /// `wait`); `None` before, and when there was none.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn take_send_outcome(&mut self) -> Option<uring::SendOutcome> {
+        match &mut self.backend {
+            Backend::Uring(b) => b.kernel_mut().take_send_outcome(),
+            _ => None,
+        }
+    }
+
     /// Bookkeeping counters of a persistent backend.
     pub fn interest_counters(&self) -> Option<interest::InterestCounters> {
         match &self.backend {

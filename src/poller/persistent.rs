@@ -95,6 +95,11 @@ impl<K: KernelQueue> PersistentBackend<K> {
         &mut self.kernel
     }
 
+    #[cfg(target_os = "linux")]
+    pub fn kernel(&self) -> &K {
+        &self.kernel
+    }
+
     pub fn table(&self) -> &InterestTable {
         &self.table
     }

@@ -33,6 +33,15 @@
 //! record, an error) is re-armed by the next enter, after the slots came back. The frontend is
 //! then polled only for writability, while frames wait to go.
 //!
+//! Frames to the guest: what the TX ring holds at the end of an iteration goes as one SEND per
+//! frame (MSG_EOR|MSG_DONTWAIT, so a full socket fails at once with EAGAIN), queued to the
+//! next enter, the one that waits: no system call of its own. The SENDs are linked, so they
+//! run in order and a failure cancels the rest (which stay queued), and post a completion
+//! only when they fail (SKIP_SUCCESS), so a batch that went wakes nothing. A SEND with
+//! MSG_DONTWAIT completes within the enter that submits it (the chain's next link runs as
+//! task work before the enter returns to user space), so the outcome is known when the wait
+//! returns: the frames up to the first failure went.
+//!
 //! Security: the ring is created disabled, restricted to POLL_ADD, POLL_REMOVE and (with guest
 //! frames through the ring) RECV with BUFFER_SELECT as the only SQE flag, and no register
 //! operation at all, then enabled: a descriptor
@@ -71,6 +80,12 @@ const UPDATE_HIGH: u64 = 0xffff_fffe << 32;
 const FOREIGN_DATA: u64 = u64::MAX - 3;
 /// User data of the frontend's multishot receive.
 const RECV_DATA: u64 = u64::MAX - 4;
+/// User data of a frame's SEND: this in the high half, its place in the batch in the low one.
+const SEND_HIGH: u64 = 0xffff_fffd << 32;
+
+/// Flags of a frame's SEND: one record each, never blocking (a full socket fails the SEND
+/// with EAGAIN at once instead of the ring waiting for room), no SIGPIPE.
+const SEND_FLAGS: i32 = libc::MSG_EOR | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
 
 /// A request the loop never makes, for tests that the ring refuses it: what a hijacked loop
 /// would try with the ring if seccomp were its only guard.
@@ -86,13 +101,26 @@ pub enum ForeignOp {
     Accept(RawFd),
 }
 
-/// The opcodes the ring may run, and nothing else: RECV only when guest frames come through
-/// the ring.
-pub(crate) const OPCODES: [u8; 3] = [
+/// The opcodes the ring may run, and nothing else: RECV and SEND only when guest frames go
+/// through the ring.
+pub(crate) const OPCODES: [u8; 4] = [
     opcode::PollAdd::CODE,
     opcode::PollRemove::CODE,
     opcode::RecvMulti::CODE,
+    opcode::Send::CODE,
 ];
+
+/// How the frames handed to the ring with `push_sends` fared, once the enter that submitted
+/// them returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendOutcome {
+    /// Frames handed over.
+    pub handed: usize,
+    /// Frames that went: a prefix (a failed SEND cancels the ones linked after it).
+    pub sent: usize,
+    /// The failed frame's error (positive errno), when one failed.
+    pub error: Option<i32>,
+}
 
 /// The environment variable that makes ring creation fail as a kernel without io_uring would
 /// (tests of the fallback; read once, at creation).
@@ -162,6 +190,8 @@ enum Target {
     Update(RawFd),
     /// The frontend's multishot receive.
     Recv,
+    /// A frame's SEND, by its place in the batch.
+    Send(usize),
 }
 
 fn target(user_data: u64) -> Target {
@@ -170,6 +200,9 @@ fn target(user_data: u64) -> Target {
     }
     if user_data == RECV_DATA {
         return Target::Recv;
+    }
+    if user_data & !0xffff_ffff == SEND_HIGH {
+        return Target::Send((user_data & 0xffff_ffff) as usize);
     }
     if user_data & !0xffff_ffff == UPDATE_HIGH {
         return Target::Update((user_data & 0x7fff_ffff) as RawFd);
@@ -208,6 +241,12 @@ struct FrontendRecv {
     /// Completions not yet taken by the RX ring (at most one per slot, plus the one that
     /// ended the receive): never grows past its first capacity.
     records: Vec<RingRecord>,
+    /// Frames handed over by `push_sends` whose enter has not yet returned (0: none).
+    sends: usize,
+    /// The first of them that failed, and its error (not ECANCELED: the ones after it).
+    send_failed: Option<(usize, i32)>,
+    /// The outcome of the last batch, until the TX ring takes it.
+    send_outcome: Option<SendOutcome>,
 }
 
 impl UringQueue {
@@ -251,9 +290,11 @@ impl UringQueue {
         let mut allowed: Vec<Restriction> =
             opcodes.iter().copied().map(Restriction::sqe_op).collect();
         if buffers.is_some() {
-            // The RECV picks its slot from the buffer ring: the one SQE flag allowed.
+            // The RECV picks its slot from the buffer ring; a batch's SENDs are linked (in
+            // order, the rest cancelled after a failure) and post nothing when they succeed.
+            use io_uring::squeue::Flags;
             allowed.push(Restriction::sqe_flags_allowed(
-                io_uring::squeue::Flags::BUFFER_SELECT.bits(),
+                (Flags::BUFFER_SELECT | Flags::IO_LINK | Flags::SKIP_SUCCESS).bits(),
             ));
         }
         ring.submitter().register_restrictions(&mut allowed)?;
@@ -263,6 +304,9 @@ impl UringQueue {
             buffers,
             armed: false,
             records,
+            sends: 0,
+            send_failed: None,
+            send_outcome: None,
         });
         let own = |token, events| Watch {
             token,
@@ -316,6 +360,80 @@ impl UringQueue {
             .build()
             .user_data(RECV_DATA);
         self.push(entry)
+    }
+
+    /// Whether frames to the guest may go through the ring (`push_sends`).
+    pub(crate) fn sends_frames(&self) -> bool {
+        self.recv.as_ref().is_some_and(|r| r.sends == 0)
+    }
+
+    /// Queue one linked SEND per frame, to go in the next enter (the waiting one): how many
+    /// were queued (0 when a batch is still in the ring or the engine does not send).
+    ///
+    /// # Safety
+    /// Each frame's bytes must stay allocated and unchanged until [`Self::take_send_outcome`]
+    /// returned this batch's outcome: the kernel reads them during that enter.
+    pub(crate) unsafe fn push_sends<'a>(
+        &mut self,
+        frames: impl Iterator<Item = &'a [u8]>,
+        count: usize,
+    ) -> usize {
+        let fd = self.frontend.0;
+        if !self.sends_frames() || count == 0 {
+            return 0;
+        }
+        use io_uring::squeue::Flags;
+        let mut pushed = 0;
+        for (i, frame) in frames.take(count).enumerate() {
+            let mut flags = Flags::SKIP_SUCCESS;
+            if i + 1 < count {
+                flags |= Flags::IO_LINK;
+            }
+            let entry = opcode::Send::new(types::Fd(fd), frame.as_ptr(), frame.len() as u32)
+                .flags(SEND_FLAGS)
+                .build()
+                .flags(flags)
+                .user_data(SEND_HIGH | i as u64);
+            // SAFETY: the caller keeps the frame's bytes until the outcome (see above).
+            if unsafe { self.ring.submission().push(&entry) }.is_err() {
+                // No room: the batch ends here, unlinked (a full queue is submitted by the
+                // next enter as it is). The rest goes with the next batch.
+                break;
+            }
+            pushed += 1;
+        }
+        // Should the queue have filled, the last SEND queued is linked to one that never
+        // came: the kernel ends a chain at the end of a submission, so it goes as the last.
+        if let Some(recv) = &mut self.recv {
+            recv.sends = pushed;
+            recv.send_failed = None;
+        }
+        pushed
+    }
+
+    /// The outcome of the batch `push_sends` queued, once the enter that submitted it
+    /// returned (every SEND of it ran: a SEND with MSG_DONTWAIT completes in the enter).
+    pub(crate) fn take_send_outcome(&mut self) -> Option<SendOutcome> {
+        self.recv.as_mut()?.send_outcome.take()
+    }
+
+    /// After an enter: if it submitted the batch, its outcome.
+    fn settle_sends(&mut self) {
+        let submitted = self.ring.submission().is_empty();
+        let Some(recv) = &mut self.recv else { return };
+        if recv.sends == 0 || !submitted {
+            return;
+        }
+        let handed = std::mem::take(&mut recv.sends);
+        let (sent, error) = match recv.send_failed.take() {
+            Some((index, errno)) => (index.min(handed), Some(errno)),
+            None => (handed, None),
+        };
+        recv.send_outcome = Some(SendOutcome {
+            handed,
+            sent,
+            error,
+        });
     }
 
     /// Hand the receive's completions since the last call to `into` (by swapping the two
@@ -533,6 +651,19 @@ impl UringQueue {
         let which = target(user_data);
         let watch = match which {
             Target::Remove => return,
+            Target::Send(index) => {
+                // Only failures post (SKIP_SUCCESS): the first failed frame has the lowest
+                // index; the ones linked after it are ECANCELED.
+                if let Some(recv) = &mut self.recv {
+                    if result < 0
+                        && recv.sends > 0
+                        && recv.send_failed.is_none_or(|(first, _)| index < first)
+                    {
+                        recv.send_failed = Some((index, -result));
+                    }
+                }
+                return;
+            }
             Target::Recv => {
                 if let Some(recv) = &mut self.recv {
                     if !cqueue::more(flags) {
@@ -749,6 +880,7 @@ impl KernelQueue for UringQueue {
             Err(e) => Err(e),
         };
         self.reap(report);
+        self.settle_sends();
         self.answer_woken(report);
         result
     }
