@@ -2,6 +2,7 @@
 # End-to-end benchmark of bhyve-slirp-helper against its baselines, in one run (root):
 #   ours         our helper behind slirp-frontend (bhyve's role), default backends
 #   cdesign      the same binary in the C helper's design: --poller poll --batch 1
+#   uring        (optional, not in the default list) the same binary with --poller io_uring
 #   slirp4netns  the same libslirp, reading the tap itself (no default route, no DNS)
 #   veth         the ceiling: iperf3 between two namespaces over a veth pair
 #   loopback     the ceiling: iperf3 over the host's lo
@@ -39,6 +40,7 @@ USAGE="usage: bash perf/run.sh [--quick] [--configs LIST] [--reps N] [--idle LIS
   --quick         1 repetition of 3 s, N up to 1000 idle connections (about QUICK_MIN min;
                   full: about FULL_MIN min, --reps 5 about FULL5_MIN min; plus the build)
   --configs LIST  comma-separated subset of: ours,cdesign,slirp4netns,veth,loopback,pump,
+                  and uring (optional: ours with --poller io_uring, measured beside ours),
                   and qemu (optional: perf/qemu.sh after the rest, not in the estimate)
   --reps N        repetitions per cell (default 3; quick 1)
   --idle LIST     comma-separated N of idle connections for the scale groups
@@ -147,7 +149,7 @@ build() {
 # matrix FUNC: the groups of the run, in order, as FUNC MTU N_IDLE "CONFIGS" "TESTS" (run_group
 # to measure, count_group to estimate the time).
 matrix() {
-  local helpers="ours cdesign slirp4netns" n config
+  local helpers="ours uring cdesign slirp4netns" n config
   "$1" 1500 0 "$helpers veth" "tcp_g2h tcp_h2g udp64 rr"
   "$1" 65520 0 "$helpers veth loopback" "tcp_g2h tcp_h2g udp64 rr"
   # With N connections held, one config at a time: a forwarder still opening or timing out

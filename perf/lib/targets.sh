@@ -32,6 +32,9 @@ target_start() {
       start_frontend "$config" "$mtu" --helper-arg --poller --helper-arg poll \
         --helper-arg --batch --helper-arg 1
       ;;
+    uring)
+      start_frontend "$config" "$mtu" --helper-arg --poller --helper-arg io_uring
+      ;;
     slirp4netns) start_slirp4netns "$mtu" ;;
     veth) start_veth "$mtu" ;;
     loopback) start_loopback ;;
@@ -127,7 +130,7 @@ pin_tap() {
 # One line for the report: each distinct tap setting and the configs that had it.
 tap_settings_line() {
   local config line=""
-  for config in ours cdesign slirp4netns; do
+  for config in ours uring cdesign slirp4netns; do
     [ -n "${TAP_SETTINGS[$config]:-}" ] || continue
     line+="$config: ${TAP_SETTINGS[$config]}; "
   done
