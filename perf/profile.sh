@@ -28,6 +28,8 @@ USAGE="usage: bash perf/profile.sh [--configs LIST] [--tests LIST] [--mtus LIST]
   --idle N        hold N idle connections open during the tests (default 0)
   --secs S        length of each test (default 6; perf records S - 2 seconds inside it)
   --no-build      use the binaries already built
+  --syscalls      count the forwarder's system calls by name per frame (perf stat on the
+                  syscalls:sys_enter_* tracepoints) instead of sampling where time goes
   --out DIR       where the report goes (default perf/results)"
 
 CONFIGS=ours,slirp4netns
@@ -38,6 +40,7 @@ DURATION=6
 BUILD=1
 OUT=$HERE/results
 TOP=12
+SYSCALLS=0
 
 while [ $# -gt 0 ]; do
   case $1 in
@@ -47,6 +50,7 @@ while [ $# -gt 0 ]; do
     --idle) IDLE=${2:?}; shift ;;
     --secs) DURATION=${2:?}; shift ;;
     --no-build) BUILD=0 ;;
+    --syscalls) SYSCALLS=1 ;;
     --out) OUT=${2:?}; shift ;;
     -h | --help) echo "$USAGE"; exit 0 ;;
     *) echo "$USAGE" >&2; exit 2 ;;
@@ -101,6 +105,10 @@ profile_cell() {
   start_client "$test" "${CLIENT_NS[$config]}" "${DEST[$config]}" "$port" "$tag" cli
   sleep "$WARM"
   data=$WORK/$tag
+  if [ "$SYSCALLS" = 1 ]; then
+    count_cell "$config" "$test" "$mtu" "$tag" "$data" "$cli" "$srv"
+    return 0
+  fi
   local rec_fwd rec_pump=""
   spawn rec_fwd "" /dev/null /dev/null timeout -k 2 "$((DURATION + 10))" \
     perf record -F 499 -g -p "${FWD_PID[$config]}" -o "$data.fwd" -- sleep "$((DURATION - 2))"
@@ -124,6 +132,38 @@ profile_cell() {
   log "  $tag: $(calc 'a' "${r[value]:-}") ${r[unit]:-} ${r[error]:-}"
 }
 
+# The forwarder's system calls by name over DURATION - 2 s, per frame it moved (its counters
+# at the window's edges), most frequent first.
+count_cell() {
+  local config=$1 test=$2 mtu=$3 tag=$4 data=$5 cli=$6 srv=$7 f0 f1 s0 s1 status=0
+  read -r f0 s0 < <(frames_now "$config") || true
+  timeout -k 2 "$((DURATION + 10))" perf stat -x, -e 'syscalls:sys_enter_*' \
+    -p "${FWD_PID[$config]}" -o "$data.sc" -- sleep "$((DURATION - 2))" >/dev/null 2>&1 || true
+  read -r f1 s1 < <(frames_now "$config") || true
+  reap "$cli" || status=$?
+  stop_pid "$srv" 2 || true
+  local -A r=()
+  parse_client "$test" "$WORK/$tag.out" r
+  [ "$status" -eq 0 ] || r[error]="${r[error]:-client exit $status}"
+  local frames
+  frames=$(calc 'b - a' "${f0:-}" "${f1:-}")
+  {
+    echo "### $config, $test, MTU $mtu, $IDLE idle connections: $(calc 'a' "${r[value]:-}") ${r[unit]:-} ${r[error]:-}"
+    echo
+    echo "$frames frames in the window."
+    echo
+    echo "| system call | calls | per frame |"
+    echo "|---|---|---|"
+    awk -F, -v f="${frames:-0}" '$1 ~ /^[0-9]+$/ && $1 > 0 {
+        n = $3; sub(/^syscalls:sys_enter_/, "", n); t += $1; c[n] = $1 }
+      END { for (n in c) printf "%s %d %.4f\n", n, c[n], f > 0 ? c[n] / f : 0
+            printf "~all %d %.4f\n", t, f > 0 ? t / f : 0 }' "$data.sc" |
+      sort -k2,2nr | awk '{ printf "| %s | %s | %s |\n", $1 == "~all" ? "**all**" : "`" $1 "`", $2, $3 }'
+    echo
+  } >>"$REPORT"
+  log "  $tag: $(calc 'a' "${r[value]:-}") ${r[unit]:-} ${r[error]:-}"
+}
+
 main() {
   trap cleanup EXIT
   trap 'log "interrupted"; exit 130' INT TERM HUP
@@ -133,6 +173,7 @@ main() {
   mkdir -p "$OUT"
   REPORT=$OUT/$(date +%F)-$(hostname)-profile.md
   [ "$IDLE" -eq 0 ] || REPORT=${REPORT%.md}-idle$IDLE.md
+  [ "$SYSCALLS" = 0 ] || REPORT=${REPORT%.md}-syscalls.md
   local commit
   commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
   git -C "$ROOT" diff --quiet HEAD 2>/dev/null || commit="$commit (with uncommitted changes)"
