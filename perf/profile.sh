@@ -28,8 +28,9 @@ USAGE="usage: bash perf/profile.sh [--configs LIST] [--tests LIST] [--mtus LIST]
   --idle N        hold N idle connections open during the tests (default 0)
   --secs S        length of each test (default 6; perf records S - 2 seconds inside it)
   --no-build      use the binaries already built
-  --syscalls      count the forwarder's system calls by name per frame (perf stat on the
-                  syscalls:sys_enter_* tracepoints) instead of sampling where time goes
+  --syscalls      count the forwarder's system calls by name, as shares of all (perf stat on the
+                  tracepoints of the calls a forwarder makes, and all of them together)
+                  instead of sampling where time goes
   --out DIR       where the report goes (default perf/results)"
 
 CONFIGS=ours,slirp4netns
@@ -132,12 +133,18 @@ profile_cell() {
   log "  $tag: $(calc 'a' "${r[value]:-}") ${r[unit]:-} ${r[error]:-}"
 }
 
-# The forwarder's system calls by name over DURATION - 2 s, per frame it moved (its counters
-# at the window's edges), most frequent first.
+# The forwarder's system calls by name over DURATION - 2 s, as shares of all its calls, most
+# frequent first.
 count_cell() {
   local config=$1 test=$2 mtu=$3 tag=$4 data=$5 cli=$6 srv=$7 f0 f1 s0 s1 status=0
   read -r f0 s0 < <(frames_now "$config") || true
-  timeout -k 2 "$((DURATION + 10))" perf stat -x, -e 'syscalls:sys_enter_*' \
+  # The calls a forwarder makes, by name (all ~350 tracepoints take perf longer to open
+  # than a run lasts), and the total: the rest is "other".
+  local names=(io_uring_enter poll ppoll epoll_wait epoll_pwait epoll_ctl recvmmsg sendmmsg
+    recvfrom sendto recvmsg sendmsg read write readv writev getsockopt setsockopt ioctl close
+    accept4 connect socket shutdown) events=raw_syscalls:sys_enter n
+  for n in "${names[@]}"; do events+=",syscalls:sys_enter_$n"; done
+  timeout -k 2 "$((DURATION + 10))" perf stat -x, -e "$events" \
     -p "${FWD_PID[$config]}" -o "$data.sc" -- sleep "$((DURATION - 2))" >/dev/null 2>&1 || true
   read -r f1 s1 < <(frames_now "$config") || true
   reap "$cli" || status=$?
@@ -150,15 +157,19 @@ count_cell() {
   {
     echo "### $config, $test, MTU $mtu, $IDLE idle connections: $(calc 'a' "${r[value]:-}") ${r[unit]:-} ${r[error]:-}"
     echo
-    echo "$frames frames in the window."
+    echo "$frames frames from just before to just after the window (perf takes a few seconds"
+    echo "to open its counters inside it: use the shares with perf/run.sh's syscalls per frame)."
     echo
-    echo "| system call | calls | per frame |"
+    echo "| system call | calls | share of all |"
     echo "|---|---|---|"
-    awk -F, -v f="${frames:-0}" '$1 ~ /^[0-9]+$/ && $1 > 0 {
-        n = $3; sub(/^syscalls:sys_enter_/, "", n); t += $1; c[n] = $1 }
-      END { for (n in c) printf "%s %d %.4f\n", n, c[n], f > 0 ? c[n] / f : 0
-            printf "~all %d %.4f\n", t, f > 0 ? t / f : 0 }' "$data.sc" |
-      sort -k2,2nr | awk '{ printf "| %s | %s | %s |\n", $1 == "~all" ? "**all**" : "`" $1 "`", $2, $3 }'
+    awk -F, -v f="${frames:-0}" '$1 ~ /^[0-9]+$/ {
+        if ($3 == "raw_syscalls:sys_enter") { t = $1; next }
+        n = $3; sub(/^syscalls:sys_enter_/, "", n); named += $1; if ($1 > 0) c[n] = $1 }
+      END { for (n in c) printf "%s %d %.3f\n", n, c[n], t > 0 ? c[n] / t : 0
+            printf "~other %d %.3f\n", t - named, t > 0 ? (t - named) / t : 0
+            printf "~all %d 1\n", t }' "$data.sc" |
+      sort -k2,2nr | awk '{ printf "| %s | %s | %s |\n",
+        $1 == "~all" ? "**all**" : $1 == "~other" ? "other" : "`" $1 "`", $2, $3 }'
     echo
   } >>"$REPORT"
   log "  $tag: $(calc 'a' "${r[value]:-}") ${r[unit]:-} ${r[error]:-}"
