@@ -165,11 +165,11 @@ count_cell() {
     awk -F, -v f="${frames:-0}" '$1 ~ /^[0-9]+$/ {
         if ($3 == "raw_syscalls:sys_enter") { t = $1; next }
         n = $3; sub(/^syscalls:sys_enter_/, "", n); named += $1; if ($1 > 0) c[n] = $1 }
-      END { for (n in c) printf "%s %d %.3f\n", n, c[n], t > 0 ? c[n] / t : 0
-            printf "~other %d %.3f\n", t - named, t > 0 ? (t - named) / t : 0
+      END { for (n in c) printf "%s %d %.3f\n", n, c[n], (t > 0 ? c[n] / t : 0)
+            printf "~other %d %.3f\n", t - named, (t > 0 ? (t - named) / t : 0)
             printf "~all %d 1\n", t }' "$data.sc" |
       sort -k2,2nr | awk '{ printf "| %s | %s | %s |\n",
-        $1 == "~all" ? "**all**" : $1 == "~other" ? "other" : "`" $1 "`", $2, $3 }'
+        ($1 == "~all" ? "**all**" : ($1 == "~other" ? "other" : "`" $1 "`")), $2, $3 }'
     echo
   } >>"$REPORT"
   log "  $tag: $(calc 'a' "${r[value]:-}") ${r[unit]:-} ${r[error]:-}"
