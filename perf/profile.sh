@@ -22,13 +22,16 @@ source "$HERE/lib/groups.sh"
 USAGE="usage: bash perf/profile.sh [--configs LIST] [--tests LIST] [--mtus LIST] [--idle N]
                               [--secs S] [--no-build] [--out DIR]
 
-  --configs LIST  ours,ours6,cdesign,slirp4netns,slirp4netns6 (default ours,slirp4netns;
+  --configs LIST  ours,ours6,uring,cdesign,slirp4netns,slirp4netns6 (default ours,slirp4netns;
                   ours6 and slirp4netns6 are the two over IPv6, see perf/run.sh)
   --tests LIST    tcp_g2h,tcp_h2g,udp64,rr (default all four; udp64 and rr at MTU 1500 only)
   --mtus LIST     1500,65520 (default 1500)
   --idle N        hold N idle connections open during the tests (default 0)
   --secs S        length of each test (default 6; perf records S - 2 seconds inside it)
   --no-build      use the binaries already built
+  --syscalls      count the forwarder's system calls by name, as shares of all (perf stat on the
+                  tracepoints of the calls a forwarder makes, and all of them together)
+                  instead of sampling where time goes
   --out DIR       where the report goes (default perf/results)"
 
 CONFIGS=ours,slirp4netns
@@ -39,6 +42,7 @@ DURATION=6
 BUILD=1
 OUT=$HERE/results
 TOP=12
+SYSCALLS=0
 
 while [ $# -gt 0 ]; do
   case $1 in
@@ -48,6 +52,7 @@ while [ $# -gt 0 ]; do
     --idle) IDLE=${2:?}; shift ;;
     --secs) DURATION=${2:?}; shift ;;
     --no-build) BUILD=0 ;;
+    --syscalls) SYSCALLS=1 ;;
     --out) OUT=${2:?}; shift ;;
     -h | --help) echo "$USAGE"; exit 0 ;;
     *) echo "$USAGE" >&2; exit 2 ;;
@@ -117,6 +122,10 @@ profile_cell() {
   start_client "$test" "${CLIENT_NS[$config]}" "${DEST[$config]}" "$port" "$tag" cli
   sleep "$WARM"
   data=$WORK/$tag
+  if [ "$SYSCALLS" = 1 ]; then
+    count_cell "$config" "$test" "$mtu" "$tag" "$data" "$cli" "$srv"
+    return 0
+  fi
   local rec_fwd rec_pump="" f0 s0 g0 m0 r0 f1 s1 g1 m1 r1
   read -r f0 s0 g0 m0 r0 < <(frames_now "$config") || true
   spawn rec_fwd "" /dev/null /dev/null timeout -k 2 "$((DURATION + 10))" \
@@ -143,6 +152,48 @@ profile_cell() {
   log "  $tag: $(calc 'a' "${r[value]:-}") ${r[unit]:-} ${r[error]:-}"
 }
 
+# The forwarder's system calls by name over DURATION - 2 s, as shares of all its calls, most
+# frequent first.
+count_cell() {
+  local config=$1 test=$2 mtu=$3 tag=$4 data=$5 cli=$6 srv=$7 f0 f1 s0 s1 status=0
+  read -r f0 s0 < <(frames_now "$config") || true
+  # The calls a forwarder makes, by name (all ~350 tracepoints take perf longer to open
+  # than a run lasts), and the total: the rest is "other".
+  local names=(io_uring_enter poll ppoll epoll_wait epoll_pwait epoll_ctl recvmmsg sendmmsg
+    recvfrom sendto recvmsg sendmsg read write readv writev getsockopt setsockopt ioctl close
+    accept4 connect socket shutdown) events=raw_syscalls:sys_enter n
+  for n in "${names[@]}"; do events+=",syscalls:sys_enter_$n"; done
+  timeout -k 2 "$((DURATION + 10))" perf stat -x, -e "$events" \
+    -p "${FWD_PID[$config]}" -o "$data.sc" -- sleep "$((DURATION - 2))" >/dev/null 2>&1 || true
+  read -r f1 s1 < <(frames_now "$config") || true
+  reap "$cli" || status=$?
+  stop_pid "$srv" 2 || true
+  local -A r=()
+  parse_client "$test" "$WORK/$tag.out" r
+  [ "$status" -eq 0 ] || r[error]="${r[error]:-client exit $status}"
+  local frames
+  frames=$(calc 'b - a' "${f0:-}" "${f1:-}")
+  {
+    echo "### $config, $test, MTU $mtu, $IDLE idle connections: $(calc 'a' "${r[value]:-}") ${r[unit]:-} ${r[error]:-}"
+    echo
+    echo "$frames frames from just before to just after the window (perf takes a few seconds"
+    echo "to open its counters inside it: use the shares with perf/run.sh's syscalls per frame)."
+    echo
+    echo "| system call | calls | share of all |"
+    echo "|---|---|---|"
+    awk -F, -v f="${frames:-0}" '$1 ~ /^[0-9]+$/ {
+        if ($3 == "raw_syscalls:sys_enter") { t = $1; next }
+        n = $3; sub(/^syscalls:sys_enter_/, "", n); named += $1; if ($1 > 0) c[n] = $1 }
+      END { for (n in c) printf "%s %d %.3f\n", n, c[n], (t > 0 ? c[n] / t : 0)
+            printf "~other %d %.3f\n", t - named, (t > 0 ? (t - named) / t : 0)
+            printf "~all %d 1\n", t }' "$data.sc" |
+      sort -k2,2nr | awk '{ printf "| %s | %s | %s |\n",
+        ($1 == "~all" ? "**all**" : ($1 == "~other" ? "other" : "`" $1 "`")), $2, $3 }'
+    echo
+  } >>"$REPORT"
+  log "  $tag: $(calc 'a' "${r[value]:-}") ${r[unit]:-} ${r[error]:-}"
+}
+
 main() {
   trap cleanup EXIT
   trap 'log "interrupted"; exit 130' INT TERM HUP
@@ -152,6 +203,7 @@ main() {
   mkdir -p "$OUT"
   REPORT=$OUT/$(date +%F)-$(hostname)-profile.md
   [ "$IDLE" -eq 0 ] || REPORT=${REPORT%.md}-idle$IDLE.md
+  [ "$SYSCALLS" = 0 ] || REPORT=${REPORT%.md}-syscalls.md
   local commit
   commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
   git -C "$ROOT" diff --quiet HEAD 2>/dev/null || commit="$commit (with uncommitted changes)"

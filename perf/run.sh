@@ -2,6 +2,7 @@
 # End-to-end benchmark of bhyve-slirp-helper against its baselines, in one run (root):
 #   ours         our helper behind slirp-frontend (bhyve's role), default backends
 #   cdesign      the same binary in the C helper's design: --poller poll --batch 1
+#   uring        (optional, not in the default list) the same binary with --poller io_uring
 #   slirp4netns  the same libslirp, reading the tap itself (no default route, no DNS)
 #   ours6, slirp4netns6  the same two over IPv6 (slirp-frontend --ipv6; slirp4netns
 #                --enable-ipv6): the guest's SLAAC address to libslirp's IPv6 host address,
@@ -42,9 +43,10 @@ USAGE="usage: bash perf/run.sh [--quick] [--configs LIST] [--reps N] [--idle LIS
   --quick         1 repetition of 3 s, N up to 1000 idle connections (about QUICK_MIN min;
                   full: about FULL_MIN min, --reps 5 about FULL5_MIN min; plus the build)
   --configs LIST  comma-separated subset of: ours,ours6,cdesign,slirp4netns,slirp4netns6,
-                  veth,loopback,pump (default: all of them), and qemu (optional:
-                  perf/qemu.sh after the rest, not in the estimate); ours6 and
-                  slirp4netns6 are ours and slirp4netns over IPv6 (bulk and RR)
+                  veth,loopback,pump (default: all of them); ours6 and slirp4netns6 are
+                  ours and slirp4netns over IPv6 (bulk and RR); optional, not in the
+                  default list: uring (ours with --poller io_uring, measured beside ours)
+                  and qemu (perf/qemu.sh after the rest, not in the estimate)
   --reps N        repetitions per cell (default 3; quick 1)
   --idle LIST     comma-separated N of idle connections for the scale groups
                   (default 1000,10000; quick 1000; N = 0 is always measured)
@@ -153,10 +155,10 @@ build() {
 # matrix FUNC: the groups of the run, in order, as FUNC MTU N_IDLE "CONFIGS" "TESTS" (run_group
 # to measure, count_group to estimate the time).
 matrix() {
-  local helpers="ours cdesign slirp4netns" n config
+  local helpers="ours uring cdesign slirp4netns" n config
   # The IPv6 configs are up in the same groups as the IPv4 ones, each next to its IPv4 twin,
   # so their ratios (issue #11: IPv6 >= 0.9x IPv4) come from interleaved cells of one run.
-  local all="ours ours6 cdesign slirp4netns slirp4netns6"
+  local all="ours ours6 uring cdesign slirp4netns slirp4netns6"
   "$1" 1500 0 "$all veth" "tcp_g2h tcp_h2g udp64 rr"
   "$1" 65520 0 "$all veth loopback" "tcp_g2h tcp_h2g udp64 rr"
   # With N connections held, one config at a time: a forwarder still opening or timing out

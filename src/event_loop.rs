@@ -51,7 +51,9 @@ impl<'fd> Host<'fd> {
     ) -> io::Result<Host<'fd>> {
         use nix::fcntl::OFlag;
         let (wakeup_read, wakeup_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
-        let poller = Poller::new(kind, wakeup_read.as_fd(), frontend)?;
+        // The io_uring engine receives guest frames itself, into slots the RX ring's size.
+        let poller =
+            Poller::with_guest_frames(kind, wakeup_read.as_fd(), frontend, Some(limit.rx_slot()))?;
         // Read after main raised the soft limit to the hard one: the budget is a share of
         // what the process can really open.
         let nofile = crate::sys::nofile_limit()
@@ -344,6 +346,11 @@ pub fn iterate_serving(
         Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
         Err(err) => return Err(LoopError::Io { what: "poll", err }),
     };
+    // io_uring: the frames the last iteration handed to the ring went in that enter.
+    #[cfg(target_os = "linux")]
+    if let Some(outcome) = host.poller.take_send_outcome() {
+        host.tx.ring_outcome(outcome);
+    }
 
     stack.pollfds_poll(select_error);
     let now_ms = crate::sys::monotonic_ns() / 1_000_000;
@@ -362,8 +369,13 @@ pub fn iterate_serving(
         host.drain_wakeup();
     }
     let frontend = host.poller.own_revents(Own::Frontend);
+    // io_uring: guest frames already received into the engine's buffer ring.
+    #[cfg(target_os = "linux")]
+    let ringed = host.poller.take_guest_frames(&mut rx.ring);
+    #[cfg(not(target_os = "linux"))]
+    let ringed = false;
     // ERR is read too: the read reports (and clears) the pending error instead of spinning.
-    if frontend.intersects(Readiness::IN | Readiness::ERR) {
+    if ringed || frontend.intersects(Readiness::IN | Readiness::ERR) {
         let status = rx.drain(|frame| {
             stack.host().capture_guest_frame(frame);
             match reasm.push(frame, now_ms) {
@@ -389,6 +401,9 @@ pub fn iterate_serving(
         return Ok(Some(Exit::Hangup));
     }
     let host = stack.host();
+    #[cfg(target_os = "linux")]
+    host.tx.flush_through(&mut host.poller);
+    #[cfg(not(target_os = "linux"))]
     host.tx.flush();
     host.flush_capture();
     if host.tx.peer_gone() {

@@ -14,9 +14,25 @@ const USAGE: &str = "usage: bhyve-slirp-helper -S <socket>";
 const USAGE_LINE: &str = "usage: bhyve-slirp-helper -S <socket> [options] (see --help)";
 const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata/nvlist");
 
+#[cfg(target_os = "linux")]
+fn io_uring_config() -> Vec<u8> {
+    ConfigBuilder::bhyve().string("poller", "io_uring").encode()
+}
+
 #[test]
 fn hangup_ends_helper_with_status_0_quickly() {
-    let mut bhyve = Bhyve::start(&restricted_config());
+    hangup_quickly(restricted_config());
+}
+
+/// The io_uring engine learns of the hangup from its multishot receive (EOF), not a poll.
+#[cfg(target_os = "linux")]
+#[test]
+fn hangup_ends_helper_with_status_0_quickly_io_uring() {
+    hangup_quickly(io_uring_config());
+}
+
+fn hangup_quickly(config: Vec<u8>) {
+    let mut bhyve = Bhyve::start(&config);
     assert!(
         bhyve.resolve(HOST_IP, STEP).is_some(),
         "helper not answering ARP; stderr:\n{}",
@@ -35,7 +51,17 @@ fn hangup_ends_helper_with_status_0_quickly() {
 
 #[test]
 fn hangup_before_any_frame_ends_helper_with_status_0() {
-    let mut bhyve = Bhyve::start(&restricted_config());
+    hangup_before_any_frame(restricted_config());
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn hangup_before_any_frame_ends_helper_with_status_0_io_uring() {
+    hangup_before_any_frame(io_uring_config());
+}
+
+fn hangup_before_any_frame(config: Vec<u8>) {
+    let mut bhyve = Bhyve::start(&config);
     // Give it time to read the config and start libslirp.
     thread::sleep(Duration::from_millis(500));
     bhyve.hang_up();
@@ -74,7 +100,18 @@ fn hangup_with_open_connection_ends_helper_with_status_0() {
 
 #[test]
 fn empty_record_does_not_end_helper() {
-    let mut bhyve = Bhyve::start(&restricted_config());
+    empty_record_survived(restricted_config());
+}
+
+/// An empty record ends the engine's multishot receive (as EOF would): re-armed, not a hangup.
+#[cfg(target_os = "linux")]
+#[test]
+fn empty_record_does_not_end_helper_io_uring() {
+    empty_record_survived(io_uring_config());
+}
+
+fn empty_record_survived(config: Vec<u8>) {
+    let mut bhyve = Bhyve::start(&config);
     assert!(bhyve.resolve(HOST_IP, STEP).is_some(), "ARP before");
     bhyve.send_frame(&[]).unwrap();
     thread::sleep(Duration::from_millis(1500));

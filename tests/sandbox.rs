@@ -5,6 +5,7 @@
 #![cfg(target_os = "linux")]
 
 use slirp_helper::poller::uring::ForeignOp;
+use slirp_helper::poller::uring_rx::{RingRecord, RingRecords};
 use slirp_helper::poller::{Poller, PollerKind};
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -124,11 +125,20 @@ fn role_entry() {
         assert_eq!(unsafe { libc::dup2(null.as_raw_fd(), 2) }, 2);
         slirp_helper::diag::init();
     }
-    // `+uring`: an io_uring poller (its restricted ring) made before entry, as the helper's.
+    // `+uring`: an io_uring poller (its restricted ring) made before entry, as the helper's,
+    // receiving guest frames from a frontend datagram pair of its own.
     let uring = mode.ends_with("+uring");
     let (wake, _wake_w) = nix::unistd::pipe().unwrap();
+    let frontend = UnixDatagram::pair().unwrap();
+    frontend.0.set_nonblocking(true).unwrap();
     let mut poller = uring.then(|| {
-        let poller = Poller::new(PollerKind::IoUring, wake.as_fd(), pair.0.as_fd()).unwrap();
+        let poller = Poller::with_guest_frames(
+            PollerKind::IoUring,
+            wake.as_fd(),
+            frontend.0.as_fd(),
+            Some(2113),
+        )
+        .unwrap();
         assert_eq!(poller.kind(), PollerKind::IoUring, "io_uring fell back");
         poller
     });
@@ -153,6 +163,24 @@ fn role_entry() {
         }
         poller.begin_fill();
         results.push(format!("ring_wait={}", outcome(poller.wait(0))));
+        // What the ring is for still works: a frame into its buffer ring.
+        frontend.1.send(&[0x5a; 60]).unwrap();
+        let mut got = RingRecords::default();
+        for _ in 0..100 {
+            poller.begin_fill();
+            poller.wait(10).unwrap();
+            if poller.take_guest_frames(&mut got) {
+                break;
+            }
+        }
+        let received = match got.records.first() {
+            Some(RingRecord {
+                slot: Some(slot),
+                result: 60,
+            }) if got.buffers.as_ref().unwrap().frame(*slot, 60) == [0x5a; 60] => "ok".into(),
+            other => format!("{other:?}"),
+        };
+        results.push(format!("ring_recv={received}"));
     }
     results.extend(
         probes
@@ -327,7 +355,8 @@ fn refusals_reach_syslog_when_stderr_is_dev_null() {
 }
 
 /// With the io_uring engine, seccomp lets `io_uring_enter` through and nothing else of
-/// io_uring; the ring itself, restricted to polls before entry, refuses what seccomp would
+/// io_uring; the ring itself, restricted to polls and the frontend's receive before entry,
+/// still receives a guest frame, and refuses what seccomp would
 /// refuse as a system call (it never sees a ring's requests): open, socket, connect, accept.
 #[test]
 fn io_uring_ring_refuses_all_but_polls_after_the_sandbox() {
@@ -338,7 +367,7 @@ fn io_uring_ring_refuses_all_but_polls_after_the_sandbox() {
     assert_eq!(
         results,
         "ring_openat=EACCES ring_socket=EACCES ring_connect=EACCES ring_accept=EACCES \
-         ring_wait=ok uring-setup=EPERM uring-register=EPERM uring-enter=EBADF passwd=EPERM \
+         ring_wait=ok ring_recv=ok uring-setup=EPERM uring-register=EPERM uring-enter=EBADF passwd=EPERM \
          existing-fds=ok",
         "{stderr}"
     );

@@ -38,6 +38,9 @@ target_start() {
       start_frontend "$config" "$mtu" --helper-arg --poller --helper-arg poll \
         --helper-arg --batch --helper-arg 1
       ;;
+    uring)
+      start_frontend "$config" "$mtu" --helper-arg --poller --helper-arg io_uring
+      ;;
     slirp4netns) start_slirp4netns slirp4netns "$mtu" ;;
     slirp4netns6) start_slirp4netns slirp4netns6 "$mtu" --enable-ipv6 ;;
     veth) start_veth "$mtu" ;;
@@ -172,7 +175,7 @@ pin_tap() {
 # One line for the report: each distinct tap setting and the configs that had it.
 tap_settings_line() {
   local config line=""
-  for config in ours ours6 cdesign slirp4netns slirp4netns6; do
+  for config in ours ours6 uring cdesign slirp4netns slirp4netns6; do
     [ -n "${TAP_SETTINGS[$config]:-}" ] || continue
     line+="$config: ${TAP_SETTINGS[$config]}; "
   done

@@ -32,6 +32,10 @@ pub struct FrameRx<'fd> {
     batched: bool,
     /// FreeBSD: the record in progress was longer than a slot; skip until its end (MSG_EOR).
     skipping_record: bool,
+    /// Frames the io_uring engine received into its buffer ring, handed over by the loop
+    /// (`Poller::take_guest_frames`): when active, `drain` reads these instead of the socket.
+    #[cfg(target_os = "linux")]
+    pub ring: crate::poller::uring_rx::RingRecords,
     pub counters: RxCounters,
 }
 
@@ -66,6 +70,8 @@ impl<'fd> FrameRx<'fd> {
             slots: FrameBatch::new(batch, limit.rx_slot()),
             batched: batch > 1,
             skipping_record: false,
+            #[cfg(target_os = "linux")]
+            ring: Default::default(),
             counters: RxCounters::default(),
         }
     }
@@ -100,6 +106,10 @@ impl<'fd> FrameRx<'fd> {
     /// Read frames until the socket is empty (or the budget is used), passing each valid one
     /// to `deliver`. Invalid ones are dropped and counted.
     pub fn drain(&mut self, mut deliver: impl FnMut(&[u8])) -> io::Result<RxStatus> {
+        #[cfg(target_os = "linux")]
+        if self.ring.active() {
+            return self.drain_ring(deliver);
+        }
         let mut read = 0;
         while read < DRAIN_BUDGET {
             let n = match self.read_batch() {
@@ -146,6 +156,74 @@ impl<'fd> FrameRx<'fd> {
                 return Ok(RxStatus::Drained);
             }
         }
+        Ok(RxStatus::Drained)
+    }
+
+    /// The records the io_uring engine received (in order), each slot given back to its ring
+    /// once its frame is delivered (or dropped). After a hangup or an error the remaining
+    /// records are not delivered, but their slots still go back.
+    #[cfg(target_os = "linux")]
+    fn drain_ring(&mut self, mut deliver: impl FnMut(&[u8])) -> io::Result<RxStatus> {
+        let Some(buffers) = self.ring.buffers.clone() else {
+            return Ok(RxStatus::Drained);
+        };
+        let mut outcome = Ok(RxStatus::Drained);
+        if !self.ring.records.is_empty() {
+            self.counters.batches += 1;
+        }
+        for i in 0..self.ring.records.len() {
+            let record = self.ring.records[i];
+            if matches!(outcome, Ok(RxStatus::Drained)) {
+                outcome = self.ring_record(&buffers, record, &mut deliver);
+            }
+            if let Some(slot) = record.slot {
+                buffers.recycle(slot);
+            }
+        }
+        self.ring.records.clear();
+        outcome
+    }
+
+    /// One record of the ring: checked as `drain` checks a read message.
+    #[cfg(target_os = "linux")]
+    fn ring_record(
+        &mut self,
+        buffers: &crate::poller::uring_rx::RxBuffers,
+        record: crate::poller::uring_rx::RingRecord,
+        deliver: &mut impl FnMut(&[u8]),
+    ) -> io::Result<RxStatus> {
+        let len = match record.result {
+            0 => {
+                if peer_shut_down(self.fd) {
+                    return Ok(RxStatus::Hangup);
+                }
+                self.counters.empty += 1;
+                return Ok(RxStatus::Drained);
+            }
+            n if n > 0 => n as usize,
+            n if n == -libc::ECONNRESET || n == -libc::ECONNREFUSED => return Ok(RxStatus::Hangup),
+            // Out of slots, or interrupted: the receive is re-armed, the data still waits.
+            n if n == -libc::ENOBUFS || n == -libc::EINTR || n == -libc::EAGAIN => {
+                return Ok(RxStatus::Drained)
+            }
+            n => return Err(io::Error::from_raw_os_error(-n)),
+        };
+        let Some(slot) = record.slot else {
+            return Ok(RxStatus::Drained);
+        };
+        // No MSG_TRUNC from a RECV completion: a record longer than a slot fills it, and a
+        // slot is longer than any frame accepted.
+        if len > self.limit.max_rx_frame() {
+            self.counters.oversize += 1;
+            return Ok(RxStatus::Drained);
+        }
+        if len < ETHER_HDR {
+            self.counters.runt += 1;
+            return Ok(RxStatus::Drained);
+        }
+        self.counters.frames += 1;
+        self.counters.bytes += len as u64;
+        deliver(buffers.frame(slot, len));
         Ok(RxStatus::Drained)
     }
 

@@ -42,6 +42,14 @@ pub struct FrameTx<'fd> {
     work_since_flush: usize,
     /// The peer is gone (EPIPE/ECONNRESET/ENOTCONN/ECONNREFUSED): the loop ends.
     peer_gone: bool,
+    /// Frames (from the head) handed to the io_uring engine's ring, which sends them in its
+    /// next enter, until their outcome comes back: their slots are not written meanwhile.
+    in_ring: usize,
+    /// The frontend refused a ring batch (EAGAIN): the queue goes by `sendmmsg` until it
+    /// empties again, so that a stuck frontend is waited for (the loop watches for
+    /// writability while frames are pending) instead of being retried in every enter.
+    #[cfg(target_os = "linux")]
+    ring_stalled: bool,
     /// `pcap=`: frames are recorded as they go out whole (and, through the loop, as guest
     /// frames come in), so the ring that knows when a frame really left holds the file.
     pub capture: Option<Capture>,
@@ -66,6 +74,9 @@ impl<'fd> FrameTx<'fd> {
             batched: capacity > 1,
             work_since_flush: 0,
             peer_gone: false,
+            in_ring: 0,
+            #[cfg(target_os = "linux")]
+            ring_stalled: false,
             capture: None,
             counters: TxCounters::default(),
         }
@@ -77,7 +88,7 @@ impl<'fd> FrameTx<'fd> {
 
     /// Whether frames are waiting for the socket to become writable.
     pub fn has_pending(&self) -> bool {
-        self.queued > 0
+        self.queued > self.in_ring
     }
 
     pub fn peer_gone(&self) -> bool {
@@ -181,6 +192,11 @@ impl<'fd> FrameTx<'fd> {
     /// Send what is queued, as far as the frontend takes it. True when the ring is empty.
     pub fn flush(&mut self) -> bool {
         self.work_since_flush = 0;
+        if self.in_ring > 0 {
+            // In the ring's hands until its outcome (never the case within an iteration:
+            // the outcome comes with the wait that starts it).
+            return false;
+        }
         while self.queued > 0 && !self.peer_gone {
             let before = self.queued;
             match self.send_some() {
@@ -221,6 +237,80 @@ impl<'fd> FrameTx<'fd> {
             }
         }
         self.queued == 0
+    }
+
+    /// The end of an iteration: with the io_uring engine, the queue goes as linked SENDs in
+    /// the ring's next enter, the one that waits (no system call of its own); otherwise, or
+    /// while the frontend is stalled, `flush`.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn flush_through(&mut self, poller: &mut crate::poller::Poller) {
+        if self.ring_stalled
+            || self.queued == 0
+            || self.in_ring > 0
+            || self.peer_gone
+            || self.head_sent != 0
+            || !poller.sends_frames()
+        {
+            if self.flush() {
+                self.ring_stalled = false;
+            }
+            return;
+        }
+        self.work_since_flush = 0;
+        let count = self.queued;
+        let (bufs, lens, slot, head) = (&self.bufs, &self.lens, self.slot, self.head);
+        let frames = (0..count).map(|i| queued_frame(bufs, lens, slot, head, 0, i));
+        #[allow(unsafe_code)]
+        // SAFETY: the frames are the queued slots of `bufs`, a heap block that never moves
+        // or shrinks. `in_ring` is set to the number handed over at once, and until
+        // `ring_outcome` clears it nothing writes them: `queue` writes only past the queued
+        // frames, `flush` refuses to run, and the loop takes the outcome right after the
+        // wait whose enter sends them. The poller is dropped before this ring (a field of
+        // `Host` declared earlier), so an unsent batch is never read after the slots go.
+        let pushed = unsafe { poller.push_frame_sends(frames, count) };
+        if pushed == 0 {
+            self.flush();
+        } else {
+            self.in_ring = pushed;
+        }
+    }
+
+    /// How the batch handed to the ring fared: the frames that went are retired, the rest
+    /// stay queued (a stalled frontend), or go (the peer is gone, or the frame was refused).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn ring_outcome(&mut self, outcome: crate::poller::uring::SendOutcome) {
+        let handed = std::mem::take(&mut self.in_ring);
+        let sent = outcome.sent.min(handed).min(self.queued);
+        for _ in 0..sent {
+            self.retire(self.lens[self.head]);
+        }
+        if sent > 0 {
+            self.counters.batches += 1;
+        }
+        match outcome.error {
+            None => {}
+            Some(libc::EAGAIN)
+            | Some(libc::ENOBUFS)
+            | Some(libc::EINTR)
+            | Some(libc::ECANCELED) => {
+                self.counters.eagain += 1;
+                self.ring_stalled = true;
+            }
+            Some(libc::EPIPE)
+            | Some(libc::ECONNRESET)
+            | Some(libc::ENOTCONN)
+            | Some(libc::ECONNREFUSED) => {
+                self.peer_gone = true;
+                self.drop_queue();
+            }
+            Some(_) if self.queued > 0 => {
+                // About the failed frame alone (EMSGSIZE…): drop it, go on.
+                self.counters.errors += 1;
+                self.head = (self.head + 1) % self.capacity();
+                self.queued -= 1;
+            }
+            Some(_) => {}
+        }
     }
 
     fn drop_queue(&mut self) {

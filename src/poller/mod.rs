@@ -30,6 +30,8 @@ mod poll;
 mod readiness;
 #[cfg(target_os = "linux")]
 pub mod uring;
+#[cfg(target_os = "linux")]
+pub mod uring_rx;
 
 pub use readiness::{Readiness, Slot};
 
@@ -145,6 +147,19 @@ impl Poller {
         wakeup: BorrowedFd<'_>,
         frontend: BorrowedFd<'_>,
     ) -> io::Result<Poller> {
+        Poller::with_guest_frames(kind, wakeup, frontend, None)
+    }
+
+    /// As `new`; with `rx_slot`, a backend that can move guest frames itself (io_uring: a
+    /// multishot receive into a buffer ring) does, into slots of that many bytes, and hands
+    /// them over with [`Poller::take_guest_frames`]. The others ignore it.
+    pub fn with_guest_frames(
+        kind: PollerKind,
+        wakeup: BorrowedFd<'_>,
+        frontend: BorrowedFd<'_>,
+        rx_slot: Option<usize>,
+    ) -> io::Result<Poller> {
+        let _ = rx_slot;
         let (wakeup, frontend) = (wakeup.as_raw_fd(), frontend.as_raw_fd());
         let backend = match kind {
             PollerKind::Poll => Backend::Poll(poll::PollBackend::new(wakeup, frontend)),
@@ -153,7 +168,7 @@ impl Poller {
                 wakeup, frontend,
             )?)),
             #[cfg(target_os = "linux")]
-            PollerKind::IoUring => match uring::UringQueue::new(wakeup, frontend) {
+            PollerKind::IoUring => match uring::UringQueue::new(wakeup, frontend, rx_slot) {
                 Ok(queue) => Backend::Uring(PersistentBackend::new(queue)),
                 // Missing (ENOSYS), disabled (EPERM from kernel.io_uring_disabled) or
                 // filtered (a container's seccomp): the helper never fails to start for it.
@@ -208,6 +223,56 @@ impl Poller {
     pub fn submit_foreign(&mut self, op: uring::ForeignOp) -> Option<io::Result<i32>> {
         match &mut self.backend {
             Backend::Uring(b) => Some(b.kernel_mut().submit_foreign(op)),
+            _ => None,
+        }
+    }
+
+    /// The guest frames the backend received since the last call (io_uring with guest frames
+    /// through the ring), swapped into `into`; false when there are none (and always for the
+    /// other backends, whose frames the RX ring reads itself).
+    #[cfg(target_os = "linux")]
+    pub fn take_guest_frames(&mut self, into: &mut uring_rx::RingRecords) -> bool {
+        match &mut self.backend {
+            Backend::Uring(b) => b.kernel_mut().take_records(into),
+            _ => false,
+        }
+    }
+
+    /// Whether frames to the guest can go through the backend now (io_uring with guest
+    /// frames through the ring, no batch in it): see [`Poller::push_frame_sends`].
+    #[cfg(target_os = "linux")]
+    pub(crate) fn sends_frames(&self) -> bool {
+        match &self.backend {
+            Backend::Uring(b) => b.kernel().sends_frames(),
+            _ => false,
+        }
+    }
+
+    /// Queue the first `count` of `frames` to go to the guest in the next wait's enter, in
+    /// order: how many were queued (0 when the backend does not send frames).
+    ///
+    /// # Safety
+    /// The frames' bytes must stay allocated and unchanged until
+    /// [`Poller::take_send_outcome`] returned this batch's outcome.
+    #[cfg(target_os = "linux")]
+    pub(crate) unsafe fn push_frame_sends<'a>(
+        &mut self,
+        frames: impl Iterator<Item = &'a [u8]>,
+        count: usize,
+    ) -> usize {
+        match &mut self.backend {
+            // SAFETY: the caller's promise, passed on.
+            Backend::Uring(b) => unsafe { b.kernel_mut().push_sends(frames, count) },
+            _ => 0,
+        }
+    }
+
+    /// How the batch `push_frame_sends` queued fared, once its enter returned (after a
+    /// `wait`); `None` before, and when there was none.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn take_send_outcome(&mut self) -> Option<uring::SendOutcome> {
+        match &mut self.backend {
+            Backend::Uring(b) => b.kernel_mut().take_send_outcome(),
             _ => None,
         }
     }

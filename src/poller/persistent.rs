@@ -89,10 +89,15 @@ impl<K: KernelQueue> PersistentBackend<K> {
         }
     }
 
-    /// The kernel queue itself (backend-specific test hooks).
+    /// The kernel queue itself (backend-specific calls: io_uring's guest frames, test hooks).
     #[cfg(target_os = "linux")]
     pub fn kernel_mut(&mut self) -> &mut K {
         &mut self.kernel
+    }
+
+    #[cfg(target_os = "linux")]
+    pub fn kernel(&self) -> &K {
+        &self.kernel
     }
 
     pub fn table(&self) -> &InterestTable {

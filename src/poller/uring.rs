@@ -26,17 +26,36 @@
 //! Each arm carries a parity bit (bit 31 of the user data: fds never reach it) so a late CQE
 //! of an earlier arm of the same registration is told apart from the current one.
 //!
-//! Security: the ring is created disabled, restricted to POLL_ADD and POLL_REMOVE (and no
-//! register operation at all), then enabled: a descriptor leaked into the ring can do nothing
-//! but poll, whatever seccomp lets through.
+//! Guest frames (when the loop asks for it, `UringQueue::new` with a slot size): the frontend
+//! socket is not polled for reading; one multishot RECV puts each record into a slot of a
+//! provided buffer ring (`uring_rx.rs`), and its completions go to the RX ring, which hands
+//! the frames to libslirp and the slots back. A RECV that ends (no more buffers, an empty
+//! record, an error) is re-armed by the next enter, after the slots came back. The frontend is
+//! then polled only for writability, while frames wait to go.
+//!
+//! Frames to the guest: what the TX ring holds at the end of an iteration goes as one SEND per
+//! frame (MSG_EOR|MSG_DONTWAIT, so a full socket fails at once with EAGAIN), queued to the
+//! next enter, the one that waits: no system call of its own. The SENDs are linked, so they
+//! run in order and a failure cancels the rest (which stay queued), and post a completion
+//! only when they fail (SKIP_SUCCESS), so a batch that went wakes nothing. A SEND with
+//! MSG_DONTWAIT completes within the enter that submits it (the chain's next link runs as
+//! task work before the enter returns to user space), so the outcome is known when the wait
+//! returns: the frames up to the first failure went.
+//!
+//! Security: the ring is created disabled, restricted to POLL_ADD, POLL_REMOVE and (with guest
+//! frames through the ring) RECV with BUFFER_SELECT as the only SQE flag, and no register
+//! operation at all, then enabled: a descriptor
+//! leaked into the ring can do nothing but poll and receive, whatever seccomp lets through.
 
 use super::interest::Change;
 use super::persistent::{KernelEvent, KernelQueue, FRONTEND_TOKEN, WAKEUP_TOKEN};
+use super::uring_rx::{RingRecord, RingRecords, RxBuffers, FRONTEND_GROUP};
 use super::Readiness;
-use io_uring::{opcode, register::Restriction, types, IoUring};
+use io_uring::{cqueue, opcode, register::Restriction, types, IoUring};
 use std::ffi::c_int;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
 
 /// Submission queue entries: changes beyond this go in more than one enter (the first ones
 /// without waiting).
@@ -59,6 +78,14 @@ const UPDATE_HIGH: u64 = 0xffff_fffe << 32;
 
 /// User data of a test's foreign request (`UringQueue::submit_foreign`).
 const FOREIGN_DATA: u64 = u64::MAX - 3;
+/// User data of the frontend's multishot receive.
+const RECV_DATA: u64 = u64::MAX - 4;
+/// User data of a frame's SEND: this in the high half, its place in the batch in the low one.
+const SEND_HIGH: u64 = 0xffff_fffd << 32;
+
+/// Flags of a frame's SEND: one record each, never blocking (a full socket fails the SEND
+/// with EAGAIN at once instead of the ring waiting for room), no SIGPIPE.
+const SEND_FLAGS: i32 = libc::MSG_EOR | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
 
 /// A request the loop never makes, for tests that the ring refuses it: what a hijacked loop
 /// would try with the ring if seccomp were its only guard.
@@ -74,8 +101,26 @@ pub enum ForeignOp {
     Accept(RawFd),
 }
 
-/// The opcodes the ring may run, and nothing else.
-pub(crate) const OPCODES: [u8; 2] = [opcode::PollAdd::CODE, opcode::PollRemove::CODE];
+/// The opcodes the ring may run, and nothing else: RECV and SEND only when guest frames go
+/// through the ring.
+pub(crate) const OPCODES: [u8; 4] = [
+    opcode::PollAdd::CODE,
+    opcode::PollRemove::CODE,
+    opcode::RecvMulti::CODE,
+    opcode::Send::CODE,
+];
+
+/// How the frames handed to the ring with `push_sends` fared, once the enter that submitted
+/// them returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendOutcome {
+    /// Frames handed over.
+    pub handed: usize,
+    /// Frames that went: a prefix (a failed SEND cancels the ones linked after it).
+    pub sent: usize,
+    /// The failed frame's error (positive errno), when one failed.
+    pub error: Option<i32>,
+}
 
 /// The environment variable that makes ring creation fail as a kernel without io_uring would
 /// (tests of the fallback; read once, at creation).
@@ -143,11 +188,21 @@ enum Target {
     Remove,
     /// An in-place update of the fd's poll.
     Update(RawFd),
+    /// The frontend's multishot receive.
+    Recv,
+    /// A frame's SEND, by its place in the batch.
+    Send(usize),
 }
 
 fn target(user_data: u64) -> Target {
     if user_data == REMOVE_DATA {
         return Target::Remove;
+    }
+    if user_data == RECV_DATA {
+        return Target::Recv;
+    }
+    if user_data & !0xffff_ffff == SEND_HIGH {
+        return Target::Send((user_data & 0xffff_ffff) as usize);
     }
     if user_data & !0xffff_ffff == UPDATE_HIGH {
         return Target::Update((user_data & 0x7fff_ffff) as RawFd);
@@ -174,10 +229,31 @@ pub struct UringQueue {
     /// completion masks (kept should poll(2) fail).
     woken: Vec<libc::pollfd>,
     woken_tokens: Vec<(u64, Readiness)>,
+    /// Guest frames through the ring (declared after `ring`: dropped after it).
+    recv: Option<FrontendRecv>,
+}
+
+/// The frontend's multishot receive and what it delivered since the loop last took it.
+struct FrontendRecv {
+    buffers: Rc<RxBuffers>,
+    /// A RECV is in the kernel.
+    armed: bool,
+    /// Completions not yet taken by the RX ring (at most one per slot, plus the one that
+    /// ended the receive): never grows past its first capacity.
+    records: Vec<RingRecord>,
+    /// Frames handed over by `push_sends` whose enter has not yet returned (0: none).
+    sends: usize,
+    /// The first of them that failed, and its error (not ECANCELED: the ones after it).
+    send_failed: Option<(usize, i32)>,
+    /// The outcome of the last batch, until the TX ring takes it.
+    send_outcome: Option<SendOutcome>,
 }
 
 impl UringQueue {
-    pub fn new(wakeup: RawFd, frontend: RawFd) -> io::Result<UringQueue> {
+    /// A ring watching the two own descriptors; with `rx_slot`, guest frames of up to that
+    /// many bytes come through the ring too (when the kernel cannot register the buffer ring,
+    /// one log line, and the frontend is polled and read as with epoll).
+    pub fn new(wakeup: RawFd, frontend: RawFd, rx_slot: Option<usize>) -> io::Result<UringQueue> {
         if std::env::var_os(FORCE_FAILURE_ENV).is_some() {
             return Err(io::Error::from_raw_os_error(libc::ENOSYS));
         }
@@ -185,9 +261,53 @@ impl UringQueue {
             .setup_cqsize(CQ_ENTRIES)
             .setup_r_disabled()
             .build(SQ_ENTRIES)?;
-        let mut allowed = OPCODES.map(Restriction::sqe_op);
+        let buffers = match rx_slot.map(RxBuffers::new).transpose()? {
+            // SAFETY: the ring's memory stays valid as long as the ring: the queue holds the
+            // buffers (`recv`, dropped after `ring`), and the RX ring shares them by `Rc`.
+            Some(buffers) => match unsafe {
+                ring.submitter().register_buf_ring_with_flags(
+                    buffers.ring_addr(),
+                    buffers.count(),
+                    FRONTEND_GROUP,
+                    0,
+                )
+            } {
+                Ok(()) => Some(buffers),
+                Err(e) => {
+                    crate::diag::warn(&format!(
+                        "io_uring buffer ring unavailable ({e}): guest frames read with recvmmsg"
+                    ));
+                    None
+                }
+            },
+            None => None,
+        };
+        let opcodes = if buffers.is_some() {
+            &OPCODES[..]
+        } else {
+            &OPCODES[..2]
+        };
+        let mut allowed: Vec<Restriction> =
+            opcodes.iter().copied().map(Restriction::sqe_op).collect();
+        if buffers.is_some() {
+            // The RECV picks its slot from the buffer ring; a batch's SENDs are linked (in
+            // order, the rest cancelled after a failure) and post nothing when they succeed.
+            use io_uring::squeue::Flags;
+            allowed.push(Restriction::sqe_flags_allowed(
+                (Flags::BUFFER_SELECT | Flags::IO_LINK | Flags::SKIP_SUCCESS).bits(),
+            ));
+        }
         ring.submitter().register_restrictions(&mut allowed)?;
         ring.submitter().register_enable_rings()?;
+        let records = Vec::with_capacity(buffers.as_ref().map_or(0, |b| b.count().into()) + 1);
+        let recv = buffers.map(|buffers| FrontendRecv {
+            buffers,
+            armed: false,
+            records,
+            sends: 0,
+            send_failed: None,
+            send_outcome: None,
+        });
         let own = |token, events| Watch {
             token,
             events,
@@ -195,29 +315,151 @@ impl UringQueue {
             armed: false,
             parity: false,
         };
+        // With the RECV, the frontend's poll is for writability alone, armed only while
+        // frames wait to go (the receive reports EOF and errors itself).
+        let frontend_watch = if recv.is_some() {
+            Watch {
+                live: false,
+                ..own(FRONTEND_TOKEN, Readiness::OUT)
+            }
+        } else {
+            own(FRONTEND_TOKEN, Readiness::IN | Readiness::RDHUP)
+        };
         let mut queue = UringQueue {
             ring,
             watches: Vec::new(),
             wakeup: (wakeup, own(WAKEUP_TOKEN, Readiness::IN)),
-            frontend: (
-                frontend,
-                own(FRONTEND_TOKEN, Readiness::IN | Readiness::RDHUP),
-            ),
+            frontend: (frontend, frontend_watch),
             fired: Vec::new(),
             woken: Vec::new(),
             woken_tokens: Vec::new(),
+            recv,
         };
         queue.arm_own(Target::Wakeup)?;
-        queue.arm_own(Target::Frontend)?;
+        if queue.frontend.1.live {
+            queue.arm_own(Target::Frontend)?;
+        }
+        queue.arm_recv()?;
         queue.ring.submit()?;
         Ok(queue)
+    }
+
+    /// Arm the frontend's multishot receive, if guest frames come through the ring and it
+    /// is not armed. Only when every slot is back (the RX ring took the records, and gives
+    /// the slots back as it reads them): a receive armed without slots would end at once.
+    fn arm_recv(&mut self) -> io::Result<()> {
+        let fd = self.frontend.0;
+        let Some(recv) = &mut self.recv else {
+            return Ok(());
+        };
+        if recv.armed || !recv.records.is_empty() {
+            return Ok(());
+        }
+        recv.armed = true;
+        let entry = opcode::RecvMulti::new(types::Fd(fd), FRONTEND_GROUP)
+            .build()
+            .user_data(RECV_DATA);
+        self.push(entry)
+    }
+
+    /// Whether frames to the guest may go through the ring (`push_sends`).
+    pub(crate) fn sends_frames(&self) -> bool {
+        self.recv.as_ref().is_some_and(|r| r.sends == 0)
+    }
+
+    /// Queue one linked SEND per frame, to go in the next enter (the waiting one): how many
+    /// were queued (0 when a batch is still in the ring or the engine does not send).
+    ///
+    /// # Safety
+    /// Each frame's bytes must stay allocated and unchanged until [`Self::take_send_outcome`]
+    /// returned this batch's outcome: the kernel reads them during that enter.
+    pub(crate) unsafe fn push_sends<'a>(
+        &mut self,
+        frames: impl Iterator<Item = &'a [u8]>,
+        count: usize,
+    ) -> usize {
+        let fd = self.frontend.0;
+        if !self.sends_frames() || count == 0 {
+            return 0;
+        }
+        use io_uring::squeue::Flags;
+        let mut pushed = 0;
+        for (i, frame) in frames.take(count).enumerate() {
+            let mut flags = Flags::SKIP_SUCCESS;
+            if i + 1 < count {
+                flags |= Flags::IO_LINK;
+            }
+            let entry = opcode::Send::new(types::Fd(fd), frame.as_ptr(), frame.len() as u32)
+                .flags(SEND_FLAGS)
+                .build()
+                .flags(flags)
+                .user_data(SEND_HIGH | i as u64);
+            // SAFETY: the caller keeps the frame's bytes until the outcome (see above).
+            if unsafe { self.ring.submission().push(&entry) }.is_err() {
+                // No room: the batch ends here, unlinked (a full queue is submitted by the
+                // next enter as it is). The rest goes with the next batch.
+                break;
+            }
+            pushed += 1;
+        }
+        // Should the queue have filled, the last SEND queued is linked to one that never
+        // came: the kernel ends a chain at the end of a submission, so it goes as the last.
+        if let Some(recv) = &mut self.recv {
+            recv.sends = pushed;
+            recv.send_failed = None;
+        }
+        pushed
+    }
+
+    /// The outcome of the batch `push_sends` queued, once the enter that submitted it
+    /// returned (every SEND of it ran: a SEND with MSG_DONTWAIT completes in the enter).
+    pub(crate) fn take_send_outcome(&mut self) -> Option<SendOutcome> {
+        self.recv.as_mut()?.send_outcome.take()
+    }
+
+    /// After an enter: if it submitted the batch, its outcome.
+    fn settle_sends(&mut self) {
+        let submitted = self.ring.submission().is_empty();
+        let Some(recv) = &mut self.recv else { return };
+        if recv.sends == 0 || !submitted {
+            return;
+        }
+        let handed = std::mem::take(&mut recv.sends);
+        let (sent, error) = match recv.send_failed.take() {
+            Some((index, errno)) => (index.min(handed), Some(errno)),
+            None => (handed, None),
+        };
+        recv.send_outcome = Some(SendOutcome {
+            handed,
+            sent,
+            error,
+        });
+    }
+
+    /// Hand the receive's completions since the last call to `into` (by swapping the two
+    /// preallocated lists: nothing is copied or allocated). False when there were none.
+    pub(crate) fn take_records(&mut self, into: &mut RingRecords) -> bool {
+        let Some(recv) = &mut self.recv else {
+            return false;
+        };
+        if into.buffers.is_none() {
+            into.buffers = Some(Rc::clone(&recv.buffers));
+            into.records = Vec::with_capacity(recv.records.capacity());
+        }
+        if recv.records.is_empty() {
+            return false;
+        }
+        into.records.clear();
+        std::mem::swap(&mut recv.records, &mut into.records);
+        true
     }
 
     /// Queue one SQE, submitting (without waiting) first when the queue is full.
     fn push(&mut self, entry: io_uring::squeue::Entry) -> io::Result<()> {
         loop {
-            // SAFETY: POLL_ADD and POLL_REMOVE reference no user memory: the kernel reads
-            // only the SQE itself, so nothing must outlive the call.
+            // SAFETY: POLL_ADD, POLL_REMOVE and the buffer-selecting RECV reference no user
+            // memory through the SQE (the RECV's slots are the registered buffer ring's, which
+            // lives as long as the ring): nothing must outlive the call.
             if unsafe { self.ring.submission().push(&entry) }.is_ok() {
                 return Ok(());
             }
@@ -368,15 +610,15 @@ impl UringQueue {
         }
         self.fired.clear();
         for which in [Target::Wakeup, Target::Frontend] {
-            let armed = match which {
-                Target::Wakeup => self.wakeup.1.armed,
-                _ => self.frontend.1.armed,
+            let watch = match which {
+                Target::Wakeup => self.wakeup.1,
+                _ => self.frontend.1,
             };
-            if !armed {
+            if watch.live && !watch.armed {
                 self.arm_own(which)?;
             }
         }
-        Ok(())
+        self.arm_recv()
     }
 
     /// Take every completion the ring holds (and the kernel's overflow list).
@@ -389,7 +631,7 @@ impl UringQueue {
                 let next = self.ring.completion().next();
                 let Some(cqe) = next else { break };
                 any = true;
-                self.complete(cqe.user_data(), cqe.result(), report);
+                self.complete(cqe.user_data(), cqe.result(), cqe.flags(), report);
             }
             // Completions the CQ had no room for wait in the kernel until the next enter.
             let pending = self.ring.submission().cq_overflow();
@@ -399,10 +641,43 @@ impl UringQueue {
         }
     }
 
-    fn complete(&mut self, user_data: u64, result: i32, report: &mut dyn FnMut(KernelEvent)) {
+    fn complete(
+        &mut self,
+        user_data: u64,
+        result: i32,
+        flags: u32,
+        report: &mut dyn FnMut(KernelEvent),
+    ) {
         let which = target(user_data);
         let watch = match which {
             Target::Remove => return,
+            Target::Send(index) => {
+                // Only failures post (SKIP_SUCCESS): the first failed frame has the lowest
+                // index; the ones linked after it are ECANCELED.
+                if let Some(recv) = &mut self.recv {
+                    if result < 0
+                        && recv.sends > 0
+                        && recv.send_failed.is_none_or(|(first, _)| index < first)
+                    {
+                        recv.send_failed = Some((index, -result));
+                    }
+                }
+                return;
+            }
+            Target::Recv => {
+                if let Some(recv) = &mut self.recv {
+                    if !cqueue::more(flags) {
+                        recv.armed = false;
+                    }
+                    // Out of slots: the receive ended, the data waits in the socket until the
+                    // slots are back and the next enter re-arms it. Nothing to hand over.
+                    let slot = cqueue::buffer_select(flags);
+                    if result != -libc::ENOBUFS || slot.is_some() {
+                        recv.records.push(RingRecord { slot, result });
+                    }
+                }
+                return;
+            }
             Target::Update(fd) => {
                 // The poll completed before the update reached it (ENOENT, EALREADY): its
                 // completion, under the old parity, was taken as woken; re-arm with the new
@@ -538,7 +813,7 @@ impl UringQueue {
                 if cqe.user_data() == FOREIGN_DATA {
                     return Ok(cqe.result());
                 }
-                self.complete(cqe.user_data(), cqe.result(), &mut |_| {});
+                self.complete(cqe.user_data(), cqe.result(), cqe.flags(), &mut |_| {});
             }
             self.woken.clear();
             self.woken_tokens.clear();
@@ -556,9 +831,18 @@ impl KernelQueue for UringQueue {
 
     fn watch_frontend_writable(&mut self, on: bool) -> bool {
         let (fd, mut watch) = self.frontend;
+        let mut ok = true;
+        if self.recv.is_some() {
+            // The poll is for writability alone: armed by the next enter, or removed.
+            watch.live = on;
+            if !on {
+                ok = self.remove_poll(&mut watch).is_ok();
+            }
+            self.frontend.1 = watch;
+            return ok;
+        }
         watch.events =
             Readiness::IN | Readiness::RDHUP | if on { Readiness::OUT } else { Readiness::EMPTY };
-        let mut ok = true;
         if watch.armed {
             ok = self.remove_poll(&mut watch).is_ok() && self.add_poll(fd, &mut watch).is_ok();
         }
@@ -596,6 +880,7 @@ impl KernelQueue for UringQueue {
             Err(e) => Err(e),
         };
         self.reap(report);
+        self.settle_sends();
         self.answer_woken(report);
         result
     }
