@@ -326,6 +326,7 @@ write_md() {
     echo "QEMU $(qemu-system-x86_64 --version | head -1 | awk '{ print $4 }'), guest kernel $RELEASE, $SECS s per test, $REPS repetition(s); medians."
     echo "Accelerator: **$ACCEL** (KVM only when it boots a guest here; under TCG the guest's CPU is expensive, so only ratios mean anything)."
     echo "CPU columns: CPU-seconds per GB moved, of the backend process (the helper, passt; for user it is QEMU itself) and of QEMU."
+    echo "Load average at start: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) CPUs); commit $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- src perf || echo ' (dirty)')."
     echo
     echo "| accel | backend | MTU | test | median | unit | backend CPU-s/GB | QEMU CPU-s/GB |"
     echo "|---|---|---|---|---|---|---|---|"
@@ -342,6 +343,7 @@ main() {
   trap cleanup EXIT
   WORK=$(mktemp -d /tmp/slirp-perf-qemu.XXXXXX)
   PORT=$(free_port "") RRPORT=$(free_port "")
+  LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
   build_initramfs
   choose_accel
   log "QEMU section: $ACCEL, backends $BACKENDS, MTU $MTUS, $REPS × $SECS s; logs in $WORK"
