@@ -11,7 +11,10 @@
 # 127.0.0.1 reached through the backend's host address. Each row says KVM or TCG (KVM only when
 # it boots the guest here) and the CPU-seconds per GB of the backend process and of QEMU.
 #   bash perf/qemu.sh [--reps N] [--secs S] [--backends LIST] [--mtus LIST] [--bin DIR]
-#                     [--out STEM]
+#                     [--out STEM] [--profile] [--perf]
+# --profile: for each test also the CPU of every thread (QEMU's vCPU thread apart from its main
+# loop, the backend, the iperf3 server, the whole machine) and the helper's SIGUSR1 counters;
+# --perf adds a `perf record` of QEMU and the backend. Into STEM-profile.md.
 # Writes STEM.csv and STEM.md (default perf/results/<date>-<host>-qemu). perf/run.sh runs it
 # with `--configs ...,qemu`.
 #
@@ -30,6 +33,8 @@ BACKENDS=ours,cdesign,user,passt
 MTUS="1500 65520"
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 OUT_STEM=""
+PROFILE=0
+PERF=0
 BOOT_SECS=90
 GUEST_MAC=52:54:00:12:34:56
 
@@ -46,6 +51,8 @@ parse_args() {
       --mtus) MTUS=${2//,/ }; shift ;;
       --bin) BIN=${2:?}; shift ;;
       --out) OUT_STEM=${2:?}; shift ;;
+      --profile) PROFILE=1 ;;
+      --perf) PROFILE=1 PERF=1 ;;
       -h | --help) usage; exit 0 ;;
       *) usage >&2; exit 2 ;;
     esac
@@ -282,8 +289,10 @@ run_guest() {
     wait_console "$console" "^BENCH-START $t" $((SECS + 30)) || break
     local b0 q0 b1 q1
     b0=$(cpu_secs "$BACKEND_PID") q0=$(cpu_secs "$QEMU_PID")
+    [ "$PROFILE" = 0 ] || profile_start "$backend-$mtu-$rep-$t" "$(child_of "$srv" iperf3)"
     wait_console "$console" "^BENCH-END $t" $((SECS + 40)) || break
     b1=$(cpu_secs "$BACKEND_PID") q1=$(cpu_secs "$QEMU_PID")
+    [ "$PROFILE" = 0 ] || profile_end "$backend" "$mtu" "$t" "$rep"
     wait_console "$console" "^BENCH-OUTPUT-END $t" 10 || break
     local out=$WORK/$backend-$mtu-$rep-$t.out value="" unit="" bytes="" err=""
     # The serial console ends lines with CR LF.
@@ -319,6 +328,94 @@ run_guest() {
   stop_pid "$rrsrv" || true
 }
 
+# thread_ticks LABEL PID...: "LABEL/COMM TICKS" for every thread of each PID (user+system).
+thread_ticks() {
+  local label=$1 pid task stat comm
+  shift
+  for pid in "$@"; do
+    [ -n "$pid" ] || continue
+    for task in /proc/"$pid"/task/*; do
+      stat=$(cat "$task/stat" 2>/dev/null) || continue
+      comm=${stat#*(} comm=${comm%)*} comm=${comm// /_}
+      stat=${stat##*) }
+      awk -v l="$label/$comm" '{ print l, $12 + $13 }' <<<"$stat"
+    done
+    label=${label}+
+  done
+}
+
+# The machine's busy and total ticks (/proc/stat).
+machine_ticks() { awk '$1 == "cpu" { busy = $2 + $3 + $4 + $7 + $8; print busy, busy + $5 + $6 }' /proc/stat; }
+
+# profile_start NAME IPERF_PID: snapshot every thread, the helper's counters (SIGUSR1), and
+# start perf record (--perf) for the test's middle.
+profile_start() {
+  PROF_NAME=$1 PROF_T0=$(date +%s.%N) PROF_M0=$(machine_ticks)
+  PROF_THREADS=$WORK/$1.threads
+  {
+    thread_ticks qemu "$QEMU_PID"
+    [ "$BACKEND_PID" = "$QEMU_PID" ] || thread_ticks backend "$BACKEND_PID"
+    thread_ticks iperf3-server "$2"
+  } >"$PROF_THREADS.0"
+  PROF_IPERF=$2
+  PROF_ERR=$WORK/${1%-*-*}.qemu.err
+  [ "$BACKEND_PID" = "$QEMU_PID" ] || kill -USR1 "$BACKEND_PID" 2>/dev/null || true
+  PROF_PERF=""
+  if [ "$PERF" = 1 ]; then
+    local pids=$QEMU_PID
+    [ "$BACKEND_PID" = "$QEMU_PID" ] || pids=$pids,$BACKEND_PID
+    spawn PROF_PERF "" "$WORK/$1.perf.out" "$WORK/$1.perf.err" timeout -k 2 $((SECS + 10)) \
+      perf record -F 997 -g -p "$pids" -o "$WORK/$1.perf.data" -- sleep $((SECS - 2))
+  fi
+}
+
+# profile_end BACKEND MTU TEST REP: the threads' CPU (% of one CPU) over the test, the
+# counters' difference, perf's top symbols per thread; appended to $PROFILE_MD.
+profile_end() {
+  local t1 m1 secs
+  t1=$(date +%s.%N) m1=$(machine_ticks)
+  {
+    thread_ticks qemu "$QEMU_PID"
+    [ "$BACKEND_PID" = "$QEMU_PID" ] || thread_ticks backend "$BACKEND_PID"
+    thread_ticks iperf3-server "$PROF_IPERF"
+  } >"$PROF_THREADS.1"
+  [ "$BACKEND_PID" = "$QEMU_PID" ] || kill -USR1 "$BACKEND_PID" 2>/dev/null || true
+  secs=$(calc 'b - a' "$PROF_T0" "$t1")
+  sleep 0.2
+  {
+    echo "### $ACCEL $1 MTU $2 $3 (rep $4)"
+    echo
+    echo "$(tail -1 "$CSV" | cut -d, -f6,7 | tr , ' ') over ${secs%.*} s. Machine busy: $(awk -v a="$PROF_M0" -v b="$m1" -v n="$(nproc)" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.0f %% of %d CPUs", 100 * (y[1] - x[1]) / (y[2] - x[2]), n }')."
+    echo
+    echo '| thread | % of one CPU |'
+    echo '|---|---|'
+    awk -v s="$secs" -v hz="$CLK_TCK" 'FNR == NR { a[$1] += $2; next } { b[$1] += $2 } END { for (k in b) { v = 100 * (b[k] - a[k]) / hz / s; if (v >= 0.5) printf "| %s | %.0f |\n", k, v } }' \
+      "$PROF_THREADS.0" "$PROF_THREADS.1" | sort -t'|' -k3 -nr
+    if [ "$BACKEND_PID" != "$QEMU_PID" ] && [ "$1" != passt ]; then
+      local lines
+      lines=$(grep -E '(^|[^_])tx_frames=' "$PROF_ERR" 2>/dev/null | tail -2 || true)
+      if [ "$(wc -l <<<"$lines")" = 2 ]; then
+        echo
+        echo "Helper counters over the test (SIGUSR1 difference):"
+        echo
+        awk '{ for (i = 1; i <= NF; i++) if (split($i, kv, "=") == 2 && kv[2] ~ /^[0-9]+$/) { if (NR == 1) a[kv[1]] = kv[2]; else d[kv[1]] = kv[2] - a[kv[1]] } }
+          END { printf "tx_frames=%d tx_syscalls=%d (%.1f frames/syscall) tx_avg_frame=%d tx_eagain=%d tx_full=%d tx_errors=%d rx_frames=%d rx_syscalls=%d rx_avg_frame=%d iterations=%d wakeups=%d\n",
+            d["tx_frames"], d["tx_syscalls"], d["tx_syscalls"] ? d["tx_frames"] / d["tx_syscalls"] : 0, d["tx_frames"] ? d["tx_bytes"] / d["tx_frames"] : 0, d["tx_eagain"], d["tx_full"], d["tx_errors"],
+            d["rx_frames"], d["rx_syscalls"], d["rx_frames"] ? d["rx_bytes"] / d["rx_frames"] : 0, d["iterations"], d["wakeups"] }' <<<"$lines"
+      fi
+    fi
+    if [ -n "$PROF_PERF" ]; then
+      stop_pid "$PROF_PERF" 10 >/dev/null || true
+      echo
+      echo '```'
+      timeout 120 perf report -i "$WORK/$PROF_NAME.perf.data" --no-children --sort comm,dso,sym --stdio -g none --percent-limit 1.5 2>/dev/null \
+        | grep -v '^#' | grep -v '^$' | head -40 || true
+      echo '```'
+    fi
+    echo
+  } >>"$PROFILE_MD"
+}
+
 write_md() {
   {
     echo "# QEMU: the same guest on each backend ($(date +%F), $(hostname))"
@@ -349,6 +446,8 @@ main() {
   log "QEMU section: $ACCEL, backends $BACKENDS, MTU $MTUS, $REPS × $SECS s; logs in $WORK"
   CSV=$WORK/qemu.csv
   echo "accel,backend,mtu,test,rep,value,unit,bytes,backend_cpu_per_gb,qemu_cpu_per_gb,error" >"$CSV"
+  PROFILE_MD=$WORK/profile.md
+  [ "$PROFILE" = 0 ] || echo "# QEMU profile ($(date +%F), $(hostname), commit $(git -C "$ROOT" rev-parse --short HEAD))" >"$PROFILE_MD"
   local rep backend mtu
   for rep in $(seq 1 "$REPS"); do
     for mtu in $MTUS; do
@@ -360,6 +459,7 @@ main() {
   mkdir -p "$(dirname "$OUT_STEM")"
   cp "$CSV" "$OUT_STEM.csv"
   write_md
+  [ "$PROFILE" = 0 ] || cp "$PROFILE_MD" "$OUT_STEM-profile.md"
   log "done: $OUT_STEM.md"
 }
 
