@@ -168,7 +168,7 @@ EOF
 qemu_base() {
   local accel=$1 mtu=$2 tests=$3 console=$4
   QEMU_ARGS=(qemu-system-x86_64 -machine q35 -m 512 -smp 1 -nodefaults -no-user-config
-    -display none -no-reboot -serial "file:$console" -kernel "$KERNEL" -initrd "$INITRD"
+    -name bench,debug-threads=on -display none -no-reboot -serial "file:$console" -kernel "$KERNEL" -initrd "$INITRD"
     -append "console=ttyS0 quiet panic=-1 bench.secs=$SECS bench.tests=$tests bench.port=$PORT bench.rrport=$RRPORT")
   if [ "$accel" = kvm ]; then QEMU_ARGS+=(-accel kvm -cpu host); else QEMU_ARGS+=(-accel tcg); fi
   NIC=(-device "virtio-net-pci,netdev=n0,mac=$GUEST_MAC,host_mtu=$mtu")
@@ -292,7 +292,7 @@ run_guest() {
     [ "$PROFILE" = 0 ] || profile_start "$backend-$mtu-$rep-$t" "$(child_of "$srv" iperf3)"
     wait_console "$console" "^BENCH-END $t" $((SECS + 40)) || break
     b1=$(cpu_secs "$BACKEND_PID") q1=$(cpu_secs "$QEMU_PID")
-    [ "$PROFILE" = 0 ] || profile_end "$backend" "$mtu" "$t" "$rep"
+    [ "$PROFILE" = 0 ] || profile_snapshot
     wait_console "$console" "^BENCH-OUTPUT-END $t" 10 || break
     local out=$WORK/$backend-$mtu-$rep-$t.out value="" unit="" bytes="" err=""
     # The serial console ends lines with CR LF.
@@ -317,6 +317,7 @@ run_guest() {
     [ "$backend" != user ] || bcpu=""  # the backend is QEMU itself
     echo "$ACCEL,$backend,$mtu,$t,$rep,${value:-},$unit,${bytes:-},${bcpu:-},${qcpu:-},${err//,/ }" >>"$CSV"
     log "$ACCEL $backend MTU $mtu $t rep $rep: ${value:-?} $unit${err:+ ($err)}"
+    [ "$PROFILE" = 0 ] || profile_end "$backend" "$mtu" "$t" "$rep"
   done
   wait_console "$console" '^BENCH-DONE' 20 || true
   wait_until 10 bash -c "! kill -0 $QEMU_PID 2>/dev/null" || true
@@ -369,23 +370,27 @@ profile_start() {
   fi
 }
 
-# profile_end BACKEND MTU TEST REP: the threads' CPU (% of one CPU) over the test, the
-# counters' difference, perf's top symbols per thread; appended to $PROFILE_MD.
-profile_end() {
-  local t1 m1 secs
-  t1=$(date +%s.%N) m1=$(machine_ticks)
+# At the test's end: every thread again, and the helper's counters.
+profile_snapshot() {
+  PROF_T1=$(date +%s.%N) PROF_M1=$(machine_ticks)
   {
     thread_ticks qemu "$QEMU_PID"
     [ "$BACKEND_PID" = "$QEMU_PID" ] || thread_ticks backend "$BACKEND_PID"
     thread_ticks iperf3-server "$PROF_IPERF"
   } >"$PROF_THREADS.1"
   [ "$BACKEND_PID" = "$QEMU_PID" ] || kill -USR1 "$BACKEND_PID" 2>/dev/null || true
-  secs=$(calc 'b - a' "$PROF_T0" "$t1")
-  sleep 0.2
+}
+
+# profile_end BACKEND MTU TEST REP: the threads' CPU (% of one CPU) over the test, the
+# counters' difference, perf's top symbols per thread; appended to $PROFILE_MD.
+profile_end() {
+  local secs ours
+  secs=$(calc 'b - a' "$PROF_T0" "$PROF_T1")
   {
     echo "### $ACCEL $1 MTU $2 $3 (rep $4)"
     echo
-    echo "$(tail -1 "$CSV" | cut -d, -f6,7 | tr , ' ') over ${secs%.*} s. Machine busy: $(awk -v a="$PROF_M0" -v b="$m1" -v n="$(nproc)" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.0f %% of %d CPUs", 100 * (y[1] - x[1]) / (y[2] - x[2]), n }')."
+    ours=$(awk -v s="$secs" -v hz="$CLK_TCK" 'FNR == NR { a[$1] += $2; next } { b[$1] += $2 } END { for (k in b) t += b[k] - a[k]; printf "%.0f", 100 * t / hz / s }' "$PROF_THREADS.0" "$PROF_THREADS.1")
+    echo "$(tail -1 "$CSV" | cut -d, -f6,7 | tr , ' ') over ${secs%.*} s. Machine busy: $(awk -v a="$PROF_M0" -v b="$PROF_M1" -v n="$(nproc)" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.0f %% of one CPU (of %d)", n * 100 * (y[1] - x[1]) / (y[2] - x[2]), n * 100 }'), of which this test's processes $ours %."
     echo
     echo '| thread | % of one CPU |'
     echo '|---|---|'
@@ -393,6 +398,7 @@ profile_end() {
       "$PROF_THREADS.0" "$PROF_THREADS.1" | sort -t'|' -k3 -nr
     if [ "$BACKEND_PID" != "$QEMU_PID" ] && [ "$1" != passt ]; then
       local lines
+      sleep 0.2
       lines=$(grep -E '(^|[^_])tx_frames=' "$PROF_ERR" 2>/dev/null | tail -2 || true)
       if [ "$(wc -l <<<"$lines")" = 2 ]; then
         echo
@@ -408,7 +414,10 @@ profile_end() {
       stop_pid "$PROF_PERF" 10 >/dev/null || true
       echo
       echo '```'
-      timeout 120 perf report -i "$WORK/$PROF_NAME.perf.data" --no-children --sort comm,dso,sym --stdio -g none --percent-limit 1.5 2>/dev/null \
+      timeout 120 perf report -i "$WORK/$PROF_NAME.perf.data" --no-children --sort comm,dso --stdio -g none --percent-limit 1 2>/dev/null \
+        | grep -v '^#' | grep -v '^$' | head -25 || true
+      echo
+      timeout 120 perf report -i "$WORK/$PROF_NAME.perf.data" --no-children --sort comm,sym --stdio -g none --percent-limit 0.7 2>/dev/null \
         | grep -v '^#' | grep -v '^$' | head -40 || true
       echo '```'
     fi
