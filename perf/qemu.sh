@@ -360,14 +360,29 @@ profile_start() {
   } >"$PROF_THREADS.0"
   PROF_IPERF=$2
   PROF_ERR=$WORK/${1%-*-*}.qemu.err
-  [ "$BACKEND_PID" = "$QEMU_PID" ] || kill -USR1 "$BACKEND_PID" 2>/dev/null || true
+  stats_signal
+  local pids=$QEMU_PID
+  [ "$BACKEND_PID" = "$QEMU_PID" ] || pids=$pids,$BACKEND_PID
+  # Syscalls and context switches per thread (the frames' path through QEMU's main loop).
+  spawn PROF_STAT "" "$WORK/$1.stat.out" "$WORK/$1.stat.err" timeout -k 2 $((SECS + 10)) \
+    perf stat --per-thread -e raw_syscalls:sys_enter,context-switches -p "$pids" -o "$WORK/$1.stat" -- sleep $((SECS - 2))
   PROF_PERF=""
   if [ "$PERF" = 1 ]; then
-    local pids=$QEMU_PID
-    [ "$BACKEND_PID" = "$QEMU_PID" ] || pids=$pids,$BACKEND_PID
     spawn PROF_PERF "" "$WORK/$1.perf.out" "$WORK/$1.perf.err" timeout -k 2 $((SECS + 10)) \
       perf record -F 997 -g -p "$pids" -o "$WORK/$1.perf.data" -- sleep $((SECS - 2))
   fi
+}
+
+# SIGUSR1 to the helper, and wait (up to 2 s) for its counters line to be written.
+stats_signal() {
+  [ "$BACKEND_PID" != "$QEMU_PID" ] || return 0
+  local n0 i
+  n0=$(grep -cE '(^|[^_])tx_frames=' "$PROF_ERR" 2>/dev/null || true)
+  kill -USR1 "$BACKEND_PID" 2>/dev/null || return 0
+  for ((i = 0; i < 40; i++)); do
+    [ "$(grep -cE '(^|[^_])tx_frames=' "$PROF_ERR" 2>/dev/null || true)" -gt "${n0:-0}" ] && return 0
+    sleep 0.05
+  done
 }
 
 # At the test's end: every thread again, and the helper's counters.
@@ -378,7 +393,7 @@ profile_snapshot() {
     [ "$BACKEND_PID" = "$QEMU_PID" ] || thread_ticks backend "$BACKEND_PID"
     thread_ticks iperf3-server "$PROF_IPERF"
   } >"$PROF_THREADS.1"
-  [ "$BACKEND_PID" = "$QEMU_PID" ] || kill -USR1 "$BACKEND_PID" 2>/dev/null || true
+  stats_signal
 }
 
 # profile_end BACKEND MTU TEST REP: the threads' CPU (% of one CPU) over the test, the
@@ -398,7 +413,6 @@ profile_end() {
       "$PROF_THREADS.0" "$PROF_THREADS.1" | sort -t'|' -k3 -nr
     if [ "$BACKEND_PID" != "$QEMU_PID" ] && [ "$1" != passt ]; then
       local lines
-      sleep 0.2
       lines=$(grep -E '(^|[^_])tx_frames=' "$PROF_ERR" 2>/dev/null | tail -2 || true)
       if [ "$(wc -l <<<"$lines")" = 2 ]; then
         echo
@@ -409,6 +423,15 @@ profile_end() {
             d["tx_frames"], d["tx_syscalls"], d["tx_syscalls"] ? d["tx_frames"] / d["tx_syscalls"] : 0, d["tx_frames"] ? d["tx_bytes"] / d["tx_frames"] : 0, d["tx_eagain"], d["tx_full"], d["tx_errors"],
             d["rx_frames"], d["rx_syscalls"], d["rx_frames"] ? d["rx_bytes"] / d["rx_frames"] : 0, d["iterations"], d["wakeups"] }' <<<"$lines"
       fi
+    fi
+    stop_pid "$PROF_STAT" 10 >/dev/null || true
+    if [ -s "$WORK/$PROF_NAME.stat" ]; then
+      echo
+      echo "perf stat over $((SECS - 2)) s (syscalls and context switches per thread):"
+      echo
+      echo '```'
+      grep -E 'raw_syscalls|context-switches' "$WORK/$PROF_NAME.stat" | sed 's/  */ /g' || true
+      echo '```'
     fi
     if [ -n "$PROF_PERF" ]; then
       stop_pid "$PROF_PERF" 10 >/dev/null || true
