@@ -360,7 +360,7 @@ profile_start() {
   } >"$PROF_THREADS.0"
   PROF_IPERF=$2
   PROF_ERR=$WORK/${1%-*-*}.qemu.err
-  stats_signal
+  stats_signal "$PROF_THREADS.stats0"
   local pids=$QEMU_PID
   [ "$BACKEND_PID" = "$QEMU_PID" ] || pids=$pids,$BACKEND_PID
   # Syscalls and context switches per thread (the frames' path through QEMU's main loop).
@@ -373,16 +373,19 @@ profile_start() {
   fi
 }
 
-# SIGUSR1 to the helper, and wait (up to 2 s) for its counters line to be written.
+# stats_signal FILE: SIGUSR1 to the helper, wait (up to 2 s) for a new counters line and keep
+# it in FILE. (Two signals close together make one line: each test reads its own copy.)
 stats_signal() {
+  : >"$1"
   [ "$BACKEND_PID" != "$QEMU_PID" ] || return 0
   local n0 i
   n0=$(grep -cE '(^|[^_])tx_frames=' "$PROF_ERR" 2>/dev/null || true)
   kill -USR1 "$BACKEND_PID" 2>/dev/null || return 0
   for ((i = 0; i < 40; i++)); do
-    [ "$(grep -cE '(^|[^_])tx_frames=' "$PROF_ERR" 2>/dev/null || true)" -gt "${n0:-0}" ] && return 0
+    [ "$(grep -cE '(^|[^_])tx_frames=' "$PROF_ERR" 2>/dev/null || true)" -gt "${n0:-0}" ] && break
     sleep 0.05
   done
+  grep -E '(^|[^_])tx_frames=' "$PROF_ERR" 2>/dev/null | tail -1 >"$1" || true
 }
 
 # At the test's end: every thread again, and the helper's counters.
@@ -393,7 +396,7 @@ profile_snapshot() {
     [ "$BACKEND_PID" = "$QEMU_PID" ] || thread_ticks backend "$BACKEND_PID"
     thread_ticks iperf3-server "$PROF_IPERF"
   } >"$PROF_THREADS.1"
-  stats_signal
+  stats_signal "$PROF_THREADS.stats1"
 }
 
 # profile_end BACKEND MTU TEST REP: the threads' CPU (% of one CPU) over the test, the
@@ -413,7 +416,7 @@ profile_end() {
       "$PROF_THREADS.0" "$PROF_THREADS.1" | sort -t'|' -k3 -nr
     if [ "$BACKEND_PID" != "$QEMU_PID" ] && [ "$1" != passt ]; then
       local lines
-      lines=$(grep -E '(^|[^_])tx_frames=' "$PROF_ERR" 2>/dev/null | tail -2 || true)
+      lines=$(cat "$PROF_THREADS.stats0" "$PROF_THREADS.stats1")
       if [ "$(wc -l <<<"$lines")" = 2 ]; then
         echo
         echo "Helper counters over the test (SIGUSR1 difference):"
