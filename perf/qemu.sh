@@ -11,7 +11,7 @@
 # 127.0.0.1 reached through the backend's host address. Each row says KVM or TCG (KVM only when
 # it boots the guest here) and the CPU-seconds per GB of the backend process and of QEMU.
 #   bash perf/qemu.sh [--reps N] [--secs S] [--backends LIST] [--mtus LIST] [--bin DIR]
-#                     [--out STEM] [--profile] [--perf]
+#                     [--out STEM] [--profile] [--perf] [--tests LIST] [--helper-arg ARG]...
 # --profile: for each test also the CPU of every thread (QEMU's vCPU thread apart from its main
 # loop, the backend, the iperf3 server, the whole machine) and the helper's SIGUSR1 counters;
 # --perf adds a `perf record` of QEMU and the backend. Into STEM-profile.md.
@@ -33,6 +33,8 @@ BACKENDS=ours,cdesign,user,passt
 MTUS="1500 65520"
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 OUT_STEM=""
+TESTS=""
+HELPER_ARGS=()
 PROFILE=0
 PERF=0
 BOOT_SECS=90
@@ -51,6 +53,8 @@ parse_args() {
       --mtus) MTUS=${2//,/ }; shift ;;
       --bin) BIN=${2:?}; shift ;;
       --out) OUT_STEM=${2:?}; shift ;;
+      --tests) TESTS=${2:?}; shift ;;
+      --helper-arg) HELPER_ARGS+=("${2:?}"); shift ;;
       --profile) PROFILE=1 ;;
       --perf) PROFILE=1 PERF=1 ;;
       -h | --help) usage; exit 0 ;;
@@ -208,6 +212,9 @@ start_guest() {
     ours | cdesign)
       local extra=() pidfile=$WORK/helper.pid
       [ "$backend" = ours ] || extra=(--helper-arg=--poller --helper-arg=poll --helper-arg=--batch --helper-arg=1)
+      # --helper-arg: @RUN@ becomes this guest's name (backend-mtu-rep), e.g. for --pcap.
+      local a run=${console##*/}
+      for a in "${HELPER_ARGS[@]}"; do extra+=("--helper-arg=${a//@RUN@/${run%.console}}"); done
       rm -f "$pidfile"
       spawn wrapper "" "$WORK/$backend-$mtu.qemu.out" "$WORK/$backend-$mtu.qemu.err" timeout -k 2 "$limit" python3 "$HERE/lib/qemu_launch.py" \
         --helper "$BIN/bhyve-slirp-helper" --pidfile "$pidfile" --open --mtui "$mtu" "${extra[@]}" -- \
@@ -270,6 +277,7 @@ stop_guest() {
 run_guest() {
   local backend=$1 mtu=$2 rep=$3 tests=g2h,h2g t
   [ "$mtu" != 1500 ] || tests=g2h,h2g,rr
+  [ -z "$TESTS" ] || tests=$TESTS
   if [ "$backend" = user ] && [ "$mtu" != 1500 ]; then
     log "user: QEMU's -netdev user has no MTU setting (libslirp's 1500): no row at MTU $mtu"
     return 0
