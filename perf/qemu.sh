@@ -11,7 +11,10 @@
 # 127.0.0.1 reached through the backend's host address. Each row says KVM or TCG (KVM only when
 # it boots the guest here) and the CPU-seconds per GB of the backend process and of QEMU.
 #   bash perf/qemu.sh [--reps N] [--secs S] [--backends LIST] [--mtus LIST] [--bin DIR]
-#                     [--out STEM]
+#                     [--out STEM] [--profile] [--perf] [--tests LIST] [--helper-arg ARG]...
+# --profile: for each test also the CPU of every thread (QEMU's vCPU thread apart from its main
+# loop, the backend, the iperf3 server, the whole machine) and the helper's SIGUSR1 counters;
+# --perf adds a `perf record` of QEMU and the backend. Into STEM-profile.md.
 # Writes STEM.csv and STEM.md (default perf/results/<date>-<host>-qemu). perf/run.sh runs it
 # with `--configs ...,qemu`.
 #
@@ -30,6 +33,10 @@ BACKENDS=ours,cdesign,user,passt
 MTUS="1500 65520"
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 OUT_STEM=""
+TESTS=""
+HELPER_ARGS=()
+PROFILE=0
+PERF=0
 BOOT_SECS=90
 GUEST_MAC=52:54:00:12:34:56
 
@@ -46,6 +53,10 @@ parse_args() {
       --mtus) MTUS=${2//,/ }; shift ;;
       --bin) BIN=${2:?}; shift ;;
       --out) OUT_STEM=${2:?}; shift ;;
+      --tests) TESTS=${2:?}; shift ;;
+      --helper-arg) HELPER_ARGS+=("${2:?}"); shift ;;
+      --profile) PROFILE=1 ;;
+      --perf) PROFILE=1 PERF=1 ;;
       -h | --help) usage; exit 0 ;;
       *) usage >&2; exit 2 ;;
     esac
@@ -161,7 +172,7 @@ EOF
 qemu_base() {
   local accel=$1 mtu=$2 tests=$3 console=$4
   QEMU_ARGS=(qemu-system-x86_64 -machine q35 -m 512 -smp 1 -nodefaults -no-user-config
-    -display none -no-reboot -serial "file:$console" -kernel "$KERNEL" -initrd "$INITRD"
+    -name bench,debug-threads=on -display none -no-reboot -serial "file:$console" -kernel "$KERNEL" -initrd "$INITRD"
     -append "console=ttyS0 quiet panic=-1 bench.secs=$SECS bench.tests=$tests bench.port=$PORT bench.rrport=$RRPORT")
   if [ "$accel" = kvm ]; then QEMU_ARGS+=(-accel kvm -cpu host); else QEMU_ARGS+=(-accel tcg); fi
   NIC=(-device "virtio-net-pci,netdev=n0,mac=$GUEST_MAC,host_mtu=$mtu")
@@ -201,6 +212,9 @@ start_guest() {
     ours | cdesign)
       local extra=() pidfile=$WORK/helper.pid
       [ "$backend" = ours ] || extra=(--helper-arg=--poller --helper-arg=poll --helper-arg=--batch --helper-arg=1)
+      # --helper-arg: @RUN@ becomes this guest's name (backend-mtu-rep), e.g. for --pcap.
+      local a run=${console##*/}
+      for a in "${HELPER_ARGS[@]}"; do extra+=("--helper-arg=${a//@RUN@/${run%.console}}"); done
       rm -f "$pidfile"
       spawn wrapper "" "$WORK/$backend-$mtu.qemu.out" "$WORK/$backend-$mtu.qemu.err" timeout -k 2 "$limit" python3 "$HERE/lib/qemu_launch.py" \
         --helper "$BIN/bhyve-slirp-helper" --pidfile "$pidfile" --open --mtui "$mtu" "${extra[@]}" -- \
@@ -263,6 +277,7 @@ stop_guest() {
 run_guest() {
   local backend=$1 mtu=$2 rep=$3 tests=g2h,h2g t
   [ "$mtu" != 1500 ] || tests=g2h,h2g,rr
+  [ -z "$TESTS" ] || tests=$TESTS
   if [ "$backend" = user ] && [ "$mtu" != 1500 ]; then
     log "user: QEMU's -netdev user has no MTU setting (libslirp's 1500): no row at MTU $mtu"
     return 0
@@ -282,8 +297,10 @@ run_guest() {
     wait_console "$console" "^BENCH-START $t" $((SECS + 30)) || break
     local b0 q0 b1 q1
     b0=$(cpu_secs "$BACKEND_PID") q0=$(cpu_secs "$QEMU_PID")
+    [ "$PROFILE" = 0 ] || profile_start "$backend-$mtu-$rep-$t" "$(child_of "$srv" iperf3)"
     wait_console "$console" "^BENCH-END $t" $((SECS + 40)) || break
     b1=$(cpu_secs "$BACKEND_PID") q1=$(cpu_secs "$QEMU_PID")
+    [ "$PROFILE" = 0 ] || profile_snapshot
     wait_console "$console" "^BENCH-OUTPUT-END $t" 10 || break
     local out=$WORK/$backend-$mtu-$rep-$t.out value="" unit="" bytes="" err=""
     # The serial console ends lines with CR LF.
@@ -308,6 +325,7 @@ run_guest() {
     [ "$backend" != user ] || bcpu=""  # the backend is QEMU itself
     echo "$ACCEL,$backend,$mtu,$t,$rep,${value:-},$unit,${bytes:-},${bcpu:-},${qcpu:-},${err//,/ }" >>"$CSV"
     log "$ACCEL $backend MTU $mtu $t rep $rep: ${value:-?} $unit${err:+ ($err)}"
+    [ "$PROFILE" = 0 ] || profile_end "$backend" "$mtu" "$t" "$rep"
   done
   wait_console "$console" '^BENCH-DONE' 20 || true
   wait_until 10 bash -c "! kill -0 $QEMU_PID 2>/dev/null" || true
@@ -319,6 +337,128 @@ run_guest() {
   stop_pid "$rrsrv" || true
 }
 
+# thread_ticks LABEL PID...: "LABEL/COMM TICKS" for every thread of each PID (user+system).
+thread_ticks() {
+  local label=$1 pid task stat comm
+  shift
+  for pid in "$@"; do
+    [ -n "$pid" ] || continue
+    for task in /proc/"$pid"/task/*; do
+      stat=$(cat "$task/stat" 2>/dev/null) || continue
+      comm=${stat#*(} comm=${comm%)*} comm=${comm// /_}
+      stat=${stat##*) }
+      awk -v l="$label/$comm" '{ print l, $12 + $13 }' <<<"$stat"
+    done
+    label=${label}+
+  done
+}
+
+# The machine's busy and total ticks (/proc/stat).
+machine_ticks() { awk '$1 == "cpu" { busy = $2 + $3 + $4 + $7 + $8; print busy, busy + $5 + $6 }' /proc/stat; }
+
+# profile_start NAME IPERF_PID: snapshot every thread, the helper's counters (SIGUSR1), and
+# start perf record (--perf) for the test's middle.
+profile_start() {
+  PROF_NAME=$1 PROF_T0=$(date +%s.%N) PROF_M0=$(machine_ticks)
+  PROF_THREADS=$WORK/$1.threads
+  {
+    thread_ticks qemu "$QEMU_PID"
+    [ "$BACKEND_PID" = "$QEMU_PID" ] || thread_ticks backend "$BACKEND_PID"
+    thread_ticks iperf3-server "$2"
+  } >"$PROF_THREADS.0"
+  PROF_IPERF=$2
+  PROF_ERR=$WORK/${1%-*-*}.qemu.err
+  stats_signal "$PROF_THREADS.stats0"
+  local pids=$QEMU_PID
+  [ "$BACKEND_PID" = "$QEMU_PID" ] || pids=$pids,$BACKEND_PID
+  # Syscalls and context switches per thread (the frames' path through QEMU's main loop).
+  spawn PROF_STAT "" "$WORK/$1.stat.out" "$WORK/$1.stat.err" timeout -k 2 $((SECS + 10)) \
+    perf stat --per-thread -e raw_syscalls:sys_enter,context-switches -p "$pids" -o "$WORK/$1.stat" -- sleep $((SECS - 2))
+  PROF_PERF=""
+  if [ "$PERF" = 1 ]; then
+    spawn PROF_PERF "" "$WORK/$1.perf.out" "$WORK/$1.perf.err" timeout -k 2 $((SECS + 10)) \
+      perf record -F 997 -g -p "$pids" -o "$WORK/$1.perf.data" -- sleep $((SECS - 2))
+  fi
+}
+
+# stats_signal FILE: SIGUSR1 to the helper, wait (up to 2 s) for a new counters line and keep
+# it in FILE. (Two signals close together make one line: each test reads its own copy.)
+stats_signal() {
+  : >"$1"
+  [ "$BACKEND_PID" != "$QEMU_PID" ] || return 0
+  local n0 i
+  n0=$(grep -cE '(^|[^_])tx_frames=' "$PROF_ERR" 2>/dev/null || true)
+  kill -USR1 "$BACKEND_PID" 2>/dev/null || return 0
+  for ((i = 0; i < 40; i++)); do
+    [ "$(grep -cE '(^|[^_])tx_frames=' "$PROF_ERR" 2>/dev/null || true)" -gt "${n0:-0}" ] && break
+    sleep 0.05
+  done
+  grep -E '(^|[^_])tx_frames=' "$PROF_ERR" 2>/dev/null | tail -1 >"$1" || true
+}
+
+# At the test's end: every thread again, and the helper's counters.
+profile_snapshot() {
+  PROF_T1=$(date +%s.%N) PROF_M1=$(machine_ticks)
+  {
+    thread_ticks qemu "$QEMU_PID"
+    [ "$BACKEND_PID" = "$QEMU_PID" ] || thread_ticks backend "$BACKEND_PID"
+    thread_ticks iperf3-server "$PROF_IPERF"
+  } >"$PROF_THREADS.1"
+  stats_signal "$PROF_THREADS.stats1"
+}
+
+# profile_end BACKEND MTU TEST REP: the threads' CPU (% of one CPU) over the test, the
+# counters' difference, perf's top symbols per thread; appended to $PROFILE_MD.
+profile_end() {
+  local secs ours
+  secs=$(calc 'b - a' "$PROF_T0" "$PROF_T1")
+  {
+    echo "### $ACCEL $1 MTU $2 $3 (rep $4)"
+    echo
+    ours=$(awk -v s="$secs" -v hz="$CLK_TCK" 'FNR == NR { a[$1] += $2; next } { b[$1] += $2 } END { for (k in b) t += b[k] - a[k]; printf "%.0f", 100 * t / hz / s }' "$PROF_THREADS.0" "$PROF_THREADS.1")
+    echo "$(tail -1 "$CSV" | cut -d, -f6,7 | tr , ' ') over ${secs%.*} s. Machine busy: $(awk -v a="$PROF_M0" -v b="$PROF_M1" -v n="$(nproc)" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.0f %% of one CPU (of %d)", n * 100 * (y[1] - x[1]) / (y[2] - x[2]), n * 100 }'), of which this test's processes $ours %."
+    echo
+    echo '| thread | % of one CPU |'
+    echo '|---|---|'
+    awk -v s="$secs" -v hz="$CLK_TCK" 'FNR == NR { a[$1] += $2; next } { b[$1] += $2 } END { for (k in b) { v = 100 * (b[k] - a[k]) / hz / s; if (v >= 0.5) printf "| %s | %.0f |\n", k, v } }' \
+      "$PROF_THREADS.0" "$PROF_THREADS.1" | sort -t'|' -k3 -nr
+    if [ "$BACKEND_PID" != "$QEMU_PID" ] && [ "$1" != passt ]; then
+      local lines
+      lines=$(cat "$PROF_THREADS.stats0" "$PROF_THREADS.stats1")
+      if [ "$(wc -l <<<"$lines")" = 2 ]; then
+        echo
+        echo "Helper counters over the test (SIGUSR1 difference):"
+        echo
+        awk '{ for (i = 1; i <= NF; i++) if (split($i, kv, "=") == 2 && kv[2] ~ /^[0-9]+$/) { if (NR == 1) a[kv[1]] = kv[2]; else d[kv[1]] = kv[2] - a[kv[1]] } }
+          END { printf "tx_frames=%d tx_syscalls=%d (%.1f frames/syscall) tx_avg_frame=%d tx_eagain=%d tx_full=%d tx_errors=%d rx_frames=%d rx_syscalls=%d rx_avg_frame=%d iterations=%d wakeups=%d\n",
+            d["tx_frames"], d["tx_syscalls"], d["tx_syscalls"] ? d["tx_frames"] / d["tx_syscalls"] : 0, d["tx_frames"] ? d["tx_bytes"] / d["tx_frames"] : 0, d["tx_eagain"], d["tx_full"], d["tx_errors"],
+            d["rx_frames"], d["rx_syscalls"], d["rx_frames"] ? d["rx_bytes"] / d["rx_frames"] : 0, d["iterations"], d["wakeups"] }' <<<"$lines"
+      fi
+    fi
+    stop_pid "$PROF_STAT" 10 >/dev/null || true
+    if [ -s "$WORK/$PROF_NAME.stat" ]; then
+      echo
+      echo "perf stat over $((SECS - 2)) s (syscalls and context switches per thread):"
+      echo
+      echo '```'
+      grep -E 'raw_syscalls|context-switches' "$WORK/$PROF_NAME.stat" | sed 's/  */ /g' || true
+      echo '```'
+    fi
+    if [ -n "$PROF_PERF" ]; then
+      stop_pid "$PROF_PERF" 10 >/dev/null || true
+      echo
+      echo '```'
+      timeout 120 perf report -i "$WORK/$PROF_NAME.perf.data" --no-children --sort comm,dso --stdio -g none --percent-limit 1 2>/dev/null \
+        | grep -v '^#' | grep -v '^$' | head -25 || true
+      echo
+      timeout 120 perf report -i "$WORK/$PROF_NAME.perf.data" --no-children --sort comm,sym --stdio -g none --percent-limit 0.7 2>/dev/null \
+        | grep -v '^#' | grep -v '^$' | head -40 || true
+      echo '```'
+    fi
+    echo
+  } >>"$PROFILE_MD"
+}
+
 write_md() {
   {
     echo "# QEMU: the same guest on each backend ($(date +%F), $(hostname))"
@@ -326,6 +466,7 @@ write_md() {
     echo "QEMU $(qemu-system-x86_64 --version | head -1 | awk '{ print $4 }'), guest kernel $RELEASE, $SECS s per test, $REPS repetition(s); medians."
     echo "Accelerator: **$ACCEL** (KVM only when it boots a guest here; under TCG the guest's CPU is expensive, so only ratios mean anything)."
     echo "CPU columns: CPU-seconds per GB moved, of the backend process (the helper, passt; for user it is QEMU itself) and of QEMU."
+    echo "Load average at start: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) CPUs); commit $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- src perf || echo ' (dirty)')."
     echo
     echo "| accel | backend | MTU | test | median | unit | backend CPU-s/GB | QEMU CPU-s/GB |"
     echo "|---|---|---|---|---|---|---|---|"
@@ -342,11 +483,14 @@ main() {
   trap cleanup EXIT
   WORK=$(mktemp -d /tmp/slirp-perf-qemu.XXXXXX)
   PORT=$(free_port "") RRPORT=$(free_port "")
+  LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
   build_initramfs
   choose_accel
   log "QEMU section: $ACCEL, backends $BACKENDS, MTU $MTUS, $REPS × $SECS s; logs in $WORK"
   CSV=$WORK/qemu.csv
   echo "accel,backend,mtu,test,rep,value,unit,bytes,backend_cpu_per_gb,qemu_cpu_per_gb,error" >"$CSV"
+  PROFILE_MD=$WORK/profile.md
+  [ "$PROFILE" = 0 ] || echo "# QEMU profile ($(date +%F), $(hostname), commit $(git -C "$ROOT" rev-parse --short HEAD))" >"$PROFILE_MD"
   local rep backend mtu
   for rep in $(seq 1 "$REPS"); do
     for mtu in $MTUS; do
@@ -358,6 +502,7 @@ main() {
   mkdir -p "$(dirname "$OUT_STEM")"
   cp "$CSV" "$OUT_STEM.csv"
   write_md
+  [ "$PROFILE" = 0 ] || cp "$PROFILE_MD" "$OUT_STEM-profile.md"
   log "done: $OUT_STEM.md"
 }
 
