@@ -458,8 +458,10 @@ fn run(options: Options) -> Result<(), HelperError> {
 
     let mut rx = FrameRx::new(sock.as_fd(), limit, batch);
     let mut reasm = Reassembler::new(ReasmLimits::default());
-    // libslirp drops IPv6 packets longer than its if_mtu: IPv6 merges stop there.
-    let mut coalescer = Coalescer::new(coalesce).with_ipv6_mtu(limit.mtu());
+    // libslirp drops IPv6 packets longer than its if_mtu: IPv6 merges stop there (65520 with
+    // IPv6 on, where the TX ring fragments what libslirp sends).
+    let six_mtu = slirp_helper::slirp::if_mtu(limit.mtu(), network.ipv6.is_some());
+    let mut coalescer = Coalescer::new(coalesce).with_ipv6_mtu(six_mtu);
     let exit = event_loop::run(
         &mut stack,
         &mut rx,

@@ -31,8 +31,11 @@ pub struct TxCounters {
     pub syscalls: u64,
     /// Sends that moved at least one whole frame.
     pub batches: u64,
-    /// Dropped: above what the frontend accepts (mtui + 14, or 2048).
+    /// Dropped: above what the frontend accepts (mtui + 14, or 2048) and not split: not IP,
+    /// IPv4 with DF or options, IPv6 with extension headers (`frames::fragment`).
     pub oversize: u64,
+    /// libslirp packets above what the frontend accepts, split into IP fragments.
+    pub fragmented: u64,
     /// Dropped: the frontend's receive buffer was full (EAGAIN/ENOBUFS), as bhyve drops too.
     pub full: u64,
     /// Sends that returned EAGAIN/ENOBUFS.
@@ -175,7 +178,7 @@ pub(crate) fn reasm_fields(c: &ReasmCounters) -> String {
 /// One line: `rx_frames=… rx_bytes=… … iterations=…`.
 pub fn line(rx: &RxCounters, tx: &TxCounters, lp: &LoopCounters) -> String {
     let mut s = String::with_capacity(256);
-    let fields: [(&str, u64); 22] = [
+    let fields: [(&str, u64); 23] = [
         ("rx_frames", rx.frames),
         ("rx_bytes", rx.bytes),
         ("rx_syscalls", rx.syscalls),
@@ -188,6 +191,7 @@ pub fn line(rx: &RxCounters, tx: &TxCounters, lp: &LoopCounters) -> String {
         ("tx_syscalls", tx.syscalls),
         ("tx_batches", tx.batches),
         ("tx_oversize", tx.oversize),
+        ("tx_fragmented", tx.fragmented),
         ("tx_full", tx.full),
         ("tx_eagain", tx.eagain),
         ("tx_errors", tx.errors),

@@ -179,8 +179,9 @@ fn a_bad_coalesce_value_is_a_configuration_error() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// IPv6 (`ipv6=on`): merges stop at the MTU, because libslirp's ip6_input answers a longer IPv6
-// packet with Packet Too Big and drops it (docs/design.md).
+// IPv6 (`ipv6=on`): libslirp's ip6_input answers an IPv6 packet longer than its if_mtu with
+// Packet Too Big and drops it, so with IPv6 on the helper gives libslirp an if_mtu of 65520
+// (if_mru stays the MTU) and merges stop there, as IPv4 ones do (docs/design.md).
 // ---------------------------------------------------------------------------------------------
 
 use common::ipv6::*;
@@ -288,21 +289,22 @@ fn upload6(mtu: u64, seg_len: usize, bursts: usize, sport: u16) -> HashMap<Strin
 }
 
 #[test]
-fn ipv6_short_segments_merge_up_to_the_mtu_and_arrive_intact() {
-    // 1000-byte segments at MTU 9000: up to 8 (8060 bytes with headers) per merge.
+fn ipv6_short_segments_merge_past_the_mtu_and_arrive_intact() {
+    // 1000-byte segments at MTU 9000: a burst of 20 is 20 000 bytes, past the MTU and within
+    // libslirp's if_mtu of 65520.
     let stats = upload6(9000, 1000, 8, 42011);
     let (segments, frames) = merged(&stats);
     eprintln!("IPv6 at MTU 9000: coalesced_segments={segments} coalesced_frames={frames}");
     assert!(segments > 0, "nothing merged: {stats:?}");
-    assert!(
-        frames > 0 && segments >= 2 * frames && segments <= 8 * frames,
-        "{stats:?}"
-    );
+    assert!(frames > 0 && segments > 9 * frames, "{stats:?}");
 }
 
 #[test]
-fn ipv6_full_sized_segments_are_not_merged_and_arrive_intact() {
-    // 1440 + 60 = 1500: a merge would pass the MTU, which libslirp refuses for IPv6.
+fn ipv6_full_sized_segments_merge_and_arrive_intact() {
+    // 1440 + 60 = 1500: every merge is past the MTU. libslirp would answer Packet Too Big at an
+    // if_mtu of 1500 and the upload would stall; at 65520 it takes them.
     let stats = upload6(1500, 1440, 8, 42012);
-    assert_eq!(merged(&stats), (0, 0), "{stats:?}");
+    let (segments, frames) = merged(&stats);
+    assert!(segments > 0 && segments >= 2 * frames, "{stats:?}");
+    assert_eq!(stats["tx_oversize"], 0, "{stats:?}");
 }

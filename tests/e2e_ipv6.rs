@@ -351,11 +351,10 @@ fn udp_round_trip_to_the_hosts_ipv6_loopback() {
 }
 
 // The 30 000-byte guest datagram is `tests/e2e_fragments.rs`
-// (`large_ipv6_udp_datagrams_fragmented_by_the_guest_arrive_whole`): libslirp 4.7's `ip6_input`
-// answers any IPv6 packet longer than its `if_mtu` with Packet Too Big, so the helper's
-// reassembled datagram reaches a host socket only when the guest's link MTU is below the
-// helper's (tap 1500 under `--mtu 65520` there); at equal MTUs it cannot, whatever the helper
-// does (docs/design.md).
+// (`large_ipv6_udp_datagrams_fragmented_by_the_guest_arrive_whole`, at MTU 1500 and 65520):
+// libslirp 4.7's `ip6_input` answers any IPv6 packet longer than its `if_mtu` with Packet Too
+// Big, so with `ipv6` on the helper gives it 65520 and fragments toward the guest itself
+// (docs/design.md).
 
 /// Send `hello` to [::1]:hport until the guest's `guest:hello` comes back (bounded).
 fn tcp_forward_exchange(hport: u16) -> String {

@@ -9,6 +9,7 @@
 mod common;
 
 use common::*;
+use slirp_helper::reasm::{ReasmLimits, Reassembler, Verdict};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -468,29 +469,51 @@ fn ipv6_fragmented_and_atomic_echoes_are_answered() {
 }
 
 /// libslirp's ip6_input refuses an IPv6 packet longer than its if_mtu (Packet Too Big, then
-/// drop), reassembled or not: at the guest's own MTU a fragmented datagram never gets through.
-/// This pins that behaviour (docs/design.md) so that a libslirp that lifts it shows up here.
+/// drop), reassembled or not; with IPv6 on the helper gives it an if_mtu of 65520 (the guest
+/// MTU stays its if_mru) and fragments what comes back longer than the guest's frame limit.
+/// A 3000-byte echo at MTU 1500, fragmented by the "guest", gets its reply as fragments that
+/// each fit 1514 bytes and that the helper's own reassembler puts back together.
 #[test]
-fn ipv6_a_reassembled_packet_over_the_mtu_gets_packet_too_big() {
+fn ipv6_a_reassembled_echo_over_the_mtu_is_answered_in_fragments() {
     let (mut bhyve, gw) = ipv6_bhyve(1500, false);
     let data = pattern(3000, 5);
     let whole = echo6_frame(gw, HOST6, 0x7009, 1, &data);
     let deadline = Instant::now() + STEP;
-    let mut too_big = None;
-    while too_big.is_none() && Instant::now() < deadline {
+    let mut reply = None;
+    let mut too_big = false;
+    let mut reasm = Reassembler::new(ReasmLimits::default());
+    while reply.is_none() && Instant::now() < deadline {
         for f in fragment6(&whole, 1448, 0x7777_0003) {
             bhyve.send_frame(&f).unwrap();
         }
-        too_big = bhyve.recv6_until(Duration::from_secs(1), |p| {
-            (p.next == NEXT_ICMPV6 && p.payload.first() == Some(&ICMPV6_TOO_BIG))
-                .then(|| u32::from_be_bytes(p.payload[4..8].try_into().unwrap()))
+        reply = bhyve.recv_until(Duration::from_secs(1), |frame| {
+            assert!(frame.len() <= 1514, "a {}-byte frame", frame.len());
+            let whole = match reasm.push(frame, 0) {
+                Verdict::Complete(f) => f.to_vec(),
+                Verdict::Pass(f) => f.to_vec(),
+                _ => return None,
+            };
+            let p = parse_ipv6(&whole)?;
+            too_big |= p.next == NEXT_ICMPV6 && p.payload.first() == Some(&ICMPV6_TOO_BIG);
+            (p.next == NEXT_ICMPV6
+                && p.payload.first() == Some(&ICMPV6_ECHO_REPLY)
+                && p.payload.get(4..6) == Some(&[0x70, 0x09][..]))
+            .then(|| p.payload[8..] == data[..])
         });
     }
-    assert_eq!(too_big, Some(1500), "stderr:\n{}", bhyve.stderr());
+    assert!(!too_big, "Packet Too Big; stderr:\n{}", bhyve.stderr());
+    assert_eq!(reply, Some(true), "stderr:\n{}", bhyve.stderr());
+    assert!(
+        reasm.counters.fragments >= 3,
+        "the reply was not fragmented: {:?}",
+        reasm.counters
+    );
     let stats = bhyve
         .stats_now(Duration::from_secs(10))
         .unwrap_or_else(|| panic!("no stats line; stderr:\n{}", bhyve.stderr()));
     assert!(counter(&stats, "frag_completed") >= 1, "{stats:?}");
+    assert!(counter(&stats, "tx_fragmented") >= 1, "{stats:?}");
+    assert_eq!(counter(&stats, "tx_oversize"), 0, "{stats:?}");
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The TCP MSS libslirp announces follows the MTU: both `if_mtu` and `if_mru` are set from
-//! `mtui` (the C helper left `if_mru` at 1500, so its MSS stayed 1460 whatever the MTU).
+//! `mtui` (the C helper left `if_mru` at 1500, so its MSS stayed 1460 whatever the MTU). With
+//! `ipv6` on, `if_mtu` is 65520 and `if_mru` the MTU: libslirp's MSS is MIN of the two.
 
 mod common;
 
@@ -51,6 +52,13 @@ fn mss_follows_mtui() {
         syn_ack_mss(ConfigBuilder::bhyve().open().mtui(65520).encode(), 41003),
         65480
     );
+}
+
+#[test]
+fn mss_follows_mtui_with_ipv6_on_too() {
+    let v6 = || ConfigBuilder::bhyve().open().string("ipv6", "on");
+    assert_eq!(syn_ack_mss(v6().mtui(1500).encode(), 41005), 1460);
+    assert_eq!(syn_ack_mss(v6().mtui(9000).encode(), 41006), 8960);
 }
 
 #[test]

@@ -1,9 +1,9 @@
 //! No allocation per frame in steady state: the whole loop (poller, RX ring, IPv4 and IPv6
 //! reassembly, TCP coalescing, libslirp's callbacks, TX ring) runs in this process with the
-//! real libslirp (IPv6 on) while guest frames flow (fragmented IPv4 and IPv6 echo requests, an
-//! IPv6 atomic fragment, and bursts of IPv4 and IPv6 TCP segments that are merged among them),
-//! and a counting global allocator sees no Rust allocation on this thread; with packet capture
-//! (`pcap=`) off and on.
+//! real libslirp (IPv6 on) while guest frames flow (fragmented IPv4 and IPv6 echo requests,
+//! whose replies the TX ring fragments in turn, an IPv6 atomic fragment, and bursts of IPv4
+//! and IPv6 TCP segments that are merged among them), and a counting global allocator sees no
+//! Rust allocation on this thread; with packet capture (`pcap=`) off and on.
 //! (libslirp's own allocations go through glib's malloc and are not counted.)
 
 mod common;
@@ -19,7 +19,7 @@ use slirp_helper::pcap::{self, Capture};
 use slirp_helper::poller::PollerKind;
 use slirp_helper::reasm::{ReasmLimits, Reassembler};
 use slirp_helper::slirp::api::{SlirpApi, DEFAULT_LIBSLIRP};
-use slirp_helper::slirp::{SlirpHost, Stack, StackConfig};
+use slirp_helper::slirp::{self, SlirpHost, Stack, StackConfig};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::os::fd::AsFd;
@@ -264,7 +264,7 @@ fn steady_state_allocates_nothing_per_frame() {
         let mut input = Input {
             rx: FrameRx::new(fd, limit, batch),
             reasm: Reassembler::new(ReasmLimits::default()),
-            coalescer: Coalescer::new(true).with_ipv6_mtu(limit.mtu()),
+            coalescer: Coalescer::new(true).with_ipv6_mtu(slirp::if_mtu(limit.mtu(), true)),
         };
         let mut buf = vec![0u8; 4096];
 
@@ -290,7 +290,8 @@ fn steady_state_allocates_nothing_per_frame() {
         let mut frames: Vec<Vec<u8>> = (0..32)
             .map(|i| echo_request(gw, i, 56 + 40 * i as usize))
             .collect();
-        // 4000 bytes: three fragments each way (libslirp fragments its reply).
+        // 4000 bytes: three fragments each way (with IPv6 on, libslirp's if_mtu is 65520 and
+        // the TX ring fragments its reply).
         let fragmented = fragmented_echo(gw, 100, 4000);
         assert_eq!(
             round(&mut stack, &mut input, &guest, &fragmented, 3, &mut buf),
@@ -344,9 +345,10 @@ fn steady_state_allocates_nothing_per_frame() {
             }
         }
         let gw6 = gw6.expect("neighbour advertisement from fec0::2");
+        // 3000 bytes: three fragments each way (the TX ring fragments the reply).
         let echo6 = fragment6(
-            &echo6_frame(gw6, HOST6, 0x6006, 1, &[0x66; 1000]),
-            400,
+            &echo6_frame(gw6, HOST6, 0x6006, 1, &[0x66; 3000]),
+            1200,
             0x600d,
         );
         assert_eq!(echo6.len(), 3);
@@ -366,9 +368,9 @@ fn steady_state_allocates_nothing_per_frame() {
         frames.extend(echo6);
         frames.extend(atomic6);
         frames.extend(burst6);
-        // Replies per round: an echo reply each (IPv4: three fragments for the big one; IPv6:
-        // one whole reply each), a RST per burst.
-        let expected = 32 + 3 + 1 + 2 + 1;
+        // Replies per round: an echo reply each (three fragments for the big IPv4 and the big
+        // IPv6 one), a RST per burst.
+        let expected = 32 + 3 + 1 + 3 + 1 + 1;
         for _ in 0..50 {
             round(&mut stack, &mut input, &guest, &frames, expected, &mut buf);
         }
@@ -379,6 +381,7 @@ fn steady_state_allocates_nothing_per_frame() {
         );
         let merged_before = input.coalescer.counters.frames;
         let completed_before = input.reasm.counters.completed;
+        let fragmented_before = stack.host().tx.counters.fragmented;
 
         ALLOCATIONS.store(0, Ordering::Relaxed);
         COUNTING.with(|c| c.set(true));
@@ -398,6 +401,12 @@ fn steady_state_allocates_nothing_per_frame() {
             input.reasm.counters.completed >= completed_before + 3 * 180,
             "{kind:?}/{batch}: datagrams not reassembled while counting: {:?}",
             input.reasm.counters
+        );
+        // Per round: the big IPv4 and IPv6 echo replies, split by the TX ring.
+        let fragmented = stack.host().tx.counters.fragmented - fragmented_before;
+        assert!(
+            fragmented >= 2 * 180,
+            "{kind:?}/{batch}: replies not fragmented while counting: {fragmented}"
         );
         // Per round: the IPv4 and the IPv6 burst.
         assert!(

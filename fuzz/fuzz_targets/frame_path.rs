@@ -23,7 +23,11 @@
 //! - bit 14: fix up the TCP/UDP/ICMP checksum of an unfragmented IPv4 datagram, the
 //!   TCP/UDP/ICMPv6 checksum of an IPv6 packet without extension headers;
 //! - bit 13: run one loop iteration after sending this frame (otherwise all frames are sent
-//!   before the loop runs).
+//!   before the loop runs);
+//! - bit 12: the frame is not the guest's but libslirp's: it goes to the TX ring as
+//!   `send_packet` hands it over, so that frames longer than the guest's link (libslirp's
+//!   `if_mtu` is 65520 with IPv6 on) go through the fragmenter (`frames::fragment`), whose
+//!   fragments must fit the frame limit.
 //!
 //! Without the fix-ups nearly every mutated frame would die on libslirp's checksum checks.
 //!
@@ -122,7 +126,7 @@ impl Harness {
             stack,
             rx,
             reasm: Reassembler::new(ReasmLimits::default()),
-            coalescer: Coalescer::new(true).with_ipv6_mtu(limit.mtu()),
+            coalescer: Coalescer::new(true).with_ipv6_mtu(slirp::if_mtu(limit.mtu(), true)),
             limit,
             guest,
             reply: vec![0; 128 * 1024],
@@ -176,7 +180,7 @@ impl Harness {
     }
 
     /// The drop/error counters whose changes are fed back as coverage.
-    fn counters(&mut self) -> [u64; 20] {
+    fn counters(&mut self) -> [u64; 21] {
         let rx = self.rx.counters;
         let re = self.reasm.counters;
         let host = self.stack.host();
@@ -188,6 +192,7 @@ impl Harness {
             rx.empty,
             tx.frames,
             tx.oversize,
+            tx.fragmented,
             tx.full,
             host.counters.guest_errors,
             re.fragments,
@@ -228,6 +233,11 @@ impl Harness {
             if prefix & 0x4000 != 0 {
                 fix_l4_checksum(&mut self.scratch);
                 fix_ipv6_l4_checksum(&mut self.scratch);
+            }
+            if prefix & 0x1000 != 0 {
+                self.stack.host().send_packet(&self.scratch);
+                self.drain_replies();
+                continue;
             }
             // EAGAIN (helper's buffer full) drops the frame, as bhyve's non-blocking send does.
             let _ = nix::sys::socket::send(

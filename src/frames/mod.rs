@@ -5,6 +5,8 @@
 //! Both directions go through preallocated rings of whole-frame slots, moved with
 //! `recvmmsg`/`sendmmsg`; a batch of 1 is the C helper's one frame per syscall.
 
+#[deny(unsafe_code)]
+pub mod fragment;
 mod mmsg;
 #[deny(unsafe_code)]
 mod rx;

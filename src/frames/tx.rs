@@ -6,6 +6,7 @@
 //! counted, as bhyve itself drops (TCP retransmits). The loop never blocks on the frontend.
 //! With a batch of 1 this is the C helper's one `send` per frame.
 
+use super::fragment::Fragmenter;
 use super::mmsg::{self, GatherList};
 use super::{FrameLimit, FLUSH_BYTES};
 use crate::diag;
@@ -50,6 +51,8 @@ pub struct FrameTx<'fd> {
     /// writability while frames are pending) instead of being retried in every enter.
     #[cfg(target_os = "linux")]
     ring_stalled: bool,
+    /// Identification of the next IPv6 packet split into fragments.
+    ipv6_id: u32,
     /// `pcap=`: frames are recorded as they go out whole (and, through the loop, as guest
     /// frames come in), so the ring that knows when a frame really left holds the file.
     pub capture: Option<Capture>,
@@ -77,6 +80,7 @@ impl<'fd> FrameTx<'fd> {
             in_ring: 0,
             #[cfg(target_os = "linux")]
             ring_stalled: false,
+            ipv6_id: 1,
             capture: None,
             counters: TxCounters::default(),
         }
@@ -100,31 +104,71 @@ impl<'fd> FrameTx<'fd> {
     /// a short or negative answer makes libslirp log per packet.
     pub fn queue(&mut self, frame: &[u8]) -> isize {
         let taken = frame.len() as isize;
-        if frame.len() > self.limit.max_frame() {
-            self.counters.oversize += 1;
-            return taken;
-        }
         if self.peer_gone {
             self.counters.errors += 1;
             return taken;
         }
+        if frame.len() > self.limit.max_frame() {
+            self.queue_fragments(frame);
+            return taken;
+        }
+        let Some(index) = self.reserve() else {
+            return taken;
+        };
+        let start = index * self.slot;
+        self.bufs[start..start + frame.len()].copy_from_slice(frame);
+        self.commit(index, frame.len());
+        taken
+    }
+
+    /// A frame longer than the guest's link (libslirp's `if_mtu` is above the guest MTU when
+    /// IPv6 is on): its IP fragments, each written straight into a slot. A packet that cannot
+    /// be split is dropped (`tx_oversize`); fragments that find the ring full after a flush
+    /// are dropped (`tx_full`), as the guest would lose the datagram anyway.
+    fn queue_fragments(&mut self, frame: &[u8]) {
+        let mut fragments = match Fragmenter::new(frame, self.limit.max_frame(), self.ipv6_id) {
+            Ok(fragments) => fragments,
+            Err(_) => {
+                self.counters.oversize += 1;
+                return;
+            }
+        };
+        self.ipv6_id = self.ipv6_id.wrapping_add(1);
+        self.counters.fragmented += 1;
+        while fragments.remaining() > 0 {
+            let Some(index) = self.reserve() else {
+                self.counters.full += fragments.remaining() as u64 - 1;
+                return;
+            };
+            let start = index * self.slot;
+            let len = fragments
+                .write_next(&mut self.bufs[start..start + self.slot])
+                .expect("a fragment remains");
+            self.commit(index, len);
+        }
+    }
+
+    /// The next free slot, flushing when the ring is full; `None` (counted in `tx_full`) when
+    /// it is still full.
+    fn reserve(&mut self) -> Option<usize> {
         if self.queued == self.capacity() {
             self.flush();
             if self.queued == self.capacity() {
                 self.counters.full += 1;
-                return taken;
+                return None;
             }
         }
-        let index = (self.head + self.queued) % self.capacity();
-        let start = index * self.slot;
-        self.bufs[start..start + frame.len()].copy_from_slice(frame);
-        self.lens[index] = frame.len();
+        Some((self.head + self.queued) % self.capacity())
+    }
+
+    /// Slot `index` (from [`FrameTx::reserve`]) now holds a frame of `len` bytes.
+    fn commit(&mut self, index: usize, len: usize) {
+        self.lens[index] = len;
         self.queued += 1;
-        self.work_since_flush += frame.len();
+        self.work_since_flush += len;
         if self.queued == self.capacity() || self.work_since_flush >= FLUSH_BYTES {
             self.flush();
         }
-        taken
     }
 
     /// Frame `i` of the queue (0 = head), minus what of the head is already sent.
@@ -387,6 +431,30 @@ mod tests {
         // Nothing queued: guest input alone sends nothing.
         tx.note_input(FLUSH_BYTES * 4);
         assert_eq!(tx.counters.syscalls, 1);
+    }
+
+    #[test]
+    fn a_frame_over_the_limit_goes_out_as_ip_fragments_and_a_non_ip_one_is_dropped() {
+        let (helper, peer) = pair();
+        let mut tx = FrameTx::new(helper.as_fd(), FrameLimit::from_mtui(Some(1500)), 64);
+        // A 4000-byte IPv4 datagram (DF clear): 1480 + 1480 + 1020 bytes of payload.
+        let mut frame = vec![0u8; 14 + 4000];
+        frame[12..14].copy_from_slice(&crate::wire::ethernet::ETHERTYPE_IPV4.to_be_bytes());
+        crate::wire::Ipv4Repr {
+            ttl: 64,
+            protocol: crate::wire::protocol::UDP,
+            ..Default::default()
+        }
+        .emit((&mut frame[14..34]).try_into().unwrap(), 4000);
+        assert_eq!(tx.queue(&frame), frame.len() as isize);
+        frame[12..14].copy_from_slice(&[0x88, 0xb5]);
+        tx.queue(&frame);
+        tx.flush();
+        let mut buf = vec![0u8; 70_000];
+        let lens: Vec<usize> = std::iter::from_fn(|| peer.recv(&mut buf).ok()).collect();
+        assert_eq!(lens, [1514, 1514, 14 + 20 + 1020]);
+        assert_eq!((tx.counters.fragmented, tx.counters.oversize), (1, 1));
+        assert_eq!(tx.counters.frames, 3);
     }
 
     #[test]

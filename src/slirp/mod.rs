@@ -54,8 +54,8 @@ pub trait SlirpHost {
 pub struct StackConfig<'a> {
     /// `restricted = !open`: no outbound connections, DHCP without router and DNS.
     pub restricted: bool,
-    /// Guest MTU: both `if_mtu` and `if_mru` (the C helper left `if_mru` at 1500, which capped
-    /// the TCP MSS at 1460 whatever the MTU).
+    /// Guest MTU: `if_mru`, and `if_mtu` unless IPv6 is on ([`if_mtu`]); the C helper left
+    /// `if_mru` at 1500, which capped the TCP MSS at 1460 whatever the MTU.
     pub mtu: usize,
     /// Addresses, DHCP and DNS options, IPv6: checked against the loaded libslirp here.
     pub network: &'a Network,
@@ -63,6 +63,24 @@ pub struct StackConfig<'a> {
 
 /// libslirp accepts `if_mtu`/`if_mru` of 0 or 68..=65521 (`slirp_new`).
 pub(crate) const MTU_RANGE: std::ops::RangeInclusive<usize> = 68..=65521;
+
+/// libslirp's `if_mtu` when IPv6 is on: the largest MTU the helper offers.
+pub const IPV6_IF_MTU: usize = 65520;
+
+/// The `if_mtu` libslirp is given for a guest MTU of `mtu`. IPv4 only: the guest MTU, as the C
+/// helper. With IPv6 on: [`IPV6_IF_MTU`] (or the guest MTU when larger), because libslirp's
+/// `ip6_input` (4.7 to 4.9, `ip6_input.c:50`) refuses every IPv6 packet longer than `if_mtu`
+/// with a Packet Too Big, which would make coalesced guest segments and reassembled guest
+/// datagrams impossible. `if_mru` stays the guest MTU, so the MSS libslirp offers and uses
+/// (`tcp_mss`: MIN(if_mtu, if_mru) - 40/60) does not change; what libslirp no longer
+/// fragments at the guest MTU (`ip_output.c`), the TX ring does (`frames::fragment`).
+pub fn if_mtu(mtu: usize, ipv6: bool) -> usize {
+    if ipv6 {
+        mtu.max(IPV6_IF_MTU)
+    } else {
+        mtu
+    }
+}
 
 static CALLBACK_PANICKED: AtomicBool = AtomicBool::new(false);
 
@@ -316,7 +334,7 @@ impl<H: SlirpHost> Stack<H> {
         cfg.vhost = in_addr(network.host);
         cfg.vdhcp_start = in_addr(network.dhcp_start);
         cfg.vnameserver = in_addr(network.dns);
-        cfg.if_mtu = config.mtu;
+        cfg.if_mtu = if_mtu(config.mtu, network.ipv6.is_some());
         cfg.if_mru = config.mtu;
         cfg.enable_emu = false;
         cfg.disable_host_loopback = !network.host_loopback;

@@ -282,6 +282,15 @@ impl<'a> Ipv4HeaderMut<'a> {
         set_be16(self.bytes, 6, field);
     }
 
+    /// Makes the datagram the fragment at `offset` bytes (a multiple of [`FRAGMENT_UNIT`]) of
+    /// the original, with MF when `more`; DF clear (a datagram with DF is never split).
+    #[inline]
+    pub fn set_fragment(&mut self, offset: usize, more: bool) {
+        debug_assert_eq!(offset % FRAGMENT_UNIT, 0);
+        let units = (offset / FRAGMENT_UNIT) as u16 & OFFSET_MASK;
+        self.set_flags_and_offset(units | if more { MF } else { 0 });
+    }
+
     /// Computes and writes the header checksum (after the other fields are written).
     #[inline]
     pub fn fill_checksum(&mut self) {

@@ -382,6 +382,38 @@ impl<'a> Ipv6FragmentHeader<'a> {
     }
 }
 
+/// A fragment header to write (RFC 8200 4.5): what the helper puts after the fixed header
+/// of each fragment of a packet too long for the guest's link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv6FragmentRepr {
+    /// The protocol of the fragmentable part (the original packet's next header).
+    pub next_header: u8,
+    /// Where this fragment starts in the fragmentable part, in bytes: a multiple of 8.
+    pub offset: usize,
+    /// The M flag: more fragments follow.
+    pub more: bool,
+    pub id: u32,
+}
+
+impl Ipv6FragmentRepr {
+    #[inline]
+    pub fn emit(&self, header: &mut [u8; FRAGMENT_HEADER_LEN]) {
+        debug_assert_eq!(self.offset % 8, 0);
+        header[0] = self.next_header;
+        header[1] = 0;
+        let field = (self.offset as u16 & 0xfff8) | u16::from(self.more);
+        set_be16(header, 2, field);
+        header[4..8].copy_from_slice(&self.id.to_be_bytes());
+    }
+}
+
+/// Whether `next_header` names an extension header (one the walk steps over), not an upper
+/// layer.
+#[inline]
+pub fn is_extension_header(next_header: u8) -> bool {
+    is_extension(next_header)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,7 +29,8 @@ pub mod udp;
 pub use ethernet::EthernetFrame;
 pub use ipv4::{Ipv4Header, Ipv4HeaderMut, Ipv4Repr};
 pub use ipv6::{
-    Ipv6Extension, Ipv6Extensions, Ipv6FragmentHeader, Ipv6Header, Ipv6HeaderMut, UpperLayer,
+    Ipv6Extension, Ipv6Extensions, Ipv6FragmentHeader, Ipv6FragmentRepr, Ipv6Header, Ipv6HeaderMut,
+    UpperLayer,
 };
 pub use tcp::{TcpHeader, TcpHeaderMut};
 pub use udp::UdpHeader;
