@@ -206,13 +206,7 @@ fn large_udp_datagrams_fragmented_by_the_guest_arrive_whole() {
     );
     // The helper's exit stats (printed with -v): the guest did fragment, and the helper
     // reassembled.
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let stat = |key: &str| -> u64 {
-        stderr
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
-            .unwrap_or_else(|| panic!("no {key} in the helper's stats\n{}", text(&out)))
-    };
+    let stat = |key: &str| helper_stat(&out, key);
     // 8000, 30000 and 65507 bytes at MTU 1500: 6 + 21 + 45 fragments.
     assert!(stat("frag_in") >= 72, "{}", text(&out));
     assert!(stat("frag_completed") >= 3, "{}", text(&out));
@@ -284,13 +278,7 @@ fn large_ipv6_udp_datagrams_at(helper_mtu: &str) {
         "{}",
         text(&out)
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let stat = |key: &str| -> u64 {
-        stderr
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
-            .unwrap_or_else(|| panic!("no {key} in the helper's stats\n{}", text(&out)))
-    };
+    let stat = |key: &str| helper_stat(&out, key);
     // 8000 and 30000 bytes (+ 8 of UDP) in fragments of 1448 bytes: 6 + 21.
     assert!(stat("frag_in") >= 27, "{}", text(&out));
     assert!(stat("frag_completed") >= 2, "{}", text(&out));
@@ -355,13 +343,7 @@ fn large_replies_to_the_guest_are_fragmented_by_the_helper_with_ipv6_on() {
     }
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(field(&out, "GOT"), Some("2".into()), "{}", text(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let stat = |key: &str| -> u64 {
-        stderr
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
-            .unwrap_or_else(|| panic!("no {key} in the helper's stats\n{}", text(&out)))
-    };
+    let stat = |key: &str| helper_stat(&out, key);
     assert!(stat("tx_fragmented") >= 2, "{}", text(&out));
     assert_eq!(stat("tx_oversize"), 0, "{}", text(&out));
 
@@ -392,4 +374,12 @@ fn large_replies_to_the_guest_are_fragmented_by_the_helper_with_ipv6_on() {
     };
     assert!(replies("PING4") >= 2, "{}", text(&out));
     assert!(replies("PING6") >= 2, "{}", text(&out));
+}
+
+/// A counter from the helper's exit stats (printed with `-v`) in the frontend's output.
+fn helper_stat(out: &std::process::Output, key: &str) -> u64 {
+    String::from_utf8_lossy(&out.stderr)
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in the helper's stats\n{}", text(out)))
 }

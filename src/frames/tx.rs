@@ -255,12 +255,7 @@ impl<'fd> FrameTx<'fd> {
                         self.counters.eagain += 1;
                         break;
                     }
-                    // ECONNREFUSED: a SOCK_DGRAM peer (QEMU's `-netdev socket`) is gone; a
-                    // connected datagram socket has no other hangup to report.
-                    Some(libc::EPIPE)
-                    | Some(libc::ECONNRESET)
-                    | Some(libc::ENOTCONN)
-                    | Some(libc::ECONNREFUSED) => {
+                    Some(errno) if peer_gone(errno) => {
                         self.peer_gone = true;
                         self.drop_queue();
                     }
@@ -340,10 +335,7 @@ impl<'fd> FrameTx<'fd> {
                 self.counters.eagain += 1;
                 self.ring_stalled = true;
             }
-            Some(libc::EPIPE)
-            | Some(libc::ECONNRESET)
-            | Some(libc::ENOTCONN)
-            | Some(libc::ECONNREFUSED) => {
+            Some(errno) if peer_gone(errno) => {
                 self.peer_gone = true;
                 self.drop_queue();
             }
@@ -362,6 +354,15 @@ impl<'fd> FrameTx<'fd> {
         self.queued = 0;
         self.head_sent = 0;
     }
+}
+
+/// Whether a send's `errno` says the frontend is gone. ECONNREFUSED: a SOCK_DGRAM peer
+/// (QEMU's `-netdev socket`) is gone; a connected datagram socket has no other hangup to report.
+fn peer_gone(errno: i32) -> bool {
+    matches!(
+        errno,
+        libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN | libc::ECONNREFUSED
+    )
 }
 
 /// Frame `i` of a ring queue starting at slot `head` (0 = head), minus the `head_sent` bytes
