@@ -78,10 +78,7 @@ impl<'a> Fragmenter<'a> {
                 if ip.header_len() != ipv4::HEADER_LEN {
                     return Err(Refusal::Ipv4Options);
                 }
-                let piece = room.saturating_sub(ipv4::HEADER_LEN) & !(ipv4::FRAGMENT_UNIT - 1);
-                if piece == 0 {
-                    return Err(Refusal::LimitTooSmall);
-                }
+                let piece = piece_len(room, ipv4::HEADER_LEN)?;
                 Ok(Fragmenter {
                     headers: &frame[..ethernet::HEADER_LEN + ipv4::HEADER_LEN],
                     data: ip.payload(),
@@ -95,14 +92,10 @@ impl<'a> Fragmenter<'a> {
             }
             ETHERTYPE_IPV6 => {
                 let ip = Ipv6Header::parse(eth.payload()).map_err(|_| Refusal::Malformed)?;
-                if ipv6::is_extension_header(ip.next_header()) {
+                if ipv6::is_extension(ip.next_header()) {
                     return Err(Refusal::Ipv6Extensions);
                 }
-                let piece = room.saturating_sub(ipv6::HEADER_LEN + ipv6::FRAGMENT_HEADER_LEN)
-                    & !(ipv4::FRAGMENT_UNIT - 1);
-                if piece == 0 {
-                    return Err(Refusal::LimitTooSmall);
-                }
+                let piece = piece_len(room, ipv6::HEADER_LEN + ipv6::FRAGMENT_HEADER_LEN)?;
                 Ok(Fragmenter {
                     headers: &frame[..ethernet::HEADER_LEN + ipv6::HEADER_LEN],
                     data: ip.payload(),
@@ -170,6 +163,15 @@ impl<'a> Fragmenter<'a> {
         };
         self.done += len;
         Some(frame_len)
+    }
+}
+
+/// Payload bytes per fragment when `room` bytes follow the Ethernet header and `headers` of
+/// them are IP headers: the rest rounded down to the 8-byte unit both families count in.
+fn piece_len(room: usize, headers: usize) -> Result<usize, Refusal> {
+    match room.saturating_sub(headers) & !(ipv4::FRAGMENT_UNIT - 1) {
+        0 => Err(Refusal::LimitTooSmall),
+        piece => Ok(piece),
     }
 }
 

@@ -142,13 +142,9 @@ impl<'fd> FrameRx<'fd> {
                 if self.record_too_long(len, flags) {
                     continue;
                 }
-                if len < ETHER_HDR {
-                    self.counters.runt += 1;
-                    continue;
+                if self.count_frame(len) {
+                    deliver(self.slots.record(i).bytes);
                 }
-                self.counters.frames += 1;
-                self.counters.bytes += len as u64;
-                deliver(self.slots.record(i).bytes);
             }
             // A short batch means the socket was empty a moment ago: wait for readiness again
             // rather than spend a syscall on EAGAIN. (Batch 1 reads until EAGAIN, as C did.)
@@ -217,14 +213,22 @@ impl<'fd> FrameRx<'fd> {
             self.counters.oversize += 1;
             return Ok(RxStatus::Drained);
         }
+        if self.count_frame(len) {
+            deliver(buffers.frame(slot, len));
+        }
+        Ok(RxStatus::Drained)
+    }
+
+    /// A record of `len` bytes that fits: counted as a frame to deliver, or as a runt (shorter
+    /// than an Ethernet header) to drop.
+    fn count_frame(&mut self, len: usize) -> bool {
         if len < ETHER_HDR {
             self.counters.runt += 1;
-            return Ok(RxStatus::Drained);
+            return false;
         }
         self.counters.frames += 1;
         self.counters.bytes += len as u64;
-        deliver(buffers.frame(slot, len));
-        Ok(RxStatus::Drained)
+        true
     }
 
     /// Truncation: Linux cuts the record and sets MSG_TRUNC; FreeBSD leaves the rest for the

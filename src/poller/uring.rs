@@ -114,8 +114,6 @@ pub(crate) const OPCODES: [u8; 4] = [
 /// them returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SendOutcome {
-    /// Frames handed over.
-    pub handed: usize,
     /// Frames that went: a prefix (a failed SEND cancels the ones linked after it).
     pub sent: usize,
     /// The failed frame's error (positive errno), when one failed.
@@ -429,11 +427,7 @@ impl UringQueue {
             Some((index, errno)) => (index.min(handed), Some(errno)),
             None => (handed, None),
         };
-        recv.send_outcome = Some(SendOutcome {
-            handed,
-            sent,
-            error,
-        });
+        recv.send_outcome = Some(SendOutcome { sent, error });
     }
 
     /// Hand the receive's completions since the last call to `into` (by swapping the two

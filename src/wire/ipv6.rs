@@ -221,7 +221,7 @@ pub struct UpperLayer<'a> {
 /// Whether `next_header` is an extension header the walk can step over (RFC 7045's list, less
 /// ESP whose length is encrypted).
 #[inline]
-fn is_extension(next_header: u8) -> bool {
+pub fn is_extension(next_header: u8) -> bool {
     matches!(
         next_header,
         protocol::HOP_BY_HOP
@@ -405,13 +405,6 @@ impl Ipv6FragmentRepr {
         set_be16(header, 2, field);
         header[4..8].copy_from_slice(&self.id.to_be_bytes());
     }
-}
-
-/// Whether `next_header` names an extension header (one the walk steps over), not an upper
-/// layer.
-#[inline]
-pub fn is_extension_header(next_header: u8) -> bool {
-    is_extension(next_header)
 }
 
 #[cfg(test)]
