@@ -805,18 +805,15 @@ fn libvirt_starts_the_helper_for_a_qemu_guest() {
     let syslog = common::SyslogStandIn::new();
     let pidfile = helper_log("libvirt").with_extension("pid");
     let _ = std::fs::remove_file(&pidfile);
-    // As qemuSlirpStart writes a guest `<ip address='10.0.5.15' prefix='24'/>` and, when
+    // As qemuSlirpStart writes a guest `<ip address='10.0.5.15' prefix='24'/>` and, since
     // `ipv6` is offered, `<ip family='ipv6' address='fd00:5::15' prefix='64'/>`: the guest's
     // address and prefix length, whose host bits the helper clears as QEMU's `net=` does.
-    let ipv6 = features.iter().any(|f| f == "ipv6");
-    assert!(ipv6, "{features:?}");
+    assert!(features.iter().any(|f| f == "ipv6"), "{features:?}");
     let mut args = vec![
         format!("--fd={}", helper_end.as_raw_fd()),
         "--net=10.0.5.15/24".to_string(),
+        "--net6=fd00:5::15/64".to_string(),
     ];
-    if ipv6 {
-        args.push("--net6=fd00:5::15/64".into());
-    }
     if features.iter().any(|f| f == "exit-with-parent") {
         args.push("--exit-with-parent".into());
     }
@@ -873,9 +870,7 @@ fn libvirt_starts_the_helper_for_a_qemu_guest() {
     );
     lease_and_ping_in(&mut guest, "10.0.5");
     assert_reaches_host_via(&mut guest, "10.0.5.2");
-    if ipv6 {
-        slaac_and_ping(&mut guest, "fd00:5::");
-    }
+    slaac_and_ping(&mut guest, "fd00:5::");
     // The daemonizing parent exited long ago: the helper is still serving.
     assert!(!common::process::gone_within(helper, Duration::ZERO));
     assert!(guest.poweroff(COMMAND).is_some(), "QEMU did not power off");
