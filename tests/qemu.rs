@@ -223,8 +223,10 @@ fn slaac_and_ping(guest: &mut Guest, prefix: &str) {
         COMMAND,
     );
     assert!(addr.contains(&want), "no SLAAC address {want}: {addr}");
-    let ping = guest.must(&format!("ping -6 -c 2 -W 5 {prefix}2"), COMMAND);
-    assert!(ping.contains("2 packets received"), "{ping}");
+    // Reachability, not loss: under TCG one of the echoes may go unanswered in time (seen
+    // once in CI: 1 of 2).
+    let ping = guest.must(&format!("ping -6 -c 3 -W 5 {prefix}2"), COMMAND);
+    assert!(ping.contains(&format!("bytes from {prefix}2")), "{ping}");
 }
 
 /// The guest's link has `mtu`, and its largest ping that fits one frame (IPv4 header 20 +
